@@ -1,0 +1,158 @@
+// The only main(): one table of modes, logging setup, exit codes (STYLE.md §5).
+
+#include <spdlog/cfg/env.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <iostream>
+#include <string_view>
+#include <vector>
+
+#include "errors.hpp"
+#include "modes.hpp"
+
+namespace distflow::modes {
+namespace {
+
+struct Mode {
+  std::string_view name;
+  std::string_view summary;
+  Setup setup;
+};
+
+constexpr std::array kModes{
+    Mode{"pmd", "run the port mapper daemon, or administer one (status, list, resolve, kill)",
+         &setup_pmd},
+    Mode{"node", "run a node: received messages out as NDJSON, lines in become sends",
+         &setup_node},
+    Mode{"send", "send one message, or NDJSON lines from stdin, to a node", &setup_send},
+    Mode{"watch", "print the registered peers, then every join and leave", &setup_watch},
+    Mode{"bench", "measure mailbox, throughput, latency and PMD speed", &setup_bench},
+};
+
+const Mode* find_mode(std::string_view name) {
+  for (const Mode& mode : kModes) {
+    if (mode.name == name) return &mode;
+  }
+  return nullptr;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+int unknown_mode(std::string_view name) {
+  const Mode* best = nullptr;
+  std::size_t best_distance = 3;  // suggest only near misses, as ninja does
+  for (const Mode& mode : kModes) {
+    const std::size_t d = edit_distance(name, mode.name);
+    if (d < best_distance) best = &mode, best_distance = d;
+  }
+  std::cerr << "distflow: unknown mode '" << name << "'";
+  if (best) std::cerr << ", did you mean '" << best->name << "'?";
+  std::cerr << "\nrun 'distflow --help' for the list of modes\n";
+  return 2;
+}
+
+void setup_logging(const GlobalOptions& global) {
+  auto logger = spdlog::stderr_logger_mt("distflow");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%P] %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::info);
+  spdlog::cfg::load_env_levels();
+  if (!global.log_level.empty()) spdlog::set_level(spdlog::level::from_str(global.log_level));
+}
+
+int real_main(std::vector<std::string> args) {
+  // `distflow-pmd ...` (a symlink) means `distflow pmd ...`: exact basename only.
+  const std::string_view argv0 = args[0];
+  const std::string_view base = argv0.substr(argv0.find_last_of('/') + 1);
+  if (base.starts_with("distflow-") && find_mode(base.substr(9))) {
+    args.insert(args.begin() + 1, std::string(base.substr(9)));
+  }
+  if (args.size() > 1 && !args[1].empty() && args[1][0] != '-' && !find_mode(args[1])) {
+    return unknown_mode(args[1]);
+  }
+
+  CLI::App app{"distflow: Erlang-inspired distributed messaging (port mapper, nodes, shell tools)",
+               "distflow"};
+  app.set_version_flag("--version", std::string("distflow ") + DISTFLOW_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();
+  GlobalOptions global;
+  app.add_option("--log-level", global.log_level,
+                 "trace|debug|info|warn|error|critical|off (default: $SPDLOG_LEVEL, else info)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "err",
+                             "critical", "off"}));
+  app.footer("Each mode also runs as a symlink named distflow-<mode>.\n"
+             "Run 'distflow <mode> --help' for a mode's flags.");
+
+  std::vector<std::pair<CLI::App*, Runner>> runners;
+  for (const Mode& mode : kModes) {
+    CLI::App* sub = app.add_subcommand(std::string(mode.name), std::string(mode.summary));
+    runners.emplace_back(sub, mode.setup(*sub, global));
+  }
+
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  setup_logging(global);
+  for (auto& [sub, runner] : runners) {
+    if (!sub->parsed()) continue;
+    try {
+      return runner();
+    } catch (const std::exception& e) {
+      std::cerr << "distflow " << sub->get_name() << ": error: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  return 2;
+}
+
+}  // namespace
+
+std::uint16_t default_pmd_port() {
+  const char* env = std::getenv("DISTFLOW_PMD_PORT");
+  if (env == nullptr || *env == '\0') return 4369;
+  char* end = nullptr;
+  const long port = std::strtol(env, &end, 10);
+  if (*end != '\0' || port < 0 || port > 65535) {
+    std::cerr << "distflow: ignoring DISTFLOW_PMD_PORT='" << env
+              << "': expected a port number 0-65535\n";
+    return 4369;
+  }
+  return static_cast<std::uint16_t>(port);
+}
+
+int usage_error(const CLI::App& app, const std::string& message) {
+  std::cerr << "distflow " << app.get_name() << ": " << message << "\n";
+  return 2;
+}
+
+}  // namespace distflow::modes
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  if (args.empty()) args.emplace_back("distflow");
+  return distflow::modes::real_main(std::move(args));
+}

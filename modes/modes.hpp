@@ -1,0 +1,39 @@
+#pragma once
+
+// The modes of the distflow executable. Each declares its flags on a CLI11
+// subcommand and returns the closure that runs it (STYLE.md §5).
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace distflow::modes {
+
+/// Flags on the root app, shared by every mode.
+struct GlobalOptions {
+  std::string log_level;  ///< empty: SPDLOG_LEVEL, else info
+};
+
+/// Runs the parsed mode; returns the exit code (0 ok, 1 runtime failure, 2 usage).
+using Runner = std::function<int()>;
+using Setup = Runner (*)(CLI::App& app, const GlobalOptions& global);
+
+Runner setup_pmd(CLI::App& app, const GlobalOptions& global);
+Runner setup_node(CLI::App& app, const GlobalOptions& global);
+Runner setup_send(CLI::App& app, const GlobalOptions& global);
+Runner setup_watch(CLI::App& app, const GlobalOptions& global);
+Runner setup_bench(CLI::App& app, const GlobalOptions& global);
+
+/// Adds `status`, `list`, `resolve`, `kill` under the `pmd` subcommand (admin.cpp).
+/// Returns the runner of whichever was parsed, or an empty Runner if none was.
+std::function<Runner()> add_pmd_admin(CLI::App& pmd);
+
+/// The PMD port from DISTFLOW_PMD_PORT, else 4369 (used as every --port default).
+std::uint16_t default_pmd_port();
+
+/// Usage error for a bad flag combination found after parsing: prints
+/// "distflow <mode>: <message>" and returns 2.
+int usage_error(const CLI::App& app, const std::string& message);
+
+}  // namespace distflow::modes

@@ -1,0 +1,97 @@
+#pragma once
+
+// The node: one per process (PROTOCOL.md §3). It owns an I/O thread (one
+// io_context: listener, peer connections, the PMD link) and a mailbox that
+// hands received messages to the application.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "framing.hpp"
+#include "mailbox.hpp"
+#include "messages.hpp"
+#include "pmd_client.hpp"
+
+namespace distflow {
+
+struct NodeOptions {
+  std::string alias;                       ///< optional; unique per PMD
+  std::string node_id;                     ///< empty: generated (alias-based, unique)
+  PmdEndpoint pmd;                         ///< the PMD to register with
+  bool auto_start_pmd = true;              ///< ensure_pmd() at start and when lost
+  std::string executable;                  ///< binary re-exec'd as the PMD; empty: self
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 0;           ///< 0: ephemeral
+  std::string advertise_host;              ///< host registered with the PMD; empty: listen_host
+  std::size_t mailbox_size = 1000;
+  OverflowPolicy overflow = OverflowPolicy::drop_newest;
+  std::size_t max_frame_bytes = kDefaultNodeFrameLimit;
+  std::size_t max_outbox_bytes = 64u << 20;  ///< per destination; beyond it sends fail
+  std::chrono::milliseconds heartbeat_interval{2000};
+  std::chrono::milliseconds start_timeout{5000};
+};
+
+/// Called with a failed send: what failed and why ("unknown target 'x': Node not found").
+using SendCallback = std::function<void(std::error_code, const std::string& message)>;
+using PeerHandler = std::function<void(const NodeInfo& peer, std::string_view reason)>;
+using MessageHandler = std::function<void(const Envelope& message)>;
+
+struct NodeStats {
+  MailboxStats mailbox;
+  std::uint64_t received = 0;         ///< frames parsed from peers
+  std::uint64_t bad_frames = 0;       ///< malformed bodies from peers (logged at info)
+  std::uint64_t sent = 0;             ///< messages written to sockets
+  std::uint64_t send_failures = 0;
+  std::uint64_t handler_errors = 0;   ///< exceptions thrown by the message handler
+};
+
+class NodeRuntime {
+ public:
+  /// Starts the node: ensures the PMD, listens, registers, watches, heartbeats.
+  /// Throws distflow::Error on failure, or if another NodeRuntime is alive in this process.
+  static std::unique_ptr<NodeRuntime> start(NodeOptions options);
+  virtual ~NodeRuntime() = default;
+
+  virtual const std::string& node_id() const = 0;
+  virtual const std::string& alias() const = 0;
+  virtual std::uint16_t port() const = 0;
+
+  /// Runs `handler` for every message on a dispatcher thread that drains the mailbox.
+  /// Exceptions from it are logged and counted; delivery goes on. Set once.
+  virtual void on_message(MessageHandler handler) = 0;
+  /// Without a handler: the next message, waiting up to `timeout`.
+  virtual std::optional<Envelope> receive(std::chrono::milliseconds timeout) = 0;
+
+  /// Queues `payload_json` (valid JSON text, sent verbatim) for `target` (alias or
+  /// node id). Returns at once; a failure is logged, counted, and given to `on_error`.
+  virtual void send(std::string_view target, std::string_view payload_json,
+                    SendCallback on_error = {}) = 0;
+  /// Like send(), but waits until the message is written to the socket; throws
+  /// distflow::Error on failure (unknown target, connection refused...).
+  virtual void send_sync(std::string_view target, std::string_view payload_json,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(5)) = 0;
+  /// Waits until every queued outbound message is written (or failed).
+  virtual void flush(std::chrono::milliseconds timeout = std::chrono::seconds(5)) = 0;
+
+  /// The registered peers, this node excluded.
+  virtual std::vector<NodeInfo> discover() = 0;
+  /// Peer events, run on the I/O thread: keep them short.
+  virtual void on_peer_join(PeerHandler handler) = 0;
+  virtual void on_peer_leave(PeerHandler handler) = 0;
+
+  virtual NodeStats stats() const = 0;
+
+  /// Unregisters, closes every connection, stops the threads. Idempotent; returns
+  /// promptly even while peers keep their connections open.
+  virtual void shutdown() = 0;
+};
+
+}  // namespace distflow

@@ -1,0 +1,1 @@
+#include "pmd_server.hpp"

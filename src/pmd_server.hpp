@@ -1,0 +1,31 @@
+#pragma once
+
+// The port mapper daemon (PROTOCOL.md §2) over the pure registry.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "framing.hpp"
+#include "pmd_protocol.hpp"
+
+namespace distflow {
+
+struct PmdConfig {
+  std::string bind = "127.0.0.1";
+  std::uint16_t port = kDefaultPmdPort;   ///< 0: pick a free port
+  std::chrono::milliseconds ttl{15000};   ///< heartbeat TTL (only for nodes that heartbeat)
+  std::chrono::milliseconds auto_shutdown{0};  ///< 0: never; else exit when empty this long
+  std::size_t max_frame_bytes = kDefaultPmdFrameLimit;
+  std::size_t max_write_queue_bytes = 8u << 20;  ///< per connection; slower readers are dropped
+  std::size_t max_connections = 4096;
+};
+
+/// Runs the daemon until SIGINT/SIGTERM, a `shutdown` request, or auto-shutdown.
+/// `on_listening(port)` runs once the socket is bound (the mode prints the address).
+/// Throws distflow::Error when the port cannot be bound (message says why).
+void run_pmd(const PmdConfig& config, const std::function<void(std::uint16_t)>& on_listening);
+
+}  // namespace distflow
