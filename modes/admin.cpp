@@ -1,9 +1,163 @@
+// `distflow pmd status|list|resolve NAME|kill [--force]`: administers a running PMD.
+
+#include <algorithm>
+#include <array>
+#include <ctime>
+#include <iostream>
+#include <memory>
+
+#include "errors.hpp"
 #include "modes.hpp"
+#include "pmd_client.hpp"
 
 namespace distflow::modes {
+namespace {
 
-std::function<Runner()> add_pmd_admin(CLI::App&) {
-  return [] { return Runner{}; };
+struct AdminFlags {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;
+  bool json = false;
+  bool force = false;
+  std::string name;
+};
+
+std::string format_time(std::int64_t ms) {
+  const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&seconds, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string nodes_json(const std::vector<NodeInfo>& nodes) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    if (i)
+      out += ',';
+    append_node_info(out, nodes[i]);
+  }
+  return out + "]";
+}
+
+void print_nodes(const std::vector<NodeInfo>& nodes) {
+  std::cout << "Registered nodes: " << nodes.size() << "\n";
+  if (nodes.empty())
+    return;
+  std::vector<std::array<std::string, 4>> rows{{"ALIAS", "NODE ID", "ADDRESS", "LAST HEARTBEAT"}};
+  for (const auto& n : nodes) {
+    rows.push_back({n.alias.empty() ? "-" : n.alias, n.node_id,
+                    n.host + ":" + std::to_string(n.port), format_time(n.last_heartbeat)});
+  }
+  std::array<std::size_t, 4> width{};
+  for (const auto& row : rows) {
+    for (std::size_t i = 0; i < row.size(); ++i)
+      width[i] = std::max(width[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::cout << " ";
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      std::cout << " " << row[i];
+      if (i + 1 < row.size())
+        std::cout << std::string(width[i] - row[i].size() + 1, ' ');
+    }
+    std::cout << "\n";
+  }
+}
+
+}  // namespace
+
+std::function<Runner()> add_pmd_admin(CLI::App& pmd) {
+  auto flags = std::make_shared<AdminFlags>();
+  auto common = [&pmd, flags](CLI::App* sub) {
+    sub->add_option("--host", flags->host, "PMD host")->capture_default_str();
+    sub->add_option("--port", flags->port, "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)");
+    sub->add_flag("--json", flags->json, "print one JSON document instead of text");
+    (void)pmd;
+  };
+  CLI::App* status = pmd.add_subcommand("status", "show whether a PMD answers, and its nodes");
+  CLI::App* list = pmd.add_subcommand("list", "list the registered nodes");
+  CLI::App* resolve =
+      pmd.add_subcommand("resolve", "show the node registered under an alias or id");
+  CLI::App* kill = pmd.add_subcommand("kill", "stop the PMD (refused while nodes are registered)");
+  for (CLI::App* sub : {status, list, resolve, kill})
+    common(sub);
+  resolve->add_option("name", flags->name, "alias or node id")->required();
+  kill->add_flag("--force", flags->force, "stop even when nodes are registered");
+
+  return [&pmd, flags, status, list, resolve, kill]() -> Runner {
+    CLI::App* chosen = nullptr;
+    for (CLI::App* sub : {status, list, resolve, kill}) {
+      if (sub->parsed())
+        chosen = sub;
+    }
+    if (chosen == nullptr)
+      return Runner{};
+    return [&pmd, flags, chosen, status, list, resolve]() -> int {
+      PmdEndpoint endpoint;
+      endpoint.host = flags->host;
+      // `pmd --port P list` and `pmd list --port P` both work.
+      const CLI::Option* own = chosen->get_option("--port");
+      const CLI::Option* parent = pmd.get_option_no_throw("--port");
+      if (own->count() > 0) {
+        endpoint.port = flags->port;
+      } else if (parent != nullptr && parent->count() > 0) {
+        endpoint.port = parent->as<std::uint16_t>();
+      } else {
+        endpoint.port = default_pmd_port();
+      }
+      auto client = PmdClient::connect(endpoint);
+      if (chosen == status || chosen == list) {
+        const auto nodes = client->list();
+        if (flags->json) {
+          if (chosen == status) {
+            std::cout << "{\"pmd\":\"" << endpoint.to_string()
+                      << "\",\"running\":true,\"nodes\":" << nodes_json(nodes) << "}\n";
+          } else {
+            std::cout << nodes_json(nodes) << "\n";
+          }
+          return 0;
+        }
+        if (chosen == status) {
+          std::cout << "PMD Status:\n  address: " << endpoint.to_string() << "\n  running: yes\n";
+        }
+        print_nodes(nodes);
+        return 0;
+      }
+      if (chosen == resolve) {
+        auto node = client->resolve(flags->name);
+        if (!node)
+          throw Error("'" + flags->name + "' not found on PMD " + endpoint.to_string());
+        if (flags->json) {
+          std::string out;
+          append_node_info(out, *node);
+          std::cout << out << "\n";
+        } else {
+          std::cout << "alias:          " << (node->alias.empty() ? "-" : node->alias)
+                    << "\nnode id:        " << node->node_id << "\naddress:        " << node->host
+                    << ":" << node->port
+                    << "\nlast heartbeat: " << format_time(node->last_heartbeat) << "\n";
+        }
+        return 0;
+      }
+      auto reply = client->request("shutdown", flags->force ? R"({"force":true})" : "{}");
+      if (!reply.error.empty()) {
+        if (reply.error.ends_with("use force")) {
+          const std::string count = reply.error.substr(0, reply.error.find(' '));
+          throw Error("PMD " + endpoint.to_string() + " refused to stop: " + count +
+                      (count == "1" ? " node is" : " nodes are") +
+                      " registered; use --force to stop it anyway");
+        }
+        throw Error("PMD " + endpoint.to_string() + " refused to stop: " + reply.error);
+      }
+      if (flags->json) {
+        std::cout << "{\"pmd\":\"" << endpoint.to_string() << "\",\"stopped\":true}\n";
+      } else {
+        std::cout << "PMD on " << endpoint.to_string() << " stopped\n";
+      }
+      return 0;
+    };
+  };
 }
 
 }  // namespace distflow::modes

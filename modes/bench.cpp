@@ -1,11 +1,128 @@
-#include "errors.hpp"
+// `distflow bench mailbox|throughput|latency|pmd`: flags → a bench config → one
+// run_*_bench() call (src/bench_runner.hpp). `bench worker` is the hidden role
+// the multi-process benches re-execute (src/bench_worker.hpp).
+
+#include <iostream>
+#include <memory>
+#include <unistd.h>
+
+#include "bench_runner.hpp"
+#include "bench_worker.hpp"
 #include "modes.hpp"
 
 namespace distflow::modes {
+namespace {
+
+struct BenchFlags {
+  MailboxBenchConfig mailbox;
+  ThroughputBenchConfig throughput;
+  LatencyBenchConfig latency;
+  PmdBenchConfig pmd;
+  BenchWorkerConfig worker;
+  std::string policy = "block";
+  std::string pin = "none";
+  long timeout_s = 120;
+};
+
+void add_common(CLI::App& sub, BenchCommon& common, long& timeout_s, bool uses_pmd) {
+  sub.add_option("--reps", common.reps, "repetitions (the report gives their median)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000u));
+  sub.add_flag("--json", common.json, "print one JSON document instead of the text report");
+  sub.add_option("--csv", common.csv_path, "also write every raw figure to this CSV file");
+  sub.add_option("--timeout", timeout_s, "deadline per repetition, seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1L, 3600L));
+  if (uses_pmd) {
+    sub.add_option("--pmd-port", common.pmd_port, "use this PMD (default: start a private one)");
+  }
+}
+
+BenchCommon finish(BenchCommon common, long timeout_s) {
+  common.progress = ::isatty(STDERR_FILENO) == 1;
+  common.timeout = std::chrono::seconds(timeout_s);
+  return common;
+}
+
+}  // namespace
 
 Runner setup_bench(CLI::App& app, const GlobalOptions&) {
-  app.allow_extras();
-  return [] () -> int { throw Error("not implemented yet"); };
+  auto f = std::make_shared<BenchFlags>();
+  app.require_subcommand(1);
+
+  auto* mailbox = app.add_subcommand("mailbox", "producers x one consumer through the mailbox");
+  add_common(*mailbox, f->mailbox.common, f->timeout_s, false);
+  mailbox->add_option("--producers", f->mailbox.producers)->capture_default_str();
+  mailbox->add_option("--size", f->mailbox.size, "item bytes; 0: an 8-byte integer")
+      ->capture_default_str();
+  mailbox->add_option("--policy", f->policy)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"block", "drop-newest", "drop-oldest"}));
+  mailbox->add_option("--capacity", f->mailbox.capacity)->capture_default_str();
+  mailbox->add_option("--msgs", f->mailbox.msgs)->capture_default_str();
+  mailbox
+      ->add_option("--batch", f->mailbox.batch,
+                   "items per push (try_push_batch, as the I/O thread)")
+      ->capture_default_str();
+
+  auto* throughput = app.add_subcommand("throughput", "one-way node->node over loopback");
+  add_common(*throughput, f->throughput.common, f->timeout_s, true);
+  throughput->add_option("--msgs", f->throughput.msgs, "total messages")->capture_default_str();
+  throughput->add_option("--size", f->throughput.size, "payload bytes")->capture_default_str();
+  throughput->add_option("--senders", f->throughput.senders)->capture_default_str();
+  throughput->add_option("--target", f->throughput.target, "send to this existing node instead");
+
+  auto* latency = app.add_subcommand("latency", "ping-pong round trips, and raw TCP's");
+  add_common(*latency, f->latency.common, f->timeout_s, true);
+  latency->add_option("--msgs", f->latency.msgs, "round trips per rep")->capture_default_str();
+  latency->add_option("--size", f->latency.size, "payload bytes")->capture_default_str();
+  latency->add_option("--pin", f->pin, "CPU placement of the two processes")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "same", "different"}));
+  latency->add_flag("!--no-raw", f->latency.raw_baseline, "skip the raw TCP baseline");
+
+  auto* pmd = app.add_subcommand("pmd", "PMD resolve rate, registration churn, crash->leave");
+  add_common(*pmd, f->pmd.common, f->timeout_s, true);
+  pmd->add_option("--resolves", f->pmd.resolves, "pipelined resolves per rep")
+      ->capture_default_str();
+  pmd->add_option("--churn", f->pmd.churn, "register+unregister pairs per rep")
+      ->capture_default_str();
+
+  auto* worker = app.add_subcommand("worker", "internal: a process the benches start");
+  worker->group("");  // hidden
+  auto& w = f->worker;
+  worker->add_option("--role", w.role)->required();
+  worker->add_option("--pmd-port", w.pmd_port);
+  worker->add_option("--alias", w.alias);
+  worker->add_option("--target", w.target);
+  worker->add_option("--msgs", w.msgs);
+  worker->add_option("--size", w.size);
+  worker->add_option("--id", w.id);
+  worker->add_option("--port", w.port);
+  worker->add_flag("--auto-pmd", w.auto_pmd);
+  worker->add_option("--timeout", f->timeout_s);
+
+  return [f, mailbox, throughput, latency, pmd, worker]() -> int {
+    if (mailbox->parsed()) {
+      f->mailbox.common = finish(f->mailbox.common, f->timeout_s);
+      f->mailbox.policy = *parse_overflow_policy(f->policy);
+      run_mailbox_bench(f->mailbox, std::cout, std::cerr);
+    } else if (throughput->parsed()) {
+      f->throughput.common = finish(f->throughput.common, f->timeout_s);
+      run_throughput_bench(f->throughput, std::cout, std::cerr);
+    } else if (latency->parsed()) {
+      f->latency.common = finish(f->latency.common, f->timeout_s);
+      f->latency.pin = *parse_pin_mode(f->pin);
+      run_latency_bench(f->latency, std::cout, std::cerr);
+    } else if (pmd->parsed()) {
+      f->pmd.common = finish(f->pmd.common, f->timeout_s);
+      run_pmd_bench(f->pmd, std::cout, std::cerr);
+    } else if (worker->parsed()) {
+      f->worker.timeout = std::chrono::seconds(f->timeout_s);
+      return run_bench_worker(f->worker, std::cout);
+    }
+    return 0;
+  };
 }
 
 }  // namespace distflow::modes

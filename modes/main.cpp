@@ -1,15 +1,15 @@
 // The only main(): one table of modes, logging setup, exit codes (STYLE.md §5).
 
-#include <spdlog/cfg/env.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <iostream>
 #include <string_view>
 #include <vector>
+
+#include <spdlog/cfg/env.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "errors.hpp"
 #include "modes.hpp"
@@ -26,8 +26,7 @@ struct Mode {
 constexpr std::array kModes{
     Mode{"pmd", "run the port mapper daemon, or administer one (status, list, resolve, kill)",
          &setup_pmd},
-    Mode{"node", "run a node: received messages out as NDJSON, lines in become sends",
-         &setup_node},
+    Mode{"node", "run a node: received messages out as NDJSON, lines in become sends", &setup_node},
     Mode{"send", "send one message, or NDJSON lines from stdin, to a node", &setup_send},
     Mode{"watch", "print the registered peers, then every join and leave", &setup_watch},
     Mode{"bench", "measure mailbox, throughput, latency and PMD speed", &setup_bench},
@@ -35,14 +34,16 @@ constexpr std::array kModes{
 
 const Mode* find_mode(std::string_view name) {
   for (const Mode& mode : kModes) {
-    if (mode.name == name) return &mode;
+    if (mode.name == name)
+      return &mode;
   }
   return nullptr;
 }
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
   for (std::size_t i = 1; i <= a.size(); ++i) {
     std::size_t diagonal = row[0];
     row[0] = i;
@@ -60,10 +61,12 @@ int unknown_mode(std::string_view name) {
   std::size_t best_distance = 3;  // suggest only near misses, as ninja does
   for (const Mode& mode : kModes) {
     const std::size_t d = edit_distance(name, mode.name);
-    if (d < best_distance) best = &mode, best_distance = d;
+    if (d < best_distance)
+      best = &mode, best_distance = d;
   }
   std::cerr << "distflow: unknown mode '" << name << "'";
-  if (best) std::cerr << ", did you mean '" << best->name << "'?";
+  if (best)
+    std::cerr << ", did you mean '" << best->name << "'?";
   std::cerr << "\nrun 'distflow --help' for the list of modes\n";
   return 2;
 }
@@ -74,7 +77,8 @@ void setup_logging(const GlobalOptions& global) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::info);
   spdlog::cfg::load_env_levels();
-  if (!global.log_level.empty()) spdlog::set_level(spdlog::level::from_str(global.log_level));
+  if (!global.log_level.empty())
+    spdlog::set_level(spdlog::level::from_str(global.log_level));
 }
 
 int real_main(std::vector<std::string> args) {
@@ -96,10 +100,11 @@ int real_main(std::vector<std::string> args) {
   GlobalOptions global;
   app.add_option("--log-level", global.log_level,
                  "trace|debug|info|warn|error|critical|off (default: $SPDLOG_LEVEL, else info)")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "err",
-                             "critical", "off"}));
-  app.footer("Each mode also runs as a symlink named distflow-<mode>.\n"
-             "Run 'distflow <mode> --help' for a mode's flags.");
+      ->check(CLI::IsMember(
+          {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"}));
+  app.footer(
+      "Each mode also runs as a symlink named distflow-<mode>.\n"
+      "Run 'distflow <mode> --help' for a mode's flags.");
 
   std::vector<std::pair<CLI::App*, Runner>> runners;
   for (const Mode& mode : kModes) {
@@ -108,7 +113,8 @@ int real_main(std::vector<std::string> args) {
   }
 
   std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
+  for (const auto& a : args)
+    argv.push_back(a.c_str());
   try {
     app.parse(static_cast<int>(argv.size()), argv.data());
   } catch (const CLI::ParseError& e) {
@@ -118,7 +124,8 @@ int real_main(std::vector<std::string> args) {
 
   setup_logging(global);
   for (auto& [sub, runner] : runners) {
-    if (!sub->parsed()) continue;
+    if (!sub->parsed())
+      continue;
     try {
       return runner();
     } catch (const std::exception& e) {
@@ -133,7 +140,8 @@ int real_main(std::vector<std::string> args) {
 
 std::uint16_t default_pmd_port() {
   const char* env = std::getenv("DISTFLOW_PMD_PORT");
-  if (env == nullptr || *env == '\0') return 4369;
+  if (env == nullptr || *env == '\0')
+    return 4369;
   char* end = nullptr;
   const long port = std::strtol(env, &end, 10);
   if (*end != '\0' || port < 0 || port > 65535) {
@@ -153,6 +161,7 @@ int usage_error(const CLI::App& app, const std::string& message) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
-  if (args.empty()) args.emplace_back("distflow");
+  if (args.empty())
+    args.emplace_back("distflow");
   return distflow::modes::real_main(std::move(args));
 }

@@ -3,10 +3,10 @@
 // The modes of the distflow executable. Each declares its flags on a CLI11
 // subcommand and returns the closure that runs it (STYLE.md §5).
 
-#include <CLI/CLI.hpp>
-
 #include <functional>
 #include <string>
+
+#include <CLI/CLI.hpp>
 
 namespace distflow::modes {
 

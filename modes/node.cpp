@@ -1,11 +1,104 @@
-#include "errors.hpp"
+// `distflow node [--alias NAME] [--exec CMD [ARGS...]]`: flags → NodeBridgeOptions →
+// run_node_bridge() (src/node_bridge.hpp) → exit code.
+
+#include <memory>
+#include <unistd.h>
+
 #include "modes.hpp"
+#include "node_bridge.hpp"
 
 namespace distflow::modes {
+namespace {
+
+struct NodeFlags {
+  NodeBridgeOptions options;
+  std::string overflow = "drop-newest";
+  std::string restart = "never";
+  double restart_window_s = 10;
+  double stop_timeout_s = 5;
+  bool exec = false;
+  bool no_auto_pmd = false;
+};
+
+}  // namespace
 
 Runner setup_node(CLI::App& app, const GlobalOptions&) {
-  app.allow_extras();
-  return [] () -> int { throw Error("not implemented yet"); };
+  auto flags = std::make_shared<NodeFlags>();
+  NodeOptions& node = flags->options.node;
+  node.pmd.port = default_pmd_port();
+  app.description(
+      "Run a node. Each received message is one NDJSON line on stdout:\n"
+      "  {\"from\":ID,\"alias\":A,\"to\":ID,\"timestamp\":MS,\"payload\":<exact JSON>}\n"
+      "Each stdin line {\"to\":\"ALIAS-OR-ID\",\"payload\":<JSON>} is sent. A bad line is\n"
+      "reported on stderr with its number and skipped. stdin EOF: outbound messages\n"
+      "are flushed and the node exits 0. With --exec (the last flag: everything after\n"
+      "it is the command), the child's stdin and stdout replace ours, its stderr is\n"
+      "ours, and it gets DISTFLOW_NODE_ID, DISTFLOW_ALIAS and DISTFLOW_PMD_PORT.\n"
+      "SIGTERM/SIGINT are forwarded to it, then the node unregisters and exits 0;\n"
+      "otherwise its exit code is the node's, once restarts are exhausted.");
+  app.add_option("-a,--alias", node.alias, "alias to register (unique per PMD)");
+  app.add_option("--node-id", node.node_id, "node id (default: generated from the alias)");
+  // Everything after --exec is the command, dashes included: from there on the
+  // subcommand keeps its arguments (no fall-through to the root) as extras.
+  app.add_flag_callback(
+         "--exec",
+         [flags, &app] {
+           flags->exec = true;
+           app.fallthrough(false);
+           app.prefix_command();
+         },
+         "run CMD [ARGS...] (the rest of the line) as the child")
+      ->trigger_on_parse();
+  app.add_option("--mailbox-size", node.mailbox_size, "mailbox capacity")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+  app.add_option("--overflow", flags->overflow, "policy for a full mailbox")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"drop-newest", "drop-oldest", "block"}));
+  app.add_option("--restart", flags->restart, "restart the --exec child: never|on-failure|always")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"never", "on-failure", "always"}));
+  app.add_option("--restart-limit", flags->options.restart_limit,
+                 "at most this many restarts within --restart-window")
+      ->capture_default_str();
+  app.add_option("--restart-window", flags->restart_window_s, "seconds")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--stop-timeout", flags->stop_timeout_s,
+                 "seconds the child gets after a forwarded signal, before SIGKILL")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--host", node.pmd.host, "PMD host")->capture_default_str();
+  app.add_option("-p,--port", node.pmd.port, "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
+      ->capture_default_str();
+  app.add_flag("--no-auto-pmd", flags->no_auto_pmd, "fail instead of starting a PMD");
+  app.add_option("--listen", node.listen_host, "address to listen on")->capture_default_str();
+  app.add_option("--listen-port", node.listen_port, "port to listen on (0: ephemeral)")
+      ->capture_default_str();
+  app.add_option("--advertise", node.advertise_host,
+                 "host registered with the PMD (default: the listen address)");
+  app.add_option("--max-line", flags->options.max_line_bytes, "longest input line in bytes")
+      ->capture_default_str();
+
+  return [flags, &app]() -> int {
+    NodeBridgeOptions& options = flags->options;
+    options.exec = app.remaining();
+    if (flags->exec && options.exec.empty())
+      return usage_error(app, "--exec needs a command");
+    if (!flags->exec && !options.exec.empty()) {
+      return usage_error(app, "unexpected argument '" + options.exec[0] + "'");
+    }
+    options.node.overflow = *parse_overflow_policy(flags->overflow);
+    options.node.auto_start_pmd = !flags->no_auto_pmd;
+    options.restart = *parse_restart_policy(flags->restart);
+    options.restart_window =
+        std::chrono::milliseconds(static_cast<std::int64_t>(flags->restart_window_s * 1000));
+    options.stop_timeout =
+        std::chrono::milliseconds(static_cast<std::int64_t>(flags->stop_timeout_s * 1000));
+    options.input_fd = STDIN_FILENO;
+    options.output_fd = STDOUT_FILENO;
+    return run_node_bridge(options);
+  };
 }
 
 }  // namespace distflow::modes

@@ -1,13 +1,99 @@
+// `distflow pmd`: runs the port mapper daemon, or (with a subcommand) administers one.
+
+#include <charconv>
+#include <iostream>
+#include <optional>
+
 #include "errors.hpp"
 #include "modes.hpp"
+#include "pmd_server.hpp"
 
 namespace distflow::modes {
+namespace {
+
+/// "30s", "500ms", "2m", "1h"; nullopt for anything else.
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
+  long long value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || value < 0)
+    return std::nullopt;
+  const std::string_view unit(ptr, static_cast<std::size_t>(end - ptr));
+  if (unit == "ms")
+    return std::chrono::milliseconds(value);
+  if (unit == "s")
+    return std::chrono::seconds(value);
+  if (unit == "m" || unit == "min")
+    return std::chrono::minutes(value);
+  if (unit == "h")
+    return std::chrono::hours(value);
+  return std::nullopt;
+}
+
+struct PmdFlags {
+  PmdConfig config;
+  std::string ttl = "15s";
+  std::string auto_shutdown = "0s";
+};
+
+}  // namespace
 
 Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
+  auto flags = std::make_shared<PmdFlags>();
+  PmdConfig& config = flags->config;
+  config.port = default_pmd_port();
+  app.require_subcommand(0, 1);
+  app.add_option("--port", config.port,
+                 "TCP port (default: $DISTFLOW_PMD_PORT, else 4369; 0 picks a free port)")
+      ->capture_default_str();
+  app.add_option("--bind", config.bind, "address to listen on (loopback unless told otherwise)")
+      ->capture_default_str();
+  app.add_option("--ttl", flags->ttl,
+                 "drop a node that has heartbeated once and then stays silent this long "
+                 "(e.g. 15s, 500ms; 0s: never)")
+      ->capture_default_str();
+  app.add_option("--auto-shutdown", flags->auto_shutdown,
+                 "exit once no node has been registered for this long, e.g. 30s (0s: never); "
+                 "set by auto-start, it also makes a daemon that finds its port taken exit 0 "
+                 "quietly")
+      ->capture_default_str();
+  app.add_option("--max-frame", config.max_frame_bytes,
+                 "largest request frame accepted, in bytes (larger: error, then close)")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-connections", config.max_connections,
+                 "connections served at once; more are closed on accept")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-write-queue", config.max_write_queue_bytes,
+                 "bytes queued for one connection before it is dropped as a slow reader")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
   auto admin = add_pmd_admin(app);
-  return [admin]() -> int {
-    if (auto runner = admin()) return runner();
-    throw Error("not implemented yet");
+  return [admin, flags, &app]() -> int {
+    if (auto runner = admin())
+      return runner();
+    auto ttl = parse_duration(flags->ttl);
+    if (!ttl)
+      return usage_error(app, "invalid --ttl '" + flags->ttl + "': expected e.g. 15s or 500ms");
+    auto auto_shutdown = parse_duration(flags->auto_shutdown);
+    if (!auto_shutdown) {
+      return usage_error(app, "invalid --auto-shutdown '" + flags->auto_shutdown +
+                                  "': expected e.g. 30s or 500ms");
+    }
+    if (flags->config.max_frame_bytes < 16 || flags->config.max_frame_bytes > (1u << 30)) {
+      return usage_error(app, "invalid --max-frame: expected 16 bytes to 1 GiB");
+    }
+    PmdConfig run_config = flags->config;
+    run_config.ttl = *ttl;
+    run_config.auto_shutdown = *auto_shutdown;
+    // An auto-started daemon that loses the bind race steps aside: the winner serves.
+    run_config.quiet_if_port_in_use = run_config.auto_shutdown.count() > 0;
+    run_pmd(run_config, [&run_config](std::uint16_t port) {
+      const bool v6 = run_config.bind.find(':') != std::string::npos;
+      std::cout << (v6 ? "[" + run_config.bind + "]" : run_config.bind) << ":" << port << std::endl;
+    });
+    return 0;
   };
 }
 

@@ -1,11 +1,58 @@
-#include "errors.hpp"
+// `distflow send TARGET [BODY | -]`: flags → SendOptions → send_message() or
+// send_stream() (src/sender.hpp) → exit code.
+
+#include <iostream>
+#include <memory>
+#include <unistd.h>
+
 #include "modes.hpp"
+#include "sender.hpp"
 
 namespace distflow::modes {
+namespace {
+
+struct SendFlags {
+  SendOptions options;
+  std::string body;
+};
+
+}  // namespace
 
 Runner setup_send(CLI::App& app, const GlobalOptions&) {
-  app.allow_extras();
-  return [] () -> int { throw Error("not implemented yet"); };
+  auto flags = std::make_shared<SendFlags>();
+  flags->options.pmd.port = default_pmd_port();
+  app.description(
+      "Send one JSON message, or one per line of stdin, to a node (alias or node id).\n"
+      "With BODY '-' or no BODY, stdin is NDJSON: each non-blank line is one payload,\n"
+      "sent in order over one connection and flushed before exit. An invalid line is\n"
+      "reported on stderr with its line number and parse error and skipped; the valid\n"
+      "lines are still sent, and the exit code is then 1. Exit 1 also when no PMD\n"
+      "answers or the target is unknown (send never starts a PMD).");
+  app.add_option("target", flags->options.target, "alias or node id of the receiver")->required();
+  app.add_option("body", flags->body, "JSON payload; '-' or absent: NDJSON lines from stdin");
+  app.add_option("-n,--count", flags->options.count,
+                 "send every body N times (each stdin line too)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
+  app.add_option("--host", flags->options.pmd.host, "PMD host")->capture_default_str();
+  app.add_option("-p,--port", flags->options.pmd.port,
+                 "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
+      ->capture_default_str();
+  app.add_option("--from", flags->options.from, "sender node id (default: send-<pid>)");
+
+  return [flags]() -> int {
+    if (!flags->body.empty() && flags->body != "-") {
+      send_message(flags->options, flags->body);
+      return 0;
+    }
+    const auto result = send_stream(flags->options, STDIN_FILENO, [](std::string_view message) {
+      std::cerr << "distflow send: " << message << '\n';
+    });
+    if (result.invalid == 0)
+      return 0;
+    std::cerr << "distflow send: " << result.invalid << " invalid line(s) skipped, " << result.sent
+              << " message(s) sent\n";
+    return 1;
+  };
 }
 
 }  // namespace distflow::modes

@@ -1,11 +1,37 @@
-#include "errors.hpp"
+// `distflow watch [--json] [NODE] [--until-leave]`: flags → WatchOptions →
+// watch_peers() (src/peer_watch.hpp) → exit code.
+
+#include <memory>
+#include <unistd.h>
+
 #include "modes.hpp"
+#include "peer_watch.hpp"
 
 namespace distflow::modes {
 
 Runner setup_watch(CLI::App& app, const GlobalOptions&) {
-  app.allow_extras();
-  return [] () -> int { throw Error("not implemented yet"); };
+  auto options = std::make_shared<WatchOptions>();
+  options->pmd.port = default_pmd_port();
+  app.description(
+      "Print the registered peers, then every join and leave as it happens, one line\n"
+      "each, flushed per event. Text lines are 'present|join|leave  ALIAS  id=ID  HOST:PORT\n"
+      "[reason=R]'; with --json each line is {\"event\":\"peer:present|peer:join|peer:leave\",\n"
+      "\"peer\":NodeInfo[,\"reason\":R]}. Exit 1 when no PMD answers or it goes away.");
+  app.add_option("node", options->node, "follow only this alias or node id");
+  app.add_flag("--json", options->json, "NDJSON output");
+  app.add_flag("--until-leave", options->until_leave,
+               "exit 0 once NODE leaves (at once if it is not registered)");
+  app.add_option("--host", options->pmd.host, "PMD host")->capture_default_str();
+  app.add_option("-p,--port", options->pmd.port,
+                 "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
+      ->capture_default_str();
+
+  return [options, &app]() -> int {
+    if (options->until_leave && options->node.empty()) {
+      return usage_error(app, "--until-leave needs a NODE to follow");
+    }
+    return watch_peers(*options, STDOUT_FILENO);
+  };
 }
 
 }  // namespace distflow::modes

@@ -1,1 +1,84 @@
 #pragma once
+
+// The core of `distflow bench` (issue 5): in-process mailbox runs, and
+// multi-process runs (throughput, latency, pmd) that re-execute this binary as
+// hidden workers (bench_worker.hpp) and a private PMD. Each run writes the
+// banner, then the report (text, or JSON with `json`, plus CSV to a file), and
+// returns the report. Every loop is bounded by counts and `timeout`; every
+// process started here is stopped by its PID before the call returns.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "bench_stats.hpp"
+#include "mailbox.hpp"
+
+namespace distflow {
+
+/// Flags every bench shares.
+struct BenchCommon {
+  unsigned reps = 5;
+  bool json = false;                  ///< one JSON document on `out` instead of text
+  std::string csv_path;               ///< also write CSV rows here when non-empty
+  bool progress = false;              ///< draw a progress bar on `err` (the caller saw a tty)
+  std::string executable;             ///< binary re-executed for workers; empty: self
+  std::uint16_t pmd_port = 0;         ///< 0: start a private PMD (`pmd --port 0`), stop it after
+  std::chrono::seconds timeout{120};  ///< deadline for each repetition
+};
+
+struct MailboxBenchConfig {
+  BenchCommon common;
+  unsigned producers = 1;
+  std::size_t size = 100;  ///< bytes per item (a heap string); 0: an 8-byte integer
+  OverflowPolicy policy = OverflowPolicy::block;
+  std::size_t capacity = 1000;  ///< the node's default mailbox size
+  std::uint64_t msgs = 2'000'000;
+  std::size_t batch = 1;  ///< > 1: producers push runs with try_push_batch()
+};
+
+struct ThroughputBenchConfig {
+  BenchCommon common;
+  std::uint64_t msgs = 2'000'000;  ///< total, split across senders
+  std::size_t size = 100;          ///< payload bytes (a JSON object)
+  unsigned senders = 1;
+  std::string target;  ///< an existing node: no receiver started, no loss count
+};
+
+enum class PinMode { none, same, different };
+/// "none" | "same" | "different"; nullopt for anything else.
+std::optional<PinMode> parse_pin_mode(std::string_view text);
+
+struct LatencyBenchConfig {
+  BenchCommon common;
+  std::uint64_t msgs = 50'000;  ///< round trips per repetition (after 1000 warm-up)
+  std::size_t size = 100;
+  PinMode pin = PinMode::none;
+  bool raw_baseline = true;  ///< also run the raw-TCP ping-pong
+};
+
+struct PmdBenchConfig {
+  BenchCommon common;
+  std::uint64_t resolves = 200'000;  ///< per repetition, pipelined; a tenth one at a time
+  std::uint64_t churn = 10'000;      ///< register+unregister pairs per repetition
+};
+
+BenchReport run_mailbox_bench(const MailboxBenchConfig& config, std::ostream& out,
+                              std::ostream& err);
+BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostream& out,
+                                 std::ostream& err);
+BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& out,
+                              std::ostream& err);
+BenchReport run_pmd_bench(const PmdBenchConfig& config, std::ostream& out, std::ostream& err);
+
+/// A JSON payload of exactly max(size, minimum) bytes carrying sender `id` and
+/// sequence `seq`: {"s":1,"q":42,"p":"xxxx"}. Written into `out` (replaced).
+void make_bench_payload(std::string& out, unsigned id, std::uint64_t seq, std::size_t size);
+/// Reads back (id, seq) from a payload made above; false for anything else.
+bool parse_bench_payload(std::string_view payload, unsigned& id, std::uint64_t& seq);
+
+}  // namespace distflow

@@ -1,8 +1,8 @@
 #include "errors.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <cstdlib>
+
+#include <spdlog/spdlog.h>
 
 namespace distflow {
 namespace {
@@ -12,16 +12,26 @@ class Category final : public std::error_category {
   const char* name() const noexcept override { return "distflow"; }
   std::string message(int value) const override {
     switch (static_cast<errc>(value)) {
-      case errc::frame_empty: return "frame length 0";
-      case errc::frame_too_large: return "frame length exceeds limit";
-      case errc::frame_truncated: return "stream ended inside a frame";
-      case errc::bad_json: return "malformed JSON";
-      case errc::not_an_object: return "JSON value is not an object";
-      case errc::missing_field: return "missing field";
-      case errc::wrong_type: return "wrong field type";
-      case errc::unknown_node: return "Node not found";
-      case errc::queue_full: return "queue full";
-      case errc::closed: return "closed";
+      case errc::frame_empty:
+        return "frame length 0";
+      case errc::frame_too_large:
+        return "frame length exceeds limit";
+      case errc::frame_truncated:
+        return "stream ended inside a frame";
+      case errc::bad_json:
+        return "malformed JSON";
+      case errc::not_an_object:
+        return "JSON value is not an object";
+      case errc::missing_field:
+        return "missing field";
+      case errc::wrong_type:
+        return "wrong field type";
+      case errc::unknown_node:
+        return "Node not found";
+      case errc::queue_full:
+        return "queue full";
+      case errc::closed:
+        return "closed";
     }
     return "unknown distflow error";
   }

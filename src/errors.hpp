@@ -14,16 +14,16 @@ class Error : public std::runtime_error {
 
 /// Bad input from a peer or a stream: returned as values, never thrown.
 enum class errc {
-  frame_empty = 1,     ///< a frame announced a length of 0
-  frame_too_large,     ///< a frame announced more than the receiver's limit
-  frame_truncated,     ///< the stream ended inside a frame
-  bad_json,            ///< not valid JSON (or not valid UTF-8)
-  not_an_object,       ///< valid JSON, but not an object
-  missing_field,       ///< a required key is absent
-  wrong_type,          ///< a key holds the wrong JSON type
-  unknown_node,        ///< no node with that alias or id
-  queue_full,          ///< a bounded queue refused an item
-  closed,              ///< the queue or connection is closed
+  frame_empty = 1,  ///< a frame announced a length of 0
+  frame_too_large,  ///< a frame announced more than the receiver's limit
+  frame_truncated,  ///< the stream ended inside a frame
+  bad_json,         ///< not valid JSON (or not valid UTF-8)
+  not_an_object,    ///< valid JSON, but not an object
+  missing_field,    ///< a required key is absent
+  wrong_type,       ///< a key holds the wrong JSON type
+  unknown_node,     ///< no node with that alias or id
+  queue_full,       ///< a bounded queue refused an item
+  closed,           ///< the queue or connection is closed
 };
 
 const std::error_category& distflow_category() noexcept;

@@ -55,7 +55,8 @@ std::optional<std::string_view> FrameDecoder::next(std::error_code& ec) {
     ec = announced_ == 0 ? errc::frame_empty : errc::frame_too_large;
     return std::nullopt;
   }
-  if (end_ - begin_ < kFrameHeaderBytes) return std::nullopt;
+  if (end_ - begin_ < kFrameHeaderBytes)
+    return std::nullopt;
   const std::uint32_t length = get_be32(buf_.data() + begin_);
   announced_ = length;
   if (length == 0 || length > max_) {
@@ -63,15 +64,18 @@ std::optional<std::string_view> FrameDecoder::next(std::error_code& ec) {
     ec = length == 0 ? errc::frame_empty : errc::frame_too_large;
     return std::nullopt;
   }
-  if (end_ - begin_ - kFrameHeaderBytes < length) return std::nullopt;
+  if (end_ - begin_ - kFrameHeaderBytes < length)
+    return std::nullopt;
   const char* body = buf_.data() + begin_ + kFrameHeaderBytes;
   begin_ += kFrameHeaderBytes + length;
-  if (begin_ == end_) begin_ = end_ = 0;  // cheap reset; the body bytes stay in place
+  if (begin_ == end_)
+    begin_ = end_ = 0;  // cheap reset; the body bytes stay in place
   return std::string_view(body, length);
 }
 
 std::error_code FrameDecoder::finish() const {
-  if (end_ != begin_) return errc::frame_truncated;
+  if (end_ != begin_)
+    return errc::frame_truncated;
   return {};
 }
 
@@ -94,7 +98,8 @@ void end_frame(std::string& out, std::size_t header_offset) {
 }
 
 std::string describe_frame_error(std::error_code ec, const FrameDecoder& decoder) {
-  if (ec == errc::frame_empty) return "frame length 0 is not allowed";
+  if (ec == errc::frame_empty)
+    return "frame length 0 is not allowed";
   if (ec == errc::frame_too_large) {
     return "frame length " + std::to_string(decoder.announced_length()) + " exceeds limit " +
            std::to_string(decoder.max_frame_bytes());

@@ -23,20 +23,25 @@
 namespace distflow {
 
 struct NodeOptions {
-  std::string alias;                       ///< optional; unique per PMD
-  std::string node_id;                     ///< empty: generated (alias-based, unique)
-  PmdEndpoint pmd;                         ///< the PMD to register with
-  bool auto_start_pmd = true;              ///< ensure_pmd() at start and when lost
-  std::string executable;                  ///< binary re-exec'd as the PMD; empty: self
+  std::string alias;           ///< optional; unique per PMD
+  std::string node_id;         ///< empty: generated (alias-based, unique)
+  PmdEndpoint pmd;             ///< the PMD to register with
+  bool auto_start_pmd = true;  ///< ensure_pmd() at start and when lost
+  std::string executable;      ///< binary re-exec'd as the PMD; empty: self
   std::string listen_host = "127.0.0.1";
-  std::uint16_t listen_port = 0;           ///< 0: ephemeral
-  std::string advertise_host;              ///< host registered with the PMD; empty: listen_host
+  std::uint16_t listen_port = 0;  ///< 0: ephemeral
+  std::string advertise_host;     ///< host registered with the PMD; empty: listen_host
   std::size_t mailbox_size = 1000;
   OverflowPolicy overflow = OverflowPolicy::drop_newest;
   std::size_t max_frame_bytes = kDefaultNodeFrameLimit;
-  std::size_t max_outbox_bytes = 64u << 20;  ///< per destination; beyond it sends fail
+  /// Per destination; beyond it sends fail. send() waits (up to 5 s) while 8 MiB (at
+  /// most half of it), summed over destinations, are still unwritten.
+  std::size_t max_outbox_bytes = 64u << 20;
   std::chrono::milliseconds heartbeat_interval{2000};
   std::chrono::milliseconds start_timeout{5000};
+  /// send() checks that each payload is one valid JSON value (grammar and UTF-8) and
+  /// fails the message otherwise. Off: the caller guarantees it (e.g. already validated).
+  bool validate_payloads = true;
 };
 
 /// Called with a failed send: what failed and why ("unknown target 'x': Node not found").
@@ -46,11 +51,11 @@ using MessageHandler = std::function<void(const Envelope& message)>;
 
 struct NodeStats {
   MailboxStats mailbox;
-  std::uint64_t received = 0;         ///< frames parsed from peers
-  std::uint64_t bad_frames = 0;       ///< malformed bodies from peers (logged at info)
-  std::uint64_t sent = 0;             ///< messages written to sockets
+  std::uint64_t received = 0;    ///< frames parsed from peers
+  std::uint64_t bad_frames = 0;  ///< malformed bodies from peers (logged at info)
+  std::uint64_t sent = 0;        ///< messages written to sockets
   std::uint64_t send_failures = 0;
-  std::uint64_t handler_errors = 0;   ///< exceptions thrown by the message handler
+  std::uint64_t handler_errors = 0;  ///< exceptions thrown by the message handler
 };
 
 class NodeRuntime {
@@ -71,7 +76,8 @@ class NodeRuntime {
   virtual std::optional<Envelope> receive(std::chrono::milliseconds timeout) = 0;
 
   /// Queues `payload_json` (valid JSON text, sent verbatim) for `target` (alias or
-  /// node id). Returns at once; a failure is logged, counted, and given to `on_error`.
+  /// node id). Returns at once (it waits only when far ahead of the sockets); a failure
+  /// is logged, counted, and given to `on_error`, which runs on the I/O thread.
   virtual void send(std::string_view target, std::string_view payload_json,
                     SendCallback on_error = {}) = 0;
   /// Like send(), but waits until the message is written to the socket; throws

@@ -25,8 +25,8 @@ struct PmdEndpoint {
 /// port held by something else, a hint at DISTFLOW_PMD_PORT).
 class PmdClient {
  public:
-  static std::unique_ptr<PmdClient> connect(const PmdEndpoint& endpoint,
-                                            std::chrono::milliseconds timeout = std::chrono::seconds(2));
+  static std::unique_ptr<PmdClient> connect(
+      const PmdEndpoint& endpoint, std::chrono::milliseconds timeout = std::chrono::seconds(2));
   virtual ~PmdClient() = default;
 
   /// Sends one request and waits for its response (events arriving meanwhile are queued).
@@ -42,5 +42,11 @@ class PmdClient {
 
 /// True when something answers the PMD protocol on `endpoint` within `timeout`.
 bool pmd_answers(const PmdEndpoint& endpoint, std::chrono::milliseconds timeout);
+
+/// What is on a PMD endpoint: a distflow PMD, nothing (refused), or something else.
+enum class PmdProbe { answers, refused, not_a_pmd, unreachable };
+/// Connects and asks `list`; `why` gets the complete error message when not `answers`.
+PmdProbe probe_pmd(const PmdEndpoint& endpoint, std::chrono::milliseconds timeout,
+                   std::string* why = nullptr);
 
 }  // namespace distflow

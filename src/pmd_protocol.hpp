@@ -16,7 +16,7 @@ inline constexpr std::uint16_t kDefaultPmdPort = 4369;
 /// A registered node as the PMD describes it.
 struct NodeInfo {
   std::string node_id;
-  std::string alias;               ///< empty when the node has none
+  std::string alias;  ///< empty when the node has none
   std::string host;
   std::uint16_t port = 0;
   std::int64_t last_heartbeat = 0;  ///< ms since the epoch, PMD clock
@@ -38,14 +38,14 @@ struct PmdReply {
   bool is_event = false;
   std::optional<std::uint64_t> request_id;  ///< when the response carried a numeric id
   // response payload
-  std::string error;                        ///< non-empty for {"error": ...}
+  std::string error;  ///< non-empty for {"error": ...}
   bool success = false;
-  std::optional<NodeInfo> node;             ///< resolve
+  std::optional<NodeInfo> node;                ///< resolve
   std::optional<std::vector<NodeInfo>> nodes;  ///< list; watch with snapshot
   // event payload
-  std::string event;                        ///< "peer:join" | "peer:leave"
+  std::string event;  ///< "peer:join" | "peer:leave"
   std::optional<NodeInfo> peer;
-  std::string reason;                       ///< leave reason extension, may be empty
+  std::string reason;  ///< leave reason extension, may be empty
 };
 
 /// Client side: parses a frame body from the PMD; nullopt with `why` on bad input.

@@ -15,12 +15,15 @@ namespace distflow {
 
 struct PmdConfig {
   std::string bind = "127.0.0.1";
-  std::uint16_t port = kDefaultPmdPort;   ///< 0: pick a free port
-  std::chrono::milliseconds ttl{15000};   ///< heartbeat TTL (only for nodes that heartbeat)
+  std::uint16_t port = kDefaultPmdPort;        ///< 0: pick a free port
+  std::chrono::milliseconds ttl{15000};        ///< heartbeat TTL (only for nodes that heartbeat)
   std::chrono::milliseconds auto_shutdown{0};  ///< 0: never; else exit when empty this long
   std::size_t max_frame_bytes = kDefaultPmdFrameLimit;
   std::size_t max_write_queue_bytes = 8u << 20;  ///< per connection; slower readers are dropped
   std::size_t max_connections = 4096;
+  /// When the port is taken, return quietly instead of throwing (an auto-started
+  /// daemon that lost the race: the winner serves the port).
+  bool quiet_if_port_in_use = false;
 };
 
 /// Runs the daemon until SIGINT/SIGTERM, a `shutdown` request, or auto-shutdown.

@@ -1,12 +1,11 @@
 // End-to-end tests of the dispatch table in modes/main.cpp: help, version,
 // unknown modes, exit codes, and argv[0] (symlink) dispatch.
 
-#include <catch2/catch.hpp>
-
-#include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
 
 #include "support.hpp"
 
@@ -60,8 +59,8 @@ TEST_CASE("modes: no mode and bad flags are usage errors (exit 2)", "[modes]") {
 }
 
 TEST_CASE("modes: the exact basename of argv[0] selects the mode", "[modes]") {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("distflow-links-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("distflow-links-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto link = dir / "distflow-send";
   const auto near_miss = dir / "distflow-sendx";

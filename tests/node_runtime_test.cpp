@@ -1,1 +1,543 @@
+#include "node_runtime.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "errors.hpp"
+#include "framing.hpp"
+#include "support.hpp"
+
+// One NodeRuntime per process: every test case starts its own node and ends it
+// before the next. The other nodes are "original TypeScript" peers played by
+// raw sockets: they register with host `localhost`, send {from,to,payload,timestamp}
+// (no alias) and reply on a connection of their own.
+
+namespace distflow {
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using test::PmdProcess;
+using test::RawClient;
+using Clock = std::chrono::steady_clock;
+
+template <class Predicate>
+bool eventually(Predicate predicate, std::chrono::milliseconds timeout = 5s) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (predicate())
+      return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return predicate();
+}
+
+NodeOptions options_for(const PmdProcess& pmd, std::string alias) {
+  NodeOptions options;
+  options.alias = std::move(alias);
+  options.pmd.host = "127.0.0.1";
+  options.pmd.port = pmd.port;
+  options.auto_start_pmd = false;
+  options.heartbeat_interval = 200ms;
+  return options;
+}
+
+// An accepted connection: frames in, with deadlines.
+class Connection {
+ public:
+  explicit Connection(int fd) : fd_(fd) {}
+  ~Connection() { ::close(fd_); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  std::optional<std::string> read_frame(std::chrono::milliseconds timeout = 5s) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      std::error_code ec;
+      if (auto body = decoder_.next(ec))
+        return std::string(*body);
+      if (ec || !fill(deadline))
+        return std::nullopt;
+    }
+  }
+  bool wait_closed(std::chrono::milliseconds timeout = 5s) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (!fill(deadline) && eof_)
+        return true;
+    }
+    return eof_;
+  }
+
+ private:
+  int fd_;
+  FrameDecoder decoder_{kDefaultNodeFrameLimit};
+  bool eof_ = false;
+
+  bool fill(Clock::time_point deadline) {
+    pollfd p{fd_, POLLIN, 0};
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (::poll(&p, 1, static_cast<int>(std::max<long>(0, left.count()))) <= 0)
+      return false;
+    auto room = decoder_.prepare(64 * 1024);
+    const ssize_t n = ::read(fd_, room.data(), room.size());
+    if (n <= 0) {
+      eof_ = true;
+      return false;
+    }
+    decoder_.commit(static_cast<std::size_t>(n));
+    return true;
+  }
+};
+
+// The original TypeScript node, as seen on the wire.
+class TsPeer {
+ public:
+  TsPeer(std::uint16_t pmd_port, std::string node_id, std::string alias, bool listen = true)
+      : node_id_(std::move(node_id)), alias_(std::move(alias)) {
+    if (listen) {
+      listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+      REQUIRE(::listen(listen_fd_, 16) == 0);
+      socklen_t len = sizeof addr;
+      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+      port_ = ntohs(addr.sin_port);
+    } else {
+      port_ = test::free_port();  // registered, but nobody listens there
+    }
+    pmd_ = std::make_unique<RawClient>("127.0.0.1", pmd_port);
+    register_with_pmd();
+  }
+  ~TsPeer() {
+    if (listen_fd_ >= 0)
+      ::close(listen_fd_);
+  }
+
+  void register_with_pmd() {
+    const json request = {
+        {"type", "register"},
+        {"payload",
+         {{"nodeId", node_id_}, {"alias", alias_}, {"host", "localhost"}, {"port", port_}}},
+        {"requestId", "r1"}};
+    auto reply = pmd_->request(request.dump());
+    REQUIRE(reply);
+    REQUIRE(json::parse(*reply)["payload"]["success"] == true);
+  }
+  void leave_pmd() { pmd_.reset(); }
+
+  std::unique_ptr<Connection> accept(std::chrono::milliseconds timeout = 5s) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0)
+      return nullptr;
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    return fd < 0 ? nullptr : std::make_unique<Connection>(fd);
+  }
+
+  std::string frame_to(const std::string& to, const json& payload) const {
+    return json{{"from", node_id_}, {"to", to}, {"payload", payload}, {"timestamp", 1700000000123}}
+        .dump();
+  }
+
+  const std::string& node_id() const { return node_id_; }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  std::string node_id_, alias_;
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::unique_ptr<RawClient> pmd_;
+};
+
+std::string framed(const std::string& body) {
+  std::string out;
+  append_frame(out, body);
+  return out;
+}
+
+json pmd_list(std::uint16_t pmd_port) {
+  RawClient client("127.0.0.1", pmd_port);
+  auto reply = client.request(R"({"type":"list","payload":{},"requestId":7})");
+  REQUIRE(reply);
+  return json::parse(*reply)["payload"]["nodes"];
+}
+
+bool listed(std::uint16_t pmd_port, const std::string& node_id) {
+  for (const auto& node : pmd_list(pmd_port)) {
+    if (node["nodeId"] == node_id)
+      return true;
+  }
+  return false;
+}
+
+struct PeerEvents {
+  std::mutex mutex;
+  std::vector<std::pair<std::string, std::string>> events;  // (event, nodeId)
+  void add(std::string event, const NodeInfo& peer) {
+    std::lock_guard lock(mutex);
+    events.emplace_back(std::move(event), peer.node_id);
+  }
+  bool has(const std::string& event, const std::string& node_id) {
+    std::lock_guard lock(mutex);
+    return std::find(events.begin(), events.end(), std::make_pair(event, node_id)) != events.end();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("node_runtime: registers, discovers peers, sees join and leave", "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer early(pmd.port, "ts-early", "early");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-main"));
+  CHECK(node->alias() == "rt-main");
+  CHECK(node->port() != 0);
+
+  bool found = false;
+  for (const auto& entry : pmd_list(pmd.port)) {
+    if (entry["nodeId"] != node->node_id())
+      continue;
+    found = true;
+    CHECK(entry["alias"] == "rt-main");
+    CHECK(entry["host"] == "127.0.0.1");
+    CHECK(entry["port"] == node->port());
+    if (entry.contains("pid"))  // extension: a PMD may leave it out
+      CHECK(entry["pid"] == ::getpid());
+  }
+  CHECK(found);
+
+  auto peers = node->discover();
+  REQUIRE(peers.size() == 1);  // self excluded
+  CHECK(peers[0].node_id == "ts-early");
+  CHECK(peers[0].alias == "early");
+
+  PeerEvents events;
+  node->on_peer_join([&](const NodeInfo& p, std::string_view) { events.add("join", p); });
+  node->on_peer_leave([&](const NodeInfo& p, std::string_view) { events.add("leave", p); });
+  // The handlers are installed on the I/O thread: a round trip through it orders them.
+  node->flush();
+  auto late = std::make_unique<TsPeer>(pmd.port, "ts-late", "late");
+  CHECK(eventually([&] { return events.has("join", "ts-late"); }));
+  CHECK(eventually([&] { return node->discover().size() == 2; }));
+  late->leave_pmd();  // the registration socket closes: the PMD says peer:leave
+  CHECK(eventually([&] { return events.has("leave", "ts-late"); }));
+  CHECK(eventually([&] { return node->discover().size() == 1; }));
+
+  SECTION("a second node in the same process is a clear error") {
+    CHECK_THROWS_WITH(NodeRuntime::start(options_for(pmd, "rt-second")),
+                      Catch::Contains("already running"));
+  }
+  SECTION("shutdown unregisters") {
+    node->shutdown();
+    CHECK_FALSE(listed(pmd.port, node->node_id()));
+  }
+}
+
+TEST_CASE("node_runtime: an alias in use fails start with the PMD's error", "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer taken(pmd.port, "ts-taken", "taken");
+  CHECK_THROWS_WITH(NodeRuntime::start(options_for(pmd, "taken")),
+                    Catch::Contains("Alias 'taken' already in use"));
+  // The failed start left no node behind: a new one may start.
+  auto node = NodeRuntime::start(options_for(pmd, "free"));
+  CHECK(node->alias() == "free");
+}
+
+TEST_CASE("node_runtime: no PMD and no auto-start is a clear error", "[node_runtime]") {
+  NodeOptions options;
+  options.pmd.host = "127.0.0.1";
+  options.pmd.port = test::free_port();
+  options.auto_start_pmd = false;
+  CHECK_THROWS_WITH(NodeRuntime::start(options), Catch::Contains("cannot register"));
+}
+
+TEST_CASE("node_runtime: receives an original peer's messages in order", "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-1", "ts");
+  auto options = options_for(pmd, "rt-recv");
+  options.mailbox_size = 10000;
+  auto node = NodeRuntime::start(options);
+
+  constexpr int kCount = 5000;
+  RawClient out("127.0.0.1", node->port());
+  std::string bytes;
+  for (int i = 0; i < kCount; ++i)
+    bytes += framed(ts.frame_to(node->node_id(), {{"n", i}}));
+  out.send_raw(bytes);  // many frames per write, frames split across reads
+
+  for (int i = 0; i < kCount; ++i) {
+    auto message = node->receive(5s);
+    REQUIRE(message);
+    REQUIRE(message->payload() == R"({"n":)" + std::to_string(i) + "}");
+    if (i == 0) {
+      CHECK(message->from() == "ts-1");
+      CHECK(message->to() == node->node_id());
+      CHECK_FALSE(message->has_alias());
+      CHECK(message->timestamp() == 1700000000123);
+    }
+  }
+  CHECK(node->stats().received == kCount);
+  CHECK(node->stats().mailbox.dropped == 0);
+
+  // Malformed bodies are counted and skipped; the connection stays usable.
+  out.send_raw(framed("not json") + framed(R"({"to":"x"})") +
+               framed(ts.frame_to(node->node_id(), "after")));
+  auto after = node->receive(5s);
+  REQUIRE(after);
+  CHECK(after->payload() == R"("after")");
+  CHECK(node->stats().bad_frames == 2);
+
+  // An oversized length is a protocol error: that connection (only) is closed.
+  out.send_raw(std::string("\x7f\x00\x00\x0a", 4));
+  CHECK(out.wait_closed(5s));
+  CHECK(node->stats().bad_frames == 3);
+}
+
+TEST_CASE("node_runtime: on_message handler keeps delivering after a throw", "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-h", "tsh");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-handler"));
+  std::atomic<int> seen{0};
+  node->on_message([&](const Envelope& message) {
+    ++seen;
+    if (message.payload() == "1")
+      throw std::runtime_error("handler failure");
+  });
+  CHECK_THROWS_WITH(node->on_message([](const Envelope&) {}), Catch::Contains("already set"));
+  CHECK_THROWS_WITH(node->receive(1ms), Catch::Contains("on_message"));
+  RawClient out("127.0.0.1", node->port());
+  for (int i = 0; i < 3; ++i)
+    out.send_frame(ts.frame_to(node->node_id(), i));
+  CHECK(eventually([&] { return seen.load() == 3; }));
+  CHECK(node->stats().handler_errors == 1);
+}
+
+TEST_CASE("node_runtime: sends to an original peer, which replies on its own connection",
+          "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-2", "ts2");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-send"));
+
+  node->send_sync("ts2", R"({"hello":"world"})");
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  auto frame = inbound->read_frame();
+  REQUIRE(frame);
+  auto message = json::parse(*frame);
+  CHECK(message["from"] == node->node_id());
+  CHECK(message["to"] == "ts-2");
+  CHECK(message["alias"] == "rt-send");
+  CHECK(message["payload"] == json{{"hello", "world"}});
+  CHECK(message["timestamp"].is_number_integer());
+
+  // The reply travels on a connection the peer opens (as the original does).
+  RawClient reply("127.0.0.1", node->port());
+  reply.send_frame(ts.frame_to(node->node_id(), {{"re", "hello"}}));
+  auto got = node->receive(5s);
+  REQUIRE(got);
+  CHECK(got->payload() == R"({"re":"hello"})");
+  CHECK(got->from() == "ts-2");
+
+  // By node id too, over the same single connection; the payload is sent verbatim.
+  node->send("ts-2", R"( [1, 2.50, "x"] )");
+  node->flush();
+  frame = inbound->read_frame();
+  REQUIRE(frame);
+  CHECK(frame->find(R"("payload": [1, 2.50, "x"] })") != std::string::npos);
+  CHECK(ts.accept(200ms) == nullptr);
+  CHECK(node->stats().sent == 2);
+}
+
+TEST_CASE("node_runtime: racing senders share one connection, FIFO per sender", "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-3", "ts3");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-race"));
+
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 25000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        node->send("ts3", "[" + std::to_string(t) + "," + std::to_string(i) + "]");
+      }
+    });
+  }
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  std::vector<int> next(kThreads, 0);
+  for (int received = 0; received < kThreads * kPerThread; ++received) {
+    auto frame = inbound->read_frame();
+    REQUIRE(frame);
+    auto payload = json::parse(*frame)["payload"];
+    const int t = payload[0], i = payload[1];
+    REQUIRE(i == next[static_cast<std::size_t>(t)]);
+    ++next[static_cast<std::size_t>(t)];
+  }
+  for (auto& thread : threads)
+    thread.join();
+  node->flush();
+  CHECK(ts.accept(200ms) == nullptr);  // exactly one connection
+  CHECK(node->stats().sent == kThreads * kPerThread);
+  CHECK(node->stats().send_failures == 0);
+}
+
+TEST_CASE("node_runtime: send failures are reported, never silent", "[node_runtime]") {
+  PmdProcess pmd;
+  auto node = NodeRuntime::start(options_for(pmd, "rt-fail"));
+
+  SECTION("unknown target") {
+    std::promise<std::string> error;
+    node->send("nobody", "{}", [&](std::error_code ec, const std::string& message) {
+      CHECK(ec == errc::unknown_node);
+      error.set_value(message);
+    });
+    auto future = error.get_future();
+    REQUIRE(future.wait_for(5s) == std::future_status::ready);
+    CHECK(future.get() == "unknown target 'nobody': Node not found");
+    CHECK_THROWS_WITH(node->send_sync("nobody", "{}"), "unknown target 'nobody': Node not found");
+    CHECK(node->stats().send_failures == 2);
+  }
+  SECTION("invalid JSON payload") {
+    CHECK_THROWS_WITH(node->send_sync("anyone", "{\"a\":"),
+                      Catch::Contains("cannot send to 'anyone': invalid JSON payload"));
+    CHECK(node->stats().send_failures == 1);
+  }
+  SECTION("connection refused, then re-dialled once the peer listens") {
+    TsPeer dead(pmd.port, "ts-dead", "dead", /*listen=*/false);
+    CHECK_THROWS_WITH(node->send_sync("dead", "1"), Catch::Contains("cannot connect to 'dead'"));
+    CHECK(node->stats().send_failures == 1);
+    TsPeer alive(pmd.port, "ts-alive", "alive");
+    node->send_sync("alive", "2");
+    auto inbound = alive.accept();
+    REQUIRE(inbound);
+    auto frame = inbound->read_frame();
+    REQUIRE(frame);
+    // The connection breaks: reported, and the next send dials again.
+    inbound.reset();
+    CHECK(eventually([&] {
+      try {
+        node->send_sync("alive", "3", 1s);
+      } catch (const Error&) {
+      }
+      inbound = alive.accept(20ms);
+      return inbound != nullptr;
+    }));
+    frame = inbound->read_frame();
+    REQUIRE(frame);
+    CHECK(json::parse(*frame)["payload"] == 3);
+  }
+}
+
+TEST_CASE("node_runtime: mailbox overflow policies are observable in stats", "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-4", "ts4");
+  const auto policy =
+      GENERATE(OverflowPolicy::drop_newest, OverflowPolicy::drop_oldest, OverflowPolicy::block);
+  CAPTURE(to_string(policy));
+  auto options = options_for(pmd, "rt-mailbox");
+  options.mailbox_size = 10;
+  options.overflow = policy;
+  auto node = NodeRuntime::start(options);
+  RawClient out("127.0.0.1", node->port());
+  std::string bytes;
+  for (int i = 0; i < 100; ++i)
+    bytes += framed(ts.frame_to(node->node_id(), i));
+  out.send_raw(bytes);
+
+  if (policy == OverflowPolicy::block) {
+    // The reader stops at a full mailbox; nothing is dropped, order is kept.
+    CHECK(eventually([&] { return node->stats().mailbox.size == 10; }));
+    for (int i = 0; i < 100; ++i) {
+      auto message = node->receive(5s);
+      REQUIRE(message);
+      REQUIRE(message->payload() == std::to_string(i));
+    }
+    CHECK(node->stats().mailbox.dropped == 0);
+    CHECK(node->stats().received == 100);
+    return;
+  }
+  CHECK(eventually([&] { return node->stats().received == 100; }));
+  const auto stats = node->stats();
+  CHECK(stats.mailbox.dropped == 90);
+  CHECK(stats.mailbox.size == 10);
+  const int first = policy == OverflowPolicy::drop_newest ? 0 : 90;
+  for (int i = first; i < first + 10; ++i) {
+    auto message = node->receive(1s);
+    REQUIRE(message);
+    CHECK(message->payload() == std::to_string(i));
+  }
+  CHECK_FALSE(node->receive(10ms));
+}
+
+TEST_CASE("node_runtime: shutdown is prompt while peers hold connections open", "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-5", "ts5");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-stop"));
+  RawClient idle("127.0.0.1", node->port());  // connected, silent, never closes
+  node->send_sync("ts5", "1");
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  const std::string id = node->node_id();
+
+  const auto started = Clock::now();
+  node->shutdown();
+  CHECK(Clock::now() - started < 1500ms);
+  CHECK(idle.wait_closed(2s));      // inbound connections are closed too
+  CHECK(inbound->wait_closed(2s));  // and outbound ones
+  CHECK_FALSE(listed(pmd.port, id));
+  node->shutdown();  // idempotent
+  CHECK_THROWS_WITH(node->send_sync("ts5", "2"), Catch::Contains("shut down"));
+  node.reset();
+}
+
+TEST_CASE("node_runtime: PMD killed and restarted: re-registers and keeps sending",
+          "[node_runtime]") {
+  auto pmd = std::make_unique<PmdProcess>();
+  const std::uint16_t port = pmd->port;
+  TsPeer ts(port, "ts-6", "ts6");
+  auto node = NodeRuntime::start(options_for(*pmd, "rt-pmd"));
+  node->send_sync("ts6", "1");
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  REQUIRE(inbound->read_frame());
+
+  pmd->process->signal(SIGKILL);
+  REQUIRE(pmd->process->wait(5s));
+  pmd.reset();
+  // The established connection needs no PMD.
+  node->send_sync("ts6", "2");
+  auto frame = inbound->read_frame();
+  REQUIRE(frame);
+  CHECK(json::parse(*frame)["payload"] == 2);
+
+  test::ChildProcess restarted({test::distflow_binary(), "pmd", "--port", std::to_string(port)});
+  REQUIRE(restarted.read_line(10s));
+  CHECK(eventually([&] { return listed(port, node->node_id()); }, 10s));
+  // New names resolve through the new PMD.
+  TsPeer fresh(port, "ts-7", "ts7");
+  node->send_sync("ts7", "3");
+  auto second = fresh.accept();
+  REQUIRE(second);
+  frame = second->read_frame();
+  REQUIRE(frame);
+  CHECK(json::parse(*frame)["payload"] == 3);
+  node->shutdown();
+  restarted.signal(SIGTERM);
+  CHECK(restarted.wait(5s));
+}
+
+}  // namespace distflow

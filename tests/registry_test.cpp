@@ -1,1 +1,332 @@
+// The PMD's pure state machine (src/registry.hpp): every rule of PROTOCOL.md
+// §2.1-2.3, byte for byte, without sockets or clocks.
+
+#include "registry.hpp"
+
+#include <string>
+
 #include <catch2/catch.hpp>
+
+#include "framing.hpp"
+
+namespace distflow {
+namespace {
+
+constexpr std::int64_t kT0 = 1'700'000'000'000;
+
+std::string reg(std::string_view id, std::string_view alias, int port, std::string_view rid = "") {
+  std::string payload = R"({"nodeId":")" + std::string(id) + "\"";
+  if (!alias.empty())
+    payload += R"(,"alias":")" + std::string(alias) + "\"";
+  payload += R"(,"host":"127.0.0.1","port":)" + std::to_string(port) + "}";
+  std::string out = R"({"type":"register","payload":)" + payload;
+  if (!rid.empty())
+    out += R"(,"requestId":)" + std::string(rid);
+  return out + "}";
+}
+
+std::string node_json(std::string_view id, std::string_view alias, int port, std::int64_t hb,
+                      std::int64_t at = kT0) {
+  std::string out = R"({"nodeId":")" + std::string(id) + "\"";
+  if (!alias.empty())
+    out += R"(,"alias":")" + std::string(alias) + "\"";
+  out += R"(,"host":"127.0.0.1","port":)" + std::to_string(port) + R"(,"lastHeartbeat":)" +
+         std::to_string(hb) + R"(,"registeredAt":)" + std::to_string(at) + "}";
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("registry: register answers success and emits peer:join once", "[registry]") {
+  Registry registry;
+  auto out = registry.handle(1, reg("n1", "alpha", 5000, "\"req_1\""), kT0, true);
+  CHECK(out.reply == R"({"type":"response","requestId":"req_1","payload":{"success":true}})");
+  REQUIRE(out.events.size() == 1);
+  CHECK(out.events[0] == R"({"type":"event","payload":{"event":"peer:join","peer":)" +
+                             node_json("n1", "alpha", 5000, kT0) + "}}");
+  CHECK_FALSE(out.close);
+  CHECK(registry.size() == 1);
+
+  // Re-register of the same nodeId: replaced, no event.
+  auto again = registry.handle(1, reg("n1", "alpha", 5001, "7"), kT0 + 5, true);
+  CHECK(again.reply == R"({"type":"response","requestId":7,"payload":{"success":true}})");
+  CHECK(again.events.empty());
+  CHECK(registry.nodes().at(0).port == 5001);
+}
+
+TEST_CASE("registry: requestId is copied verbatim, and omitted when absent", "[registry]") {
+  Registry registry;
+  const std::pair<std::string, std::string> cases[] = {
+      {R"("req_1")", R"("req_1")"},
+      {"42", "42"},
+      {"1.50", "1.50"},
+      {"-0", "-0"},
+      {"null", "null"},
+      {"true", "true"},
+      {R"({"a": [1, 2], "b":"x\"y"})", R"({"a": [1, 2], "b":"x\"y"})"},
+      {R"("\u00e9")", R"("\u00e9")"},
+  };
+  for (const auto& [in, expected] : cases) {
+    INFO(in);
+    auto out =
+        registry.handle(1, R"({"type":"list","payload":{},"requestId":)" + in + "}", kT0, true);
+    CHECK(out.reply ==
+          R"({"type":"response","requestId":)" + expected + R"(,"payload":{"nodes":[]}})");
+  }
+  // requestId first, whitespace around it.
+  auto first = registry.handle(1, " { \"requestId\" : \"r\" , \"type\":\"list\"}", kT0, true);
+  CHECK(first.reply == R"({"type":"response","requestId":"r","payload":{"nodes":[]}})");
+  auto none = registry.handle(1, R"({"type":"list"})", kT0, true);
+  CHECK(none.reply == R"({"type":"response","payload":{"nodes":[]}})");
+}
+
+TEST_CASE("registry: register validation errors are exact", "[registry]") {
+  Registry registry;
+  const std::pair<std::string, std::string> cases[] = {
+      {R"({"type":"register"})", "invalid register payload: missing payload"},
+      {R"({"type":"register","payload":null})", "invalid register payload: missing payload"},
+      {R"({"type":"register","payload":[1]})",
+       "invalid register payload: payload must be an object"},
+      {R"({"type":"register","payload":{"host":"h","port":1}})",
+       "invalid register payload: 'nodeId' must be a non-empty string"},
+      {R"({"type":"register","payload":{"nodeId":"","host":"h","port":1}})",
+       "invalid register payload: 'nodeId' must be a non-empty string"},
+      {R"({"type":"register","payload":{"nodeId":")" + std::string(129, 'x') +
+           R"(","host":"h","port":1}})",
+       "invalid register payload: 'nodeId' exceeds 128 bytes"},
+      {R"({"type":"register","payload":{"nodeId":"n","alias":"","host":"h","port":1}})",
+       "invalid register payload: 'alias' must be a non-empty string"},
+      {R"({"type":"register","payload":{"nodeId":"n","alias":5,"host":"h","port":1}})",
+       "invalid register payload: 'alias' must be a non-empty string"},
+      {R"({"type":"register","payload":{"nodeId":"n","alias":"a\nb","host":"h","port":1}})",
+       "invalid register payload: 'alias' contains control characters"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"","port":1}})",
+       "invalid register payload: 'host' must be a non-empty string"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h"}})",
+       "invalid register payload: 'port' must be an integer 1-65535"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":0}})",
+       "invalid register payload: 'port' must be an integer 1-65535"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":65536}})",
+       "invalid register payload: 'port' must be an integer 1-65535"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":"80"}})",
+       "invalid register payload: 'port' must be an integer 1-65535"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":80.5}})",
+       "invalid register payload: 'port' must be an integer 1-65535"},
+  };
+  for (const auto& [in, error] : cases) {
+    INFO(in);
+    auto out = registry.handle(1, in, kT0, true);
+    CHECK(out.reply == R"({"type":"response","payload":{"error":")" + error + "\"}}");
+    CHECK(out.events.empty());
+  }
+  CHECK(registry.size() == 0);
+}
+
+TEST_CASE("registry: an alias belongs to one node; re-register releases the old alias",
+          "[registry]") {
+  Registry registry;
+  registry.handle(1, reg("n1", "alpha", 5000), kT0, true);
+  auto clash = registry.handle(2, reg("n2", "alpha", 5001, "\"r\""), kT0, true);
+  CHECK(
+      clash.reply ==
+      R"({"type":"response","requestId":"r","payload":{"error":"Alias 'alpha' already in use"}})");
+  CHECK(clash.events.empty());
+
+  registry.handle(1, reg("n1", "beta", 5000), kT0, true);  // alpha released
+  auto take = registry.handle(2, reg("n2", "alpha", 5001), kT0, true);
+  CHECK(take.reply == R"({"type":"response","payload":{"success":true}})");
+  auto old = registry.handle(3, R"({"type":"resolve","payload":{"alias":"beta"}})", kT0, true);
+  CHECK(old.reply.find(R"("nodeId":"n1")") != std::string::npos);
+
+  // Dropping the alias altogether also releases it.
+  registry.handle(1, reg("n1", "", 5000), kT0, true);
+  auto free_beta = registry.handle(2, reg("n3", "beta", 5002), kT0, true);
+  CHECK(free_beta.reply == R"({"type":"response","payload":{"success":true}})");
+}
+
+TEST_CASE("registry: resolve by alias, else nodeId; list in registration order", "[registry]") {
+  Registry registry;
+  registry.handle(1, reg("n2", "", 5002), kT0, true);
+  registry.handle(1, reg("n1", "one", 5001), kT0, true);
+  auto by_alias = registry.handle(
+      9, R"({"type":"resolve","payload":{"alias":"one"},"requestId":1})", kT0, false);
+  CHECK(by_alias.reply == R"({"type":"response","requestId":1,"payload":{"node":)" +
+                              node_json("n1", "one", 5001, kT0) + "}}");
+  auto by_id = registry.handle(9, R"({"type":"resolve","payload":{"alias":"n2"}})", kT0, false);
+  CHECK(by_id.reply ==
+        R"({"type":"response","payload":{"node":)" + node_json("n2", "", 5002, kT0) + "}}");
+  for (const char* missing : {R"({"type":"resolve","payload":{"alias":"zz"}})",
+                              R"({"type":"resolve","payload":{}})", R"({"type":"resolve"})"}) {
+    INFO(missing);
+    CHECK(registry.handle(9, missing, kT0, false).reply ==
+          R"({"type":"response","payload":{"error":"Node not found"}})");
+  }
+  auto list = registry.handle(9, R"({"type":"list","payload":"ignored"})", kT0, false);
+  CHECK(list.reply == R"({"type":"response","payload":{"nodes":[)" +
+                          node_json("n2", "", 5002, kT0) + "," + node_json("n1", "one", 5001, kT0) +
+                          "]}}");
+}
+
+TEST_CASE("registry: only the owning connection may unregister", "[registry]") {
+  Registry registry;
+  registry.handle(1, reg("n1", "a", 5000), kT0, true);
+  auto other = registry.handle(2, R"({"type":"unregister","payload":{"nodeId":"n1"}})", kT0, true);
+  CHECK(other.reply.find(R"("error":)") != std::string::npos);
+  CHECK(other.events.empty());
+  CHECK(registry.size() == 1);
+  auto missing =
+      registry.handle(1, R"({"type":"unregister","payload":{"nodeId":"zz"}})", kT0, true);
+  CHECK(missing.reply == R"({"type":"response","payload":{"error":"Node not found"}})");
+  auto own = registry.handle(1, R"({"type":"unregister","payload":{"nodeId":"n1"},"requestId":2})",
+                             kT0, true);
+  CHECK(own.reply == R"({"type":"response","requestId":2,"payload":{"success":true}})");
+  REQUIRE(own.events.size() == 1);
+  CHECK(own.events[0] == R"({"type":"event","payload":{"event":"peer:leave","peer":)" +
+                             node_json("n1", "a", 5000, kT0) + R"(,"reason":"unregister"}})");
+  CHECK(registry.size() == 0);
+  // The alias is free again.
+  CHECK(registry.handle(2, reg("n2", "a", 5001), kT0, true).reply ==
+        R"({"type":"response","payload":{"success":true}})");
+}
+
+TEST_CASE("registry: closing a connection removes all its nodes (socket_closed)", "[registry]") {
+  Registry registry;
+  registry.handle(1, reg("n1", "a", 5001), kT0, true);
+  registry.handle(1, reg("n2", "b", 5002), kT0, true);
+  registry.handle(2, reg("n3", "c", 5003), kT0, true);
+  registry.handle(3, R"({"type":"watch"})", kT0, true);
+  CHECK(registry.owned_by(1) == 2);
+  CHECK(registry.watchers().count(3) == 1);
+  auto events = registry.connection_closed(1);
+  REQUIRE(events.size() == 2);
+  CHECK(events[0] == R"({"type":"event","payload":{"event":"peer:leave","peer":)" +
+                         node_json("n1", "a", 5001, kT0) + R"(,"reason":"socket_closed"}})");
+  CHECK(events[1].find(R"("nodeId":"n2")") != std::string::npos);
+  CHECK(registry.size() == 1);
+  CHECK(registry.owned_by(1) == 0);
+  CHECK(registry.connection_closed(3).empty());
+  CHECK(registry.watchers().empty());
+}
+
+TEST_CASE("registry: heartbeat, and TTL only for nodes that heartbeated", "[registry]") {
+  Registry registry(std::chrono::milliseconds(1000));
+  registry.handle(1, reg("quiet", "", 5001), kT0, true);
+  registry.handle(1, reg("beat", "", 5002), kT0, true);
+  auto hb = registry.handle(
+      2, R"({"type":"heartbeat","payload":{"nodeId":"beat"},"requestId":"h"})", kT0 + 100, true);
+  CHECK(hb.reply == R"({"type":"response","requestId":"h","payload":{"success":true}})");
+  CHECK(registry.handle(2, R"({"type":"heartbeat","payload":{"nodeId":"zz"}})", kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"Node not found"}})");
+  CHECK(registry.nodes().at(1).last_heartbeat == kT0 + 100);
+  CHECK(registry.expire(kT0 + 1100).empty());
+  auto expired = registry.expire(kT0 + 1101);
+  REQUIRE(expired.size() == 1);
+  CHECK(expired[0] == R"({"type":"event","payload":{"event":"peer:leave","peer":)" +
+                          node_json("beat", "", 5002, kT0 + 100) + R"(,"reason":"ttl_expired"}})");
+  CHECK(registry.expire(kT0 + 10'000'000).empty());  // "quiet" never heartbeated
+  CHECK(registry.size() == 1);
+
+  Registry no_ttl(std::chrono::milliseconds(0));
+  no_ttl.handle(1, reg("beat", "", 5002), kT0, true);
+  no_ttl.handle(1, R"({"type":"heartbeat","payload":{"nodeId":"beat"}})", kT0, true);
+  CHECK(no_ttl.expire(kT0 + 10'000'000).empty());
+}
+
+TEST_CASE("registry: watch subscribes, with an atomic snapshot on request", "[registry]") {
+  Registry registry;
+  registry.handle(1, reg("n1", "", 5001), kT0, true);
+  auto plain = registry.handle(2, R"({"type":"watch","requestId":"w"})", kT0, true);
+  CHECK(plain.reply == R"({"type":"response","requestId":"w","payload":{"success":true}})");
+  auto snap = registry.handle(3, R"({"type":"watch","payload":{"snapshot":true}})", kT0, true);
+  CHECK(snap.reply == R"({"type":"response","payload":{"success":true,"nodes":[)" +
+                          node_json("n1", "", 5001, kT0) + "]}}");
+  CHECK(registry.watchers() == std::set<ConnectionId>{2, 3});
+}
+
+TEST_CASE("registry: shutdown rules", "[registry]") {
+  Registry registry;
+  auto remote = registry.handle(1, R"({"type":"shutdown"})", kT0, false);
+  CHECK_FALSE(remote.shutdown);
+  CHECK(remote.reply.find(R"("error":)") != std::string::npos);
+
+  auto empty = registry.handle(1, R"({"type":"shutdown","requestId":1})", kT0, true);
+  CHECK(empty.shutdown);
+  CHECK(empty.reply == R"({"type":"response","requestId":1,"payload":{"success":true}})");
+
+  registry.handle(1, reg("n1", "", 5001), kT0, true);
+  registry.handle(1, reg("n2", "", 5002), kT0, true);
+  auto refused = registry.handle(1, R"({"type":"shutdown","payload":{}})", kT0, true);
+  CHECK_FALSE(refused.shutdown);
+  CHECK(refused.reply ==
+        R"({"type":"response","payload":{"error":"2 nodes are registered; use force"}})");
+  auto forced = registry.handle(1, R"({"type":"shutdown","payload":{"force":true}})", kT0, true);
+  CHECK(forced.shutdown);
+  CHECK(forced.reply == R"({"type":"response","payload":{"success":true}})");
+}
+
+TEST_CASE("registry: unknown types and malformed JSON keep the connection", "[registry]") {
+  Registry registry;
+  const std::string unknown = R"({"type":"response","payload":{"error":"Unknown message type"}})";
+  for (const char* in : {R"({"type":"frobnicate","payload":{}})", R"({"payload":{}})",
+                         R"({"type":5})", R"({"type":null})", "{}"}) {
+    INFO(in);
+    auto out = registry.handle(1, in, kT0, true);
+    CHECK(out.reply == unknown);
+    CHECK_FALSE(out.close);
+  }
+  CHECK(registry.handle(1, R"({"type":"nope","requestId":"q"})", kT0, true).reply ==
+        R"({"type":"response","requestId":"q","payload":{"error":"Unknown message type"}})");
+  for (const char* in : {"x", "{", "[1,2]", "\"str\"", "42", "{\"type\":\"list\"} trailing",
+                         "{\"type\":\"\xff\"}"}) {
+    INFO(in);
+    auto out = registry.handle(1, in, kT0, true);
+    CHECK(out.reply.rfind(R"({"type":"response","payload":{"error":"malformed JSON: )", 0) == 0);
+    CHECK_FALSE(out.close);
+    CHECK(out.events.empty());
+  }
+  CHECK(registry.handle(1, "[1]", kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"malformed JSON: not an object"}})");
+}
+
+TEST_CASE("registry: next_outcome runs bytes through framing and the registry", "[registry]") {
+  Registry registry;
+  FrameDecoder decoder(64);
+  std::string bytes;
+  append_frame(bytes, R"({"type":"list"})");
+  append_frame(bytes, R"({"type":"list","requestId":2})");
+  decoder.feed(std::string_view(bytes).substr(0, 7));
+  CHECK_FALSE(next_outcome(registry, 1, decoder, kT0, true));
+  decoder.feed(std::string_view(bytes).substr(7));
+  auto a = next_outcome(registry, 1, decoder, kT0, true);
+  auto b = next_outcome(registry, 1, decoder, kT0, true);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(a->reply == R"({"type":"response","payload":{"nodes":[]}})");
+  CHECK(b->reply == R"({"type":"response","requestId":2,"payload":{"nodes":[]}})");
+  CHECK_FALSE(next_outcome(registry, 1, decoder, kT0, true));
+
+  FrameDecoder big(64);
+  big.feed(std::string("\x00\x00\x00\x41", 4));
+  auto too_large = next_outcome(registry, 1, big, kT0, true);
+  REQUIRE(too_large);
+  CHECK(too_large->close);
+  CHECK(too_large->reply ==
+        R"({"type":"response","payload":{"error":"frame length 65 exceeds limit 64"}})");
+
+  FrameDecoder zero(64);
+  zero.feed(std::string("\x00\x00\x00\x00", 4));
+  auto empty = next_outcome(registry, 1, zero, kT0, true);
+  REQUIRE(empty);
+  CHECK(empty->close);
+  CHECK(empty->reply.find("frame length 0") != std::string::npos);
+  CHECK(empty->reply.find("64") != std::string::npos);
+}
+
+TEST_CASE("registry: pmd_response shape", "[registry]") {
+  CHECK(pmd_response(std::nullopt, R"({"success":true})") ==
+        R"({"type":"response","payload":{"success":true}})");
+  CHECK(pmd_response(std::string("\"r\""), "{}") ==
+        R"({"type":"response","requestId":"r","payload":{}})");
+}
+
+}  // namespace distflow

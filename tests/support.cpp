@@ -1,18 +1,17 @@
 #include "support.hpp"
 
 #include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdexcept>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <stdexcept>
 #include <utility>
 
 namespace distflow::test {
@@ -28,8 +27,10 @@ int remaining_ms(Clock::time_point deadline) {
 void write_all(int fd, const char* data, std::size_t size) {
   while (size > 0) {
     const ssize_t n = ::write(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw std::runtime_error(std::string("write: ") + std::strerror(errno));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      throw std::runtime_error(std::string("write: ") + std::strerror(errno));
     data += n;
     size -= static_cast<std::size_t>(n);
   }
@@ -37,7 +38,9 @@ void write_all(int fd, const char* data, std::size_t size) {
 
 }  // namespace
 
-std::string distflow_binary() { return DISTFLOW_BINARY; }
+std::string distflow_binary() {
+  return DISTFLOW_BINARY;
+}
 
 ChildProcess::ChildProcess(const std::vector<std::string>& argv,
                            const std::map<std::string, std::string>& env) {
@@ -46,14 +49,17 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv,
     throw std::runtime_error("pipe failed");
   }
   pid_ = ::fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ < 0)
+    throw std::runtime_error("fork failed");
   if (pid_ == 0) {
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
-    for (const auto& [key, value] : env) ::setenv(key.c_str(), value.c_str(), 1);
+    for (const auto& [key, value] : env)
+      ::setenv(key.c_str(), value.c_str(), 1);
     std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    for (const auto& a : argv)
+      args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     ::execv(args[0], args.data());
     ::_exit(127);
@@ -74,15 +80,18 @@ ChildProcess::~ChildProcess() {
     ::waitpid(pid_, &status, 0);
   }
   for (int fd : {in_, out_, err_}) {
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0)
+      ::close(fd);
   }
 }
 
 bool ChildProcess::fill(Clock::time_point deadline) {
-  if (out_ < 0) return false;
+  if (out_ < 0)
+    return false;
   pollfd p{out_, POLLIN, 0};
   const int ready = ::poll(&p, 1, remaining_ms(deadline));
-  if (ready <= 0) return false;
+  if (ready <= 0)
+    return false;
   char chunk[65536];
   const ssize_t n = ::read(out_, chunk, sizeof chunk);
   if (n <= 0) {
@@ -103,7 +112,8 @@ std::optional<std::string> ChildProcess::read_line(std::chrono::milliseconds tim
       out_buf_.erase(0, nl + 1);
       return line;
     }
-    if (!fill(deadline)) return std::nullopt;
+    if (!fill(deadline))
+      return std::nullopt;
   }
 }
 
@@ -112,8 +122,10 @@ std::optional<std::string> ChildProcess::wait_for_line(const std::string& needle
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     auto line = read_line(std::chrono::milliseconds(remaining_ms(deadline)));
-    if (!line) return std::nullopt;
-    if (line->find(needle) != std::string::npos) return line;
+    if (!line)
+      return std::nullopt;
+    if (line->find(needle) != std::string::npos)
+      return line;
   }
   return std::nullopt;
 }
@@ -126,11 +138,13 @@ std::string ChildProcess::read_all(std::chrono::milliseconds timeout) {
 }
 
 void ChildProcess::drain_stderr(int timeout_ms) {
-  if (err_ < 0) return;
+  if (err_ < 0)
+    return;
   char chunk[65536];
   for (;;) {
     pollfd p{err_, POLLIN, 0};
-    if (::poll(&p, 1, timeout_ms) <= 0) return;
+    if (::poll(&p, 1, timeout_ms) <= 0)
+      return;
     const ssize_t n = ::read(err_, chunk, sizeof chunk);
     if (n <= 0) {
       ::close(err_);
@@ -146,19 +160,24 @@ std::string ChildProcess::stderr_text() {
   return err_buf_;
 }
 
-void ChildProcess::write(const std::string& data) { write_all(in_, data.data(), data.size()); }
+void ChildProcess::write(const std::string& data) {
+  write_all(in_, data.data(), data.size());
+}
 
 void ChildProcess::close_stdin() {
-  if (in_ >= 0) ::close(in_);
+  if (in_ >= 0)
+    ::close(in_);
   in_ = -1;
 }
 
 void ChildProcess::signal(int sig) {
-  if (!status_) ::kill(pid_, sig);
+  if (!status_)
+    ::kill(pid_, sig);
 }
 
 std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
-  if (status_) return status_;
+  if (status_)
+    return status_;
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     int status = 0;
@@ -167,7 +186,8 @@ std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
       status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       return status_;
     }
-    if (Clock::now() >= deadline) return std::nullopt;
+    if (Clock::now() >= deadline)
+      return std::nullopt;
     // Keep the child's stderr pipe from filling while we wait for it.
     drain_stderr(5);
     ::usleep(2000);
@@ -177,7 +197,8 @@ std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
 RunResult run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
               std::chrono::milliseconds timeout, const std::string& stdin_data) {
   ChildProcess child(argv, env);
-  if (!stdin_data.empty()) child.write(stdin_data);
+  if (!stdin_data.empty())
+    child.write(stdin_data);
   child.close_stdin();
   RunResult result;
   result.out = child.read_all(timeout);
@@ -205,7 +226,8 @@ PmdProcess::PmdProcess(const std::vector<std::string>& extra_args) {
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   process = std::make_unique<ChildProcess>(argv);
   auto line = process->read_line(10s);
-  if (!line) throw std::runtime_error("pmd did not print its address: " + process->stderr_text());
+  if (!line)
+    throw std::runtime_error("pmd did not print its address: " + process->stderr_text());
   const auto colon = line->rfind(':');
   port = static_cast<std::uint16_t>(std::stoi(line->substr(colon + 1)));
 }
@@ -226,10 +248,13 @@ RawClient::RawClient(const std::string& host, std::uint16_t port) {
 }
 
 RawClient::~RawClient() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0)
+    ::close(fd_);
 }
 
-void RawClient::send_raw(const std::string& bytes) { write_all(fd_, bytes.data(), bytes.size()); }
+void RawClient::send_raw(const std::string& bytes) {
+  write_all(fd_, bytes.data(), bytes.size());
+}
 
 void RawClient::send_frame(const std::string& body) {
   const auto n = static_cast<std::uint32_t>(body.size());
@@ -240,10 +265,12 @@ void RawClient::send_frame(const std::string& body) {
 
 bool RawClient::fill(Clock::time_point deadline) {
   pollfd p{fd_, POLLIN, 0};
-  if (::poll(&p, 1, remaining_ms(deadline)) <= 0) return false;
+  if (::poll(&p, 1, remaining_ms(deadline)) <= 0)
+    return false;
   char chunk[65536];
   const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-  if (n <= 0) return false;
+  if (n <= 0)
+    return false;
   buf_.append(chunk, static_cast<std::size_t>(n));
   return true;
 }
@@ -261,7 +288,8 @@ std::optional<std::string> RawClient::read_frame(std::chrono::milliseconds timeo
         return body;
       }
     }
-    if (!fill(deadline)) return std::nullopt;
+    if (!fill(deadline))
+      return std::nullopt;
   }
 }
 
@@ -271,7 +299,8 @@ std::optional<std::string> RawClient::request(const std::string& body,
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     auto frame = read_frame(std::chrono::milliseconds(remaining_ms(deadline)));
-    if (!frame || frame->find("\"type\":\"event\"") == std::string::npos) return frame;
+    if (!frame || frame->find("\"type\":\"event\"") == std::string::npos)
+      return frame;
   }
 }
 
@@ -279,13 +308,17 @@ bool RawClient::wait_closed(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) return false;
+    if (::poll(&p, 1, remaining_ms(deadline)) <= 0)
+      return false;
     char chunk[65536];
     const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-    if (n <= 0) return true;  // EOF or reset
+    if (n <= 0)
+      return true;  // EOF or reset
   }
 }
 
-void RawClient::shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+void RawClient::shutdown_write() {
+  ::shutdown(fd_, SHUT_WR);
+}
 
 }  // namespace distflow::test

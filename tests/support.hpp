@@ -59,7 +59,8 @@ struct RunResult {
   int code = -1;
   std::string out, err;
 };
-RunResult run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
+RunResult run(const std::vector<std::string>& argv,
+              const std::map<std::string, std::string>& env = {},
               std::chrono::milliseconds timeout = 20s, const std::string& stdin_data = {});
 
 /// A free TCP port on 127.0.0.1 (bound then released; races are unlikely, not impossible).
@@ -85,7 +86,8 @@ class RawClient {
   /// Next frame body, or nullopt on timeout / EOF.
   std::optional<std::string> read_frame(std::chrono::milliseconds timeout = 5s);
   /// Sends a request and returns the next frame that is not an event.
-  std::optional<std::string> request(const std::string& body, std::chrono::milliseconds timeout = 5s);
+  std::optional<std::string> request(const std::string& body,
+                                     std::chrono::milliseconds timeout = 5s);
   /// True once the peer has closed the connection (EOF or reset) within `timeout`.
   bool wait_closed(std::chrono::milliseconds timeout = 5s);
   void shutdown_write();

@@ -28,17 +28,20 @@ Outcome decode(std::string_view bytes, const std::vector<std::size_t>& cuts, std
     at += chunk.size();
     decoder.feed(chunk);
     std::error_code ec;
-    while (auto body = decoder.next(ec)) outcome.frames.emplace_back(*body);
+    while (auto body = decoder.next(ec))
+      outcome.frames.emplace_back(*body);
     outcome.error = ec;
   }
-  if (!outcome.error) outcome.error = decoder.finish();
+  if (!outcome.error)
+    outcome.error = decoder.finish();
   return outcome;
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 2) return 0;
+  if (size < 2)
+    return 0;
   // First byte: limit selector; second: how many chunk sizes follow.
   const std::size_t limit = std::size_t{1} << (data[0] % 24);
   const std::size_t ncuts = std::min<std::size_t>(data[1] % 16, size - 2);
@@ -47,9 +50,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const Outcome whole = decode(bytes, {}, limit);
   const Outcome pieces = decode(bytes, cuts, limit);
-  if (whole.frames != pieces.frames || whole.error != pieces.error) __builtin_trap();
+  if (whole.frames != pieces.frames || whole.error != pieces.error)
+    __builtin_trap();
   for (const auto& frame : whole.frames) {
-    if (frame.empty() || frame.size() > limit) __builtin_trap();
+    if (frame.empty() || frame.size() > limit)
+      __builtin_trap();
   }
   return 0;
 }

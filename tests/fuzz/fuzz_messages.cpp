@@ -20,10 +20,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   distflow::Envelope envelope;
   std::string why;
-  if (parser.parse(body, envelope, &why)) return 0;
+  if (parser.parse(body, envelope, &why))
+    return 0;
   // Only envelopes with a payload that is really valid JSON are re-encoded: the
   // receive path checks structure, the sender validates payloads (PROTOCOL.md §3).
-  if (validator.validate(envelope.payload())) return 0;
+  if (validator.validate(envelope.payload()))
+    return 0;
 
   const distflow::MessageEncoder encoder(envelope.from(), envelope.to(), envelope.alias());
   std::string frame;
@@ -32,15 +34,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   decoder.feed(frame);
   std::error_code ec;
   const auto again_body = decoder.next(ec);
-  if (!again_body) __builtin_trap();
+  if (!again_body)
+    __builtin_trap();
   distflow::Envelope again;
-  if (parser.parse(*again_body, again, &why)) __builtin_trap();
+  if (parser.parse(*again_body, again, &why))
+    __builtin_trap();
   if (again.payload() != envelope.payload() || again.from() != envelope.from() ||
       again.to() != envelope.to() || again.alias() != envelope.alias()) {
     __builtin_trap();
   }
   std::string line;
   distflow::append_ndjson_line(line, envelope);
-  if (line.empty() || line.back() != '\n') __builtin_trap();
+  if (line.empty() || line.back() != '\n')
+    __builtin_trap();
   return 0;
 }

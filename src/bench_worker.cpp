@@ -1,0 +1,361 @@
+#include "bench_worker.hpp"
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <ostream>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench_runner.hpp"
+#include "bench_stats.hpp"
+#include "errors.hpp"
+#include "framing.hpp"
+#include "messages.hpp"
+#include "node_runtime.hpp"
+
+namespace distflow {
+namespace {
+
+using Json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+constexpr std::uint64_t kWarmupRoundTrips = 1000;
+
+std::unique_ptr<NodeRuntime> start_node(const BenchWorkerConfig& config, std::size_t mailbox,
+                                        OverflowPolicy policy) {
+  NodeOptions options;
+  options.alias = config.alias;
+  options.pmd.port = config.pmd_port;
+  options.auto_start_pmd = config.auto_pmd;
+  options.mailbox_size = mailbox;
+  options.overflow = policy;
+  return NodeRuntime::start(std::move(options));
+}
+
+// ---- rx ---------------------------------------------------------------------------
+
+struct SenderTrack {
+  std::uint64_t received = 0;
+  std::uint64_t next = 0;  // the sequence number expected next
+  std::uint64_t reordered = 0;
+};
+
+int run_rx(const BenchWorkerConfig& config, std::ostream& out) {
+  // `block`: backpressure through TCP instead of drops, so loss means a real fault.
+  auto node = start_node(config, 65536, OverflowPolicy::block);
+  std::vector<SenderTrack> senders;
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<std::uint64_t> last_ns{0};
+  std::uint64_t first_ns = 0, foreign = 0;
+  node->on_message([&](const Envelope& message) {
+    const std::uint64_t now = monotonic_ns();
+    if (first_ns == 0)
+      first_ns = now;
+    unsigned id = 0;
+    std::uint64_t seq = 0;
+    if (!parse_bench_payload(message.payload(), id, seq) || id > 4096) {
+      ++foreign;
+    } else {
+      if (id >= senders.size())
+        senders.resize(id + 1);
+      SenderTrack& track = senders[id];
+      ++track.received;
+      if (seq < track.next) {
+        ++track.reordered;
+      } else {
+        track.next = seq + 1;
+      }
+    }
+    last_ns.store(now, std::memory_order_relaxed);
+    received.fetch_add(1, std::memory_order_release);
+  });
+  out << "ready " << node->alias() << std::endl;
+
+  // Ends when everything arrived, after 2 s without a message, or at the deadline.
+  const auto deadline = Clock::now() + config.timeout;
+  std::uint64_t seen = 0;
+  auto last_change = Clock::now();
+  while (Clock::now() < deadline) {
+    const std::uint64_t now_received = received.load(std::memory_order_acquire);
+    if (now_received >= config.msgs)
+      break;
+    if (now_received != seen) {
+      seen = now_received;
+      last_change = Clock::now();
+    } else if (seen > 0 && Clock::now() - last_change > std::chrono::seconds(2)) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  const NodeStats stats = node->stats();
+  node->shutdown();  // the dispatcher has stopped: its counters are ours to read
+  std::uint64_t reordered = 0, in_sequence = 0;
+  for (const SenderTrack& track : senders) {
+    reordered += track.reordered;
+    in_sequence += track.received;
+  }
+  const std::uint64_t total = received.load();
+  Json result{{"received", total},
+              {"expected", config.msgs},
+              {"lost", config.msgs > in_sequence ? config.msgs - in_sequence : 0},
+              {"reordered", reordered},
+              {"foreign", foreign},
+              {"first_ns", first_ns},
+              {"last_ns", last_ns.load()},
+              {"mailbox_dropped", stats.mailbox.dropped},
+              {"bad_frames", stats.bad_frames}};
+  out << result.dump() << std::endl;
+  return 0;
+}
+
+// ---- tx ---------------------------------------------------------------------------
+
+int run_tx(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::drop_newest);
+  std::string payload;
+  make_bench_payload(payload, config.id, 0, config.size);
+  // Resolve and connect before the clock starts: the first send_sync does both.
+  node->send_sync(config.target, payload);
+  out << "ready " << node->alias() << std::endl;
+  const std::uint64_t start = monotonic_ns();
+  for (std::uint64_t seq = 1; seq < config.msgs; ++seq) {
+    make_bench_payload(payload, config.id, seq, config.size);
+    node->send(config.target, payload);
+  }
+  const std::uint64_t queued = monotonic_ns();
+  node->flush(std::chrono::duration_cast<std::chrono::milliseconds>(config.timeout));
+  const std::uint64_t end = monotonic_ns();
+  const NodeStats stats = node->stats();
+  node->shutdown();
+  Json result{{"sent", stats.sent},
+              {"failures", stats.send_failures},
+              {"start_ns", start},
+              {"queued_ns", queued},
+              {"end_ns", end}};
+  out << result.dump() << std::endl;
+  return 0;
+}
+
+// ---- pong, ping, idle -------------------------------------------------------------
+
+int run_pong(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::block);
+  NodeRuntime* self = node.get();
+  node->on_message(
+      [self](const Envelope& message) { self->send(message.from(), message.payload()); });
+  out << "ready " << node->alias() << std::endl;
+  // Until the bench stops us (SIGTERM) or the deadline.
+  std::this_thread::sleep_for(config.timeout);
+  node->shutdown();
+  return 0;
+}
+
+void print_latencies(std::ostream& out, std::vector<std::uint64_t>& samples) {
+  const LatencySummary s = summarize_latencies(samples);
+  Json result{{"samples", s.samples}, {"min_ns", s.min},   {"p50_ns", s.p50}, {"p90_ns", s.p90},
+              {"p99_ns", s.p99},      {"p999_ns", s.p999}, {"max_ns", s.max}, {"avg_ns", s.avg}};
+  out << result.dump() << std::endl;
+}
+
+int run_ping(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::block);
+  std::string payload;
+  make_bench_payload(payload, 0, 0, config.size);
+  node->send_sync(config.target, payload);
+  if (!node->receive(std::chrono::seconds(5)))
+    throw Error("ping: no answer from the pong");
+  out << "ready " << node->alias() << std::endl;
+  std::vector<std::uint64_t> samples;
+  samples.reserve(config.msgs);
+  const auto deadline = Clock::now() + config.timeout;
+  for (std::uint64_t i = 0; i < kWarmupRoundTrips + config.msgs; ++i) {
+    const std::uint64_t t0 = monotonic_ns();
+    node->send(config.target, payload);
+    if (!node->receive(std::chrono::seconds(5))) {
+      throw Error("ping: round trip " + std::to_string(i) + " timed out after 5 s");
+    }
+    const std::uint64_t t1 = monotonic_ns();
+    if (i >= kWarmupRoundTrips)
+      samples.push_back(t1 - t0);
+    if ((i & 1023) == 0 && Clock::now() > deadline)
+      break;
+  }
+  node->shutdown();
+  print_latencies(out, samples);
+  return 0;
+}
+
+int run_idle(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::drop_newest);
+  out << "ready " << node->alias() << std::endl;
+  std::this_thread::sleep_for(config.timeout);
+  node->shutdown();
+  return 0;
+}
+
+// ---- raw TCP baseline ---------------------------------------------------------------
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+[[noreturn]] void fail(const std::string& what) {
+  throw Error(what + ": " + std::strerror(errno));
+}
+
+void write_all(int fd, const char* data, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      fail("raw write");
+    data += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+/// False on a clean EOF before the first byte.
+bool read_exact(int fd, char* data, std::size_t n) {
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::read(fd, data + got, n - got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r == 0 && got == 0)
+      return false;
+    if (r <= 0)
+      fail("raw read");
+    got += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+/// One frame in, body into `body`; false on EOF.
+bool read_frame(int fd, std::string& body) {
+  unsigned char header[kFrameHeaderBytes];
+  if (!read_exact(fd, reinterpret_cast<char*>(header), sizeof header))
+    return false;
+  const std::uint32_t length = (std::uint32_t{header[0]} << 24) | (std::uint32_t{header[1]} << 16) |
+                               (std::uint32_t{header[2]} << 8) | std::uint32_t{header[3]};
+  if (length == 0 || length > kDefaultNodeFrameLimit)
+    throw Error("raw frame length out of range");
+  body.resize(length);
+  return read_exact(fd, body.data(), length);
+}
+
+void set_nodelay(int fd) {
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int run_raw_pong(const BenchWorkerConfig&, std::ostream& out) {
+  Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (listener.get() < 0)
+    fail("raw socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listener.get(), 1) != 0 ||
+      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    fail("raw listen on 127.0.0.1:0");
+  }
+  out << "ready " << ntohs(addr.sin_port) << std::endl;
+  Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (conn.get() < 0)
+    fail("raw accept");
+  set_nodelay(conn.get());
+  std::string body, frame;
+  while (read_frame(conn.get(), body)) {
+    frame.clear();
+    append_frame(frame, body);
+    write_all(conn.get(), frame.data(), frame.size());
+  }
+  return 0;
+}
+
+int run_raw_ping(const BenchWorkerConfig& config, std::ostream& out) {
+  Fd conn(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (conn.get() < 0)
+    fail("raw socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(config.port);
+  if (::connect(conn.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    fail("raw connect to 127.0.0.1:" + std::to_string(config.port));
+  }
+  set_nodelay(conn.get());
+  // The same bytes a node would send: a full envelope around the same payload.
+  std::string payload, frame, body;
+  make_bench_payload(payload, 0, 0, config.size);
+  MessageEncoder("ping-raw", "pong-raw", "").append(frame, payload, now_ms());
+  out << "ready" << std::endl;
+  std::vector<std::uint64_t> samples;
+  samples.reserve(config.msgs);
+  const auto deadline = Clock::now() + config.timeout;
+  for (std::uint64_t i = 0; i < kWarmupRoundTrips + config.msgs; ++i) {
+    const std::uint64_t t0 = monotonic_ns();
+    write_all(conn.get(), frame.data(), frame.size());
+    if (!read_frame(conn.get(), body))
+      throw Error("raw ping: the echo closed the connection");
+    const std::uint64_t t1 = monotonic_ns();
+    if (i >= kWarmupRoundTrips)
+      samples.push_back(t1 - t0);
+    if ((i & 1023) == 0 && Clock::now() > deadline)
+      break;
+  }
+  print_latencies(out, samples);
+  return 0;
+}
+
+}  // namespace
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
+  if (config.role == "rx")
+    return run_rx(config, out);
+  if (config.role == "tx")
+    return run_tx(config, out);
+  if (config.role == "pong")
+    return run_pong(config, out);
+  if (config.role == "ping")
+    return run_ping(config, out);
+  if (config.role == "idle")
+    return run_idle(config, out);
+  if (config.role == "raw-pong")
+    return run_raw_pong(config, out);
+  if (config.role == "raw-ping")
+    return run_raw_ping(config, out);
+  throw Error("unknown bench worker role '" + config.role +
+              "': expected rx, tx, pong, ping, idle, raw-pong or raw-ping");
+}
+
+}  // namespace distflow

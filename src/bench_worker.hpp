@@ -1,0 +1,44 @@
+#pragma once
+
+// The hidden worker roles of `distflow bench` (`distflow bench worker --role R`),
+// each a separate process started by bench_runner. A worker prints `ready ...`
+// once it can be used, then (for the measuring roles) one JSON line of results,
+// and exits. Every wait is bounded by `timeout`.
+//
+//   rx        a node that counts messages: loss, reordering, first/last arrival
+//   tx        a node that sends `msgs` sequenced payloads to `target`, then flushes
+//   pong      a node that sends every message back to its sender
+//   ping      a node that times `msgs` round trips to `target` (a pong)
+//   raw-pong  a plain blocking TCP echo of frames on 127.0.0.1:0
+//   raw-ping  times `msgs` round trips of one frame to `port` (a raw-pong)
+//   idle      a node that registers and waits (SIGKILLed by the pmd bench)
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+
+namespace distflow {
+
+struct BenchWorkerConfig {
+  std::string role;
+  std::uint16_t pmd_port = 0;
+  std::string alias;
+  std::string target;      ///< tx, ping: the alias to send to
+  std::uint64_t msgs = 0;  ///< rx: expected total; tx: to send; ping: round trips
+  std::size_t size = 100;
+  unsigned id = 0;         ///< tx: sender id carried in the payload
+  std::uint16_t port = 0;  ///< raw-ping: the raw-pong's port
+  bool auto_pmd = false;   ///< idle: start the PMD if none answers (as `distflow node`)
+  std::chrono::seconds timeout{120};
+};
+
+/// Runs one role; results go to `out` (the worker's stdout). Returns the exit code.
+/// Throws distflow::Error for an unknown role or a failure to start.
+int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out);
+
+/// Monotonic nanoseconds (CLOCK_MONOTONIC: comparable across processes on one host).
+std::uint64_t monotonic_ns();
+
+}  // namespace distflow

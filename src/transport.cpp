@@ -1,0 +1,550 @@
+#include "transport.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <utility>
+
+#include <asio/co_spawn.hpp>
+#include <asio/connect.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <spdlog/spdlog.h>
+
+#include "errors.hpp"
+#include "framing.hpp"
+
+namespace distflow {
+
+using asio::ip::tcp;
+namespace {
+
+constexpr auto kAwait = asio::experimental::as_tuple(asio::use_awaitable);
+// Large reads: one syscall brings in hundreds of small frames.
+constexpr std::size_t kReadChunk = 256u << 10;
+// A write buffer that grew past this is released after its batch went out; below
+// it, the capacity is reused (growing a buffer again costs copies and page faults).
+constexpr std::size_t kKeepWriteBuffer = 16u << 20;
+constexpr auto kConnectTimeout = std::chrono::seconds(5);
+constexpr std::size_t kWriteSlice = 1u << 20;
+
+std::string describe_endpoint(const tcp::socket& socket) {
+  std::error_code ec;
+  auto endpoint = socket.remote_endpoint(ec);
+  if (ec)
+    return "?";
+  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+}
+
+bool is_quiet_close(const std::error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::operation_aborted ||
+         ec == asio::error::connection_reset;
+}
+
+}  // namespace
+
+void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* name) {
+  asio::co_spawn(io, std::move(task), [name](const std::exception_ptr& error) {
+    if (!error)
+      return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::error("{} ended with an exception (a bug): {}", name, e.what());
+    } catch (...) {
+      spdlog::error("{} ended with an unknown exception (a bug)", name);
+    }
+  });
+}
+
+// ---- outbound: one per destination node -------------------------------------
+
+class Outbound : public std::enable_shared_from_this<Outbound> {
+ public:
+  Outbound(Transport& transport, const NodeInfo& node)
+      : transport_(transport),
+        node_(node),
+        encoder_(transport.config_.self_id, node.node_id, transport.config_.self_alias),
+        socket_(transport.io_),
+        resolver_(transport.io_),
+        signal_(transport.io_),
+        connect_deadline_(transport.io_) {
+    signal_.expires_at(asio::steady_timer::time_point::max());
+  }
+
+  const NodeInfo& node() const { return node_; }
+  void start() { spawn_logged(transport_.io_, run(), "outbound connection"); }
+
+  void enqueue(std::string_view payload, std::int64_t timestamp, SendCompletion done) {
+    if (failed_) {
+      report_one(std::move(done), errc::closed, "connection to " + describe() + " is closed");
+      return;
+    }
+    if (out_.size() + payload.size() > transport_.config_.max_outbox_bytes) {
+      std::string message = "outbound queue to " + describe() + " is full (limit " +
+                            std::to_string(transport_.config_.max_outbox_bytes) + " bytes)";
+      if (!full_warned_)
+        spdlog::warn("{}; dropping messages", message);
+      full_warned_ = true;
+      report_one(std::move(done), errc::queue_full, message);
+      return;
+    }
+    const std::size_t before = out_.size();
+    encoder_.append(out_, payload, timestamp);
+    backlog_bytes_ += out_.size() - before;
+    transport_.unwritten_bytes_ += out_.size() - before;
+    ++queued_;
+    ++transport_.unwritten_;
+    if (done)
+      completions_.emplace_back(queued_, std::move(done));
+    if (idle_) {
+      idle_ = false;
+      signal_.cancel_one();
+    }
+  }
+
+  /// Fails whatever is unwritten and closes; the connection leaves the transport.
+  void fail(const std::error_code& ec, std::string_view what) {
+    if (failed_)
+      return;
+    failed_ = true;
+    auto self = shared_from_this();
+    std::error_code ignored;
+    socket_.close(ignored);
+    resolver_.cancel();
+    connect_deadline_.cancel();
+    signal_.cancel();
+    const std::uint64_t lost = queued_ - written_;
+    written_ = queued_;
+    transport_.unwritten_ -= lost;
+    transport_.unwritten_bytes_ -= backlog_bytes_;
+    backlog_bytes_ = 0;
+    transport_.counters_.send_failures.fetch_add(lost, std::memory_order_relaxed);
+    std::string message = std::string(what) + " " + describe() + ": " + ec.message();
+    if (lost > 0) {
+      message +=
+          "; " + std::to_string(lost) + " unsent message" + (lost == 1 ? "" : "s") + " dropped";
+      spdlog::warn("{}", message);
+    } else if (ec == errc::closed) {
+      spdlog::debug("{}", message);
+    } else {
+      spdlog::info("{}", message);
+    }
+    out_.clear();
+    auto completions = std::move(completions_);
+    completions_.clear();
+    transport_.remove(*this);
+    if (transport_.failed_hook_)
+      transport_.failed_hook_(node_.node_id);
+    for (auto& [seq, done] : completions)
+      call(done, ec, message);
+    if (transport_.progress_hook_)
+      transport_.progress_hook_();
+  }
+
+ private:
+  Transport& transport_;
+  NodeInfo node_;
+  MessageEncoder encoder_;
+  tcp::socket socket_;
+  tcp::resolver resolver_;
+  asio::steady_timer signal_;  // never expires; cancel_one() wakes the writer
+  asio::steady_timer connect_deadline_;
+  std::string out_;                // frames queued for the next write
+  std::string wbuf_;               // the batch being written
+  std::uint64_t queued_ = 0;       // frames ever queued
+  std::uint64_t written_ = 0;      // frames written or failed
+  std::size_t backlog_bytes_ = 0;  // bytes of those frames not yet written
+  std::deque<std::pair<std::uint64_t, SendCompletion>> completions_;
+  bool idle_ = false;
+  bool failed_ = false;
+  bool full_warned_ = false;
+  char discard_[512] = {};
+
+  std::string describe() const {
+    std::string text = "'" + (node_.alias.empty() ? node_.node_id : node_.alias) + "'";
+    return text + " at " + node_.host + ":" + std::to_string(node_.port);
+  }
+
+  static void call(SendCompletion& done, const std::error_code& ec, const std::string& message) {
+    if (!done)
+      return;
+    try {
+      done(ec, message);
+    } catch (const std::exception& e) {
+      spdlog::error("send completion threw: {}", e.what());
+    }
+  }
+
+  void report_one(SendCompletion done, errc code, const std::string& message) {
+    transport_.counters_.send_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("{}", message);
+    call(done, make_error_code(code), message);
+    if (transport_.progress_hook_)
+      transport_.progress_hook_();
+  }
+
+  asio::awaitable<void> run() {
+    auto self = shared_from_this();
+    // A silent host (SYN dropped) would hold queued messages for minutes: bound it.
+    connect_deadline_.expires_after(kConnectTimeout);
+    connect_deadline_.async_wait([weak = weak_from_this()](std::error_code ec) {
+      auto connection = weak.lock();
+      if (!ec && connection)
+        connection->fail(asio::error::timed_out, "cannot connect to");
+    });
+    std::error_code ec;
+    auto address = asio::ip::make_address(node_.host, ec);
+    if (!ec) {
+      std::tie(ec) = co_await socket_.async_connect(tcp::endpoint(address, node_.port), kAwait);
+    } else {
+      auto [rec, results] =
+          co_await resolver_.async_resolve(node_.host, std::to_string(node_.port), kAwait);
+      ec = rec;
+      if (!ec && !failed_)
+        std::tie(ec, std::ignore) = co_await asio::async_connect(socket_, results, kAwait);
+    }
+    if (failed_)
+      co_return;
+    connect_deadline_.cancel();
+    if (ec) {
+      fail(ec, "cannot connect to");
+      co_return;
+    }
+    std::error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    spdlog::debug("connected to {}", describe());
+    spawn_logged(transport_.io_, watch_close(), "outbound close watch");
+    while (!failed_) {
+      if (out_.empty()) {
+        idle_ = true;
+        co_await signal_.async_wait(kAwait);
+        idle_ = false;
+        continue;
+      }
+      wbuf_.swap(out_);
+      const std::uint64_t batch_end = queued_;
+      // Written in slices so the backlog shrinks (and waiting senders resume) while
+      // a large batch is still going out.
+      for (std::size_t at = 0; at < wbuf_.size();) {
+        const std::size_t slice = std::min(kWriteSlice, wbuf_.size() - at);
+        auto [wec, n] =
+            co_await asio::async_write(socket_, asio::buffer(wbuf_.data() + at, slice), kAwait);
+        if (failed_)
+          co_return;
+        if (wec) {
+          fail(wec, "connection lost to");
+          co_return;
+        }
+        at += slice;
+        backlog_bytes_ -= slice;
+        transport_.unwritten_bytes_ -= slice;
+        if (at < wbuf_.size() && transport_.progress_hook_)
+          transport_.progress_hook_();
+      }
+      const std::uint64_t frames = batch_end - written_;
+      written_ = batch_end;
+      transport_.unwritten_ -= frames;
+      transport_.counters_.sent.fetch_add(frames, std::memory_order_relaxed);
+      full_warned_ = false;
+      if (wbuf_.capacity() > kKeepWriteBuffer) {
+        std::string().swap(wbuf_);
+      } else {
+        wbuf_.clear();
+      }
+      while (!completions_.empty() && completions_.front().first <= written_) {
+        auto done = std::move(completions_.front().second);
+        completions_.pop_front();
+        call(done, {}, {});
+      }
+      if (transport_.progress_hook_)
+        transport_.progress_hook_();
+    }
+  }
+
+  // Peers never talk on our outbound connection: reading only reveals its end.
+  asio::awaitable<void> watch_close() {
+    auto self = shared_from_this();
+    for (;;) {
+      auto [ec, n] = co_await socket_.async_read_some(asio::buffer(discard_), kAwait);
+      if (failed_)
+        co_return;
+      if (ec) {
+        fail(ec, "connection closed by");
+        co_return;
+      }
+      spdlog::debug("ignoring {} bytes from {} on an outbound connection", n, describe());
+    }
+  }
+};
+
+// ---- inbound: one per accepted connection ------------------------------------
+
+class InboundSession : public std::enable_shared_from_this<InboundSession> {
+ public:
+  InboundSession(Transport& transport, tcp::socket socket)
+      : transport_(transport),
+        socket_(std::move(socket)),
+        resume_(transport.io_),
+        decoder_(transport.config_.max_frame_bytes),
+        peer_(describe_endpoint(socket_)) {
+    resume_.expires_at(asio::steady_timer::time_point::max());
+  }
+
+  void start() { spawn_logged(transport_.io_, read_loop(), "inbound session"); }
+
+  void stop() {
+    if (stopped_)
+      return;
+    stopped_ = true;
+    std::error_code ignored;
+    socket_.close(ignored);
+    resume_.cancel();
+  }
+
+  void resume() {
+    resumed_ = true;
+    resume_.cancel_one();
+  }
+
+ private:
+  Transport& transport_;
+  tcp::socket socket_;
+  asio::steady_timer resume_;  // never expires; cancelled when the mailbox has room
+  FrameDecoder decoder_;
+  Envelope envelope_;
+  std::string peer_;
+  std::string why_;
+  bool stopped_ = false;
+  bool resumed_ = false;
+
+  asio::awaitable<void> read_loop() {
+    auto self = shared_from_this();
+    spdlog::debug("inbound connection from {}", peer_);
+    auto& counters = transport_.counters_;
+    auto& mailbox = transport_.mailbox_;
+    while (!stopped_) {
+      auto room = decoder_.prepare(kReadChunk);
+      auto [ec, n] =
+          co_await socket_.async_read_some(asio::buffer(room.data(), room.size()), kAwait);
+      if (stopped_)
+        break;
+      if (ec) {
+        if (!is_quiet_close(ec))
+          spdlog::info("inbound connection from {} failed: {}", peer_, ec.message());
+        if (ec == asio::error::eof && decoder_.finish()) {
+          spdlog::info("inbound connection from {}: {}", peer_,
+                       describe_frame_error(decoder_.finish(), decoder_));
+        }
+        break;
+      }
+      decoder_.commit(n);
+      std::error_code frame_ec;
+      while (auto body = decoder_.next(frame_ec)) {
+        if (auto pec = transport_.parser_.parse(*body, envelope_, &why_)) {
+          counters.bad_frames.fetch_add(1, std::memory_order_relaxed);
+          spdlog::info("bad message from {}: {}", peer_, why_);
+          continue;
+        }
+        // Counted before the push: whoever receives the message sees it counted.
+        counters.received.fetch_add(1, std::memory_order_relaxed);
+        PushResult result = mailbox.try_push(envelope_);
+        while (result == PushResult::full) {
+          // `block`: stop reading this socket until the consumer makes room.
+          resumed_ = false;
+          transport_.wait_for_space(self);
+          if (!resumed_)
+            co_await resume_.async_wait(kAwait);
+          if (stopped_)
+            co_return;
+          result = mailbox.try_push(envelope_);
+        }
+        if (result == PushResult::closed) {
+          stop();
+          break;
+        }
+        transport_.note_push(result);
+      }
+      if (frame_ec) {
+        counters.bad_frames.fetch_add(1, std::memory_order_relaxed);
+        spdlog::info("protocol error from {}: {}; closing", peer_,
+                     describe_frame_error(frame_ec, decoder_));
+        break;
+      }
+    }
+    stop();
+    transport_.remove(*this);
+  }
+};
+
+// ---- transport ----------------------------------------------------------------
+
+struct Transport::Listener {
+  explicit Listener(asio::io_context& io) : acceptor(io) {}
+  tcp::acceptor acceptor;
+};
+
+Transport::Transport(asio::io_context& io, TransportConfig config, Mailbox<Envelope>& mailbox,
+                     TransportCounters& counters)
+    : io_(io),
+      config_(std::move(config)),
+      mailbox_(mailbox),
+      counters_(counters),
+      listener_(std::make_unique<Listener>(io)) {}
+
+Transport::~Transport() = default;
+
+std::uint16_t Transport::listen(const std::string& host, std::uint16_t port) {
+  std::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec)
+    throw Error("cannot listen on '" + host + "': expected an IP address");
+  tcp::endpoint endpoint(address, port);
+  auto& acceptor = listener_->acceptor;
+  auto fail = [&](const char* step) {
+    throw Error("cannot listen on " + host + ":" + std::to_string(port) + ": " + step + ": " +
+                ec.message());
+  };
+  acceptor.open(endpoint.protocol(), ec);
+  if (ec)
+    fail("open");
+  acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (ec)
+    fail("reuse_address");
+  acceptor.bind(endpoint, ec);
+  if (ec)
+    fail("bind");
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    fail("listen");
+  const std::uint16_t bound = acceptor.local_endpoint(ec).port();
+  if (ec)
+    fail("local_endpoint");
+  spawn_logged(io_, accept_loop(), "accept loop");
+  return bound;
+}
+
+asio::awaitable<void> Transport::accept_loop() {
+  asio::steady_timer pause(io_);
+  while (!stopped_) {
+    auto [ec, socket] = co_await listener_->acceptor.async_accept(kAwait);
+    if (stopped_ || ec == asio::error::operation_aborted)
+      co_return;
+    if (ec) {
+      // Out of descriptors and the like: breathe instead of spinning.
+      spdlog::warn("accept failed: {}", ec.message());
+      pause.expires_after(std::chrono::milliseconds(100));
+      co_await pause.async_wait(kAwait);
+      continue;
+    }
+    std::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto session = std::make_shared<InboundSession>(*this, std::move(socket));
+    inbound_.push_back(session);
+    session->start();
+  }
+}
+
+std::shared_ptr<Outbound> Transport::connection(const NodeInfo& node) {
+  auto it = outbound_.find(node.node_id);
+  if (it != outbound_.end()) {
+    const NodeInfo& known = it->second->node();
+    if (known.host == node.host && known.port == node.port)
+      return it->second;
+    // Re-registered elsewhere: the old address is dead.
+    auto stale = it->second;
+    stale->fail(make_error_code(errc::closed), "replacing connection to");
+  }
+  auto connection = std::make_shared<Outbound>(*this, node);
+  outbound_.emplace(node.node_id, connection);
+  if (stopped_) {
+    connection->fail(make_error_code(errc::closed), "node is shutting down; no connection to");
+  } else {
+    connection->start();
+  }
+  return connection;
+}
+
+void Transport::enqueue(Outbound& connection, std::string_view payload_json,
+                        std::int64_t timestamp_ms, SendCompletion done) {
+  connection.enqueue(payload_json, timestamp_ms, std::move(done));
+}
+
+void Transport::on_connection_failed(std::function<void(const std::string&)> hook) {
+  failed_hook_ = std::move(hook);
+}
+
+void Transport::on_progress(std::function<void()> hook) {
+  progress_hook_ = std::move(hook);
+}
+
+void Transport::note_push(PushResult result) {
+  if (result == PushResult::accepted) {
+    dropping_ = false;
+  } else if ((result == PushResult::dropped || result == PushResult::accepted_evicted) &&
+             !dropping_) {
+    dropping_ = true;
+    spdlog::warn("mailbox full (max {}, policy {}): dropping messages", mailbox_.max_size(),
+                 to_string(mailbox_.policy()));
+  }
+}
+
+void Transport::wait_for_space(const std::shared_ptr<InboundSession>& session) {
+  blocked_.push_back(session);
+  if (space_requested_)
+    return;
+  space_requested_ = true;
+  // Runs on the consumer's thread (or here, if room appeared meanwhile).
+  mailbox_.notify_when_space([this] {
+    asio::post(io_, [this] {
+      space_requested_ = false;
+      auto blocked = std::move(blocked_);
+      blocked_.clear();
+      for (auto& weak : blocked) {
+        if (auto s = weak.lock())
+          s->resume();
+      }
+    });
+  });
+}
+
+void Transport::remove(const InboundSession& session) {
+  auto it = std::find_if(inbound_.begin(), inbound_.end(),
+                         [&](const auto& s) { return s.get() == &session; });
+  if (it != inbound_.end())
+    inbound_.erase(it);
+}
+
+void Transport::remove(const Outbound& connection) {
+  auto it = outbound_.find(connection.node().node_id);
+  if (it != outbound_.end() && it->second.get() == &connection)
+    outbound_.erase(it);
+}
+
+void Transport::stop() {
+  if (stopped_)
+    return;
+  stopped_ = true;
+  std::error_code ignored;
+  listener_->acceptor.close(ignored);
+  auto inbound = std::move(inbound_);
+  inbound_.clear();
+  for (auto& session : inbound)
+    session->stop();
+  std::vector<std::shared_ptr<Outbound>> outbound;
+  for (auto& [id, connection] : outbound_)
+    outbound.push_back(connection);
+  for (auto& connection : outbound)
+    connection->fail(make_error_code(errc::closed), "closing connection to");
+  outbound_.clear();
+  for (auto& weak : blocked_) {
+    if (auto s = weak.lock())
+      s->resume();
+  }
+  blocked_.clear();
+}
+
+}  // namespace distflow

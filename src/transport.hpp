@@ -1,0 +1,113 @@
+#pragma once
+
+// Node-to-node transport (PROTOCOL.md §3): the listener with its inbound sessions
+// and one outbound connection per destination. Everything here belongs to the
+// node's I/O thread; no member is called from any other thread.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+
+#include "mailbox.hpp"
+#include "messages.hpp"
+#include "pmd_protocol.hpp"
+
+namespace distflow {
+
+/// Outcome of one queued message: empty error code once written to the socket.
+using SendCompletion = std::function<void(std::error_code, const std::string& message)>;
+
+/// Counters shared with the API threads (read by stats()).
+struct TransportCounters {
+  std::atomic<std::uint64_t> received{0};       ///< frames parsed from peers
+  std::atomic<std::uint64_t> bad_frames{0};     ///< malformed bodies, oversize frames
+  std::atomic<std::uint64_t> sent{0};           ///< messages written to sockets
+  std::atomic<std::uint64_t> send_failures{0};  ///< messages that will never be written
+};
+
+struct TransportConfig {
+  std::string self_id;
+  std::string self_alias;
+  std::size_t max_frame_bytes = 16u << 20;
+  std::size_t max_outbox_bytes = 64u << 20;  ///< per destination
+};
+
+/// Spawns `task` on `io`; an exception escaping it is logged at error (a bug), never lost.
+void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* name);
+
+class Outbound;
+class InboundSession;
+
+class Transport {
+ public:
+  Transport(asio::io_context& io, TransportConfig config, Mailbox<Envelope>& mailbox,
+            TransportCounters& counters);
+  ~Transport();
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  /// Binds `host:port` (0: ephemeral) and starts accepting; returns the bound port.
+  /// Throws distflow::Error when the address cannot be bound.
+  std::uint16_t listen(const std::string& host, std::uint16_t port);
+
+  /// The one connection to `node` (looked up by node id; dialled on first use).
+  std::shared_ptr<Outbound> connection(const NodeInfo& node);
+  /// Queues one message on `connection`, FIFO. Failures (queue full, connection
+  /// refused or broken) are counted, logged, and given to `done`.
+  void enqueue(Outbound& connection, std::string_view payload_json, std::int64_t timestamp_ms,
+               SendCompletion done);
+
+  /// Runs after a connection to `node_id` failed (the caller invalidates its caches).
+  void on_connection_failed(std::function<void(const std::string& node_id)> hook);
+  /// Runs whenever queued messages were written or failed (drives flush()).
+  void on_progress(std::function<void()> hook);
+  /// Messages queued on connections and not yet written or failed.
+  std::uint64_t unwritten() const { return unwritten_; }
+  /// Their bytes (the backlog send() waits on).
+  std::size_t unwritten_bytes() const { return unwritten_bytes_; }
+
+  /// Closes the listener and every connection, inbound and outbound; unwritten
+  /// messages fail. Idempotent.
+  void stop();
+
+ private:
+  friend class Outbound;
+  friend class InboundSession;
+
+  asio::io_context& io_;
+  TransportConfig config_;
+  Mailbox<Envelope>& mailbox_;
+  TransportCounters& counters_;
+  EnvelopeParser parser_;  // one per thread: the I/O thread's
+  struct Listener;
+  std::unique_ptr<Listener> listener_;
+  std::unordered_map<std::string, std::shared_ptr<Outbound>> outbound_;
+  std::vector<std::shared_ptr<InboundSession>> inbound_;
+  std::vector<std::weak_ptr<InboundSession>> blocked_;  // readers waiting for mailbox room
+  bool space_requested_ = false;
+  bool dropping_ = false;  // inside an overflow episode (logged once per episode)
+  bool stopped_ = false;
+  std::uint64_t unwritten_ = 0;
+  std::size_t unwritten_bytes_ = 0;
+  std::function<void(const std::string&)> failed_hook_;
+  std::function<void()> progress_hook_;
+
+  asio::awaitable<void> accept_loop();
+  void wait_for_space(const std::shared_ptr<InboundSession>& session);
+  void note_push(PushResult result);
+  void remove(const InboundSession& session);
+  void remove(const Outbound& connection);
+};
+
+}  // namespace distflow
