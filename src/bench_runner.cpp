@@ -313,8 +313,9 @@ class BenchPmd {
       std::from_chars(line->data() + colon + 1, line->data() + line->size(), port);
     }
     if (port == 0 || port > 65535) {
-      throw Error("cannot start a private pmd: expected '127.0.0.1:PORT' on its stdout, got '" +
-                  line.value_or("<nothing>") + "'");
+      throw Error(
+          "cannot start a private pmd: expected '127.0.0.1:PORT' as its first output line, got '" +
+          line.value_or("<nothing>") + "'");
     }
     port_ = static_cast<std::uint16_t>(port);
   }
