@@ -71,7 +71,7 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd) {
   auto flags = std::make_shared<AdminFlags>();
   auto common = [&pmd, flags](CLI::App* sub) {
     sub->add_option("--host", flags->host, "PMD host")->capture_default_str();
-    sub->add_option("--port", flags->port, "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)");
+    sub->add_option("-p,--port", flags->port, "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)");
     sub->add_flag("--json", flags->json, "print one JSON document instead of text");
     (void)pmd;
   };

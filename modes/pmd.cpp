@@ -43,7 +43,7 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
   PmdConfig& config = flags->config;
   config.port = default_pmd_port();
   app.require_subcommand(0, 1);
-  app.add_option("--port", config.port,
+  app.add_option("-p,--port", config.port,
                  "TCP port (default: $DISTFLOW_PMD_PORT, else 4369; 0 picks a free port)")
       ->capture_default_str();
   app.add_option("--bind", config.bind, "address to listen on (loopback unless told otherwise)")
