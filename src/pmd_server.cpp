@@ -24,7 +24,11 @@ namespace {
 
 using asio::ip::tcp;
 constexpr auto kAwait = asio::experimental::as_tuple(asio::use_awaitable);
-constexpr std::size_t kReadChunk = 16 * 1024;
+// Reads start small (most connections are a node's registration, a few frames a
+// minute) and grow while reads fill the room: a pipelining client gets 64 KiB
+// reads, hundreds of requests per read.
+constexpr std::size_t kMinReadChunk = 4 * 1024;
+constexpr std::size_t kMaxReadChunk = 64 * 1024;
 // After a protocol error or shutdown, how long a session may take to flush its
 // last reply and drain the peer's unread bytes (so the reply is not lost to a reset).
 constexpr std::chrono::milliseconds kLinger{1000};
@@ -79,8 +83,21 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void start();
-  /// Queues one frame; a peer already `max_queue_` bytes behind is disconnected.
+  /// Queues one frame; a peer more than `max_queue_` bytes behind is disconnected.
   void send(std::string_view body);
+  /// Where replies are appended in place (then check_queue(), then wake()).
+  std::string& pending() { return pending_; }
+  /// False, and the session stopped, when the peer is more than `max_queue_` behind.
+  bool check_queue();
+  /// Lets the writer write what is pending (one write for everything queued so far).
+  void wake() {
+    if (!stopped_ && !pending_.empty())
+      timer_.cancel_one();
+  }
+  ConnectionId id() const { return id_; }
+  bool loopback() const { return loopback_; }
+  bool closing() const { return closing_; }
+  FrameDecoder& decoder() { return decoder_; }
   /// Stops reading; flushes what is queued, then closes (bounded by kLinger).
   void close_after_flush();
   /// Closes now. Idempotent.
@@ -107,6 +124,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t max_queue_;
   std::string pending_;
   std::size_t writing_bytes_ = 0;
+  std::size_t read_chunk_ = kMinReadChunk;
   bool loopback_ = false;
   bool closing_ = false;
   bool stopped_ = false;
@@ -123,8 +141,8 @@ class Server {
   std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
   void start();
 
-  Registry& registry() { return registry_; }
-  void apply(Session& session, PmdOutcome&& outcome);
+  /// Handles every complete frame the last read brought, replies appended in place.
+  void serve(Session& session);
   /// The read side ended: the connection leaves the registry.
   void on_closed(ConnectionId id, const std::string& peer);
   /// Both loops ended: the session is gone.
@@ -163,15 +181,18 @@ void Session::start() {
 void Session::send(std::string_view body) {
   if (stopped_)
     return;
-  const std::size_t size = body.size() + kFrameHeaderBytes;
-  if (pending_.size() + writing_bytes_ + size > max_queue_) {
-    spdlog::info("pmd: disconnecting slow reader peer={} queued={} limit={}", peer_,
-                 pending_.size() + writing_bytes_, max_queue_);
-    stop();
-    return;
-  }
   append_frame(pending_, body);
-  timer_.cancel_one();
+  if (check_queue())
+    timer_.cancel_one();
+}
+
+bool Session::check_queue() {
+  if (pending_.size() + writing_bytes_ <= max_queue_)
+    return true;
+  spdlog::info("pmd: disconnecting slow reader peer={} queued={} limit={}", peer_,
+               pending_.size() + writing_bytes_, max_queue_);
+  stop();
+  return false;
 }
 
 void Session::close_after_flush() {
@@ -188,8 +209,10 @@ void Session::close_after_flush() {
 
 asio::awaitable<void> Session::read_loop() {
   while (!closing_) {
-    auto room = decoder_.prepare(kReadChunk);
+    auto room = decoder_.prepare(read_chunk_);
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(room.data(), room.size()), kAwait);
+    if (!ec && n == room.size() && read_chunk_ < kMaxReadChunk)
+      read_chunk_ *= 2;
     if (ec) {
       if (!stopped_ && decoder_.finish()) {
         spdlog::info("pmd: peer={} {}", peer_, describe_frame_error(decoder_.finish(), decoder_));
@@ -197,12 +220,7 @@ asio::awaitable<void> Session::read_loop() {
       break;
     }
     decoder_.commit(n);
-    while (!closing_) {
-      auto outcome = next_outcome(server_.registry(), id_, decoder_, now_ms(), loopback_);
-      if (!outcome)
-        break;
-      server_.apply(*this, std::move(*outcome));
-    }
+    server_.serve(*this);
   }
   if (!closing_)
     close_after_flush();
@@ -362,23 +380,42 @@ void Server::broadcast(const std::vector<std::string>& events) {
   }
 }
 
-void Server::apply(Session& session, PmdOutcome&& outcome) {
+void Server::serve(Session& session) {
   touch();
-  if (!outcome.reply.empty())
-    session.send(outcome.reply);
-  spdlog::debug("pmd: request handled peer={} reply_bytes={} events={}", session.peer(),
-                outcome.reply.size(), outcome.events.size());
-  spdlog::trace("pmd: reply peer={} {:.128}", session.peer(), outcome.reply);
-  for (const auto& event : outcome.events)
-    spdlog::info("pmd: event {:.256}", event);
-  broadcast(outcome.events);
-  touch();
-  if (outcome.close) {
-    spdlog::info("pmd: protocol error peer={} error={}; closing", session.peer(), outcome.problem);
-    session.close_after_flush();
+  const std::int64_t now = now_ms();
+  const bool debug = spdlog::should_log(spdlog::level::debug);
+  while (!session.closing()) {
+    std::string& out = session.pending();
+    const std::size_t before = out.size();
+    PmdOutcome outcome;
+    if (!next_outcome_into(registry_, session.id(), session.decoder(), now, session.loopback(), out,
+                           outcome)) {
+      break;
+    }
+    if (debug) {
+      const std::string_view reply = std::string_view(out).substr(before + kFrameHeaderBytes);
+      spdlog::debug("pmd: request handled peer={} reply_bytes={} events={}", session.peer(),
+                    reply.size(), outcome.events.size());
+      spdlog::trace("pmd: reply peer={} {:.128}", session.peer(), reply);
+    }
+    if (!outcome.events.empty()) {
+      for (const auto& event : outcome.events)
+        spdlog::info("pmd: event {:.256}", event);
+      broadcast(outcome.events);
+      touch();
+    }
+    if (outcome.close) {
+      spdlog::info("pmd: protocol error peer={} error={}; closing", session.peer(),
+                   outcome.problem);
+      session.close_after_flush();
+    }
+    if (outcome.shutdown)
+      shutdown_all(&session, "shutdown request");
+    if (!session.check_queue())
+      break;
   }
-  if (outcome.shutdown)
-    shutdown_all(&session, "shutdown request");
+  session.wake();
+  touch();
 }
 
 void Server::on_closed(ConnectionId id, const std::string& peer) {
