@@ -66,12 +66,14 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, Server& server, ConnectionId id, const PmdConfig& config)
       : socket_(std::move(socket)),
         timer_(socket_.get_executor()),
+        drained_(socket_.get_executor()),
         linger_(socket_.get_executor()),
         server_(server),
         id_(id),
         decoder_(config.max_frame_bytes),
         max_queue_(config.max_write_queue_bytes) {
     timer_.expires_at(std::chrono::steady_clock::time_point::max());
+    drained_.expires_at(std::chrono::steady_clock::time_point::max());
     std::error_code ec;
     const auto remote = socket_.remote_endpoint(ec);
     if (!ec) {
@@ -94,6 +96,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!stopped_ && !pending_.empty())
       timer_.cancel_one();
   }
+  /// Replies queued past half the limit: stop serving this client for now.
+  bool over_pause_mark() const { return pending_.size() + writing_bytes_ > max_queue_ / 2; }
   ConnectionId id() const { return id_; }
   bool loopback() const { return loopback_; }
   bool closing() const { return closing_; }
@@ -107,6 +111,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::error_code ec;
     socket_.close(ec);
     timer_.cancel();
+    drained_.cancel();
     linger_.cancel();
   }
   const std::string& peer() const { return peer_; }
@@ -116,8 +121,9 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> write_loop();
 
   tcp::socket socket_;
-  asio::steady_timer timer_;   // never expires; cancel_one() wakes the writer
-  asio::steady_timer linger_;  // bounds close_after_flush()
+  asio::steady_timer timer_;    // never expires; cancel_one() wakes the writer
+  asio::steady_timer drained_;  // never expires; the writer cancels it after each write
+  asio::steady_timer linger_;   // bounds close_after_flush()
   Server& server_;
   ConnectionId id_;
   FrameDecoder decoder_;
@@ -141,8 +147,9 @@ class Server {
   std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
   void start();
 
-  /// Handles every complete frame the last read brought, replies appended in place.
-  void serve(Session& session);
+  /// Handles the complete frames buffered in the session's decoder, replies
+  /// appended in place; true when it stopped at the pause mark with frames left.
+  bool serve(Session& session);
   /// The read side ended: the connection leaves the registry.
   void on_closed(ConnectionId id, const std::string& peer);
   /// Both loops ended: the session is gone.
@@ -209,6 +216,16 @@ void Session::close_after_flush() {
 
 asio::awaitable<void> Session::read_loop() {
   while (!closing_) {
+    // Back-pressure: while the replies of a client that pipelines faster than it
+    // reads pile up, it is neither served nor read from until the writer has
+    // caught up (TCP then slows the client down), rather than dropped as a slow
+    // reader; the rest of what it sent waits in the decoder.
+    while (!closing_ && over_pause_mark())
+      co_await drained_.async_wait(kAwait);
+    if (closing_)
+      break;
+    if (server_.serve(*this))
+      continue;  // stopped at the pause mark with frames left
     auto room = decoder_.prepare(read_chunk_);
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(room.data(), room.size()), kAwait);
     if (!ec && n == room.size() && read_chunk_ < kMaxReadChunk)
@@ -220,7 +237,6 @@ asio::awaitable<void> Session::read_loop() {
       break;
     }
     decoder_.commit(n);
-    server_.serve(*this);
   }
   if (!closing_)
     close_after_flush();
@@ -243,6 +259,7 @@ asio::awaitable<void> Session::write_loop() {
     auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(writing), kAwait);
     writing_bytes_ = 0;
     writing.clear();
+    drained_.cancel();
     if (ec) {
       stop();
       break;
@@ -380,10 +397,11 @@ void Server::broadcast(const std::vector<std::string>& events) {
   }
 }
 
-void Server::serve(Session& session) {
+bool Server::serve(Session& session) {
   touch();
   const std::int64_t now = now_ms();
   const bool debug = spdlog::should_log(spdlog::level::debug);
+  bool paused = false;
   while (!session.closing()) {
     std::string& out = session.pending();
     const std::size_t before = out.size();
@@ -413,9 +431,14 @@ void Server::serve(Session& session) {
       shutdown_all(&session, "shutdown request");
     if (!session.check_queue())
       break;
+    if (session.over_pause_mark()) {
+      paused = true;
+      break;
+    }
   }
   session.wake();
   touch();
+  return paused;
 }
 
 void Server::on_closed(ConnectionId id, const std::string& peer) {
