@@ -1,17 +1,167 @@
 #include "pmd_protocol.hpp"
 
+#include <algorithm>
 #include <limits>
+#include <utility>
 
 #include <nlohmann/json.hpp>
+#include <simdjson.h>
+
+#include "framing.hpp"
 
 namespace distflow {
 namespace {
 
 using nlohmann::json;
+namespace ondemand = simdjson::ondemand;
+
+static_assert(kFramePadding >= simdjson::SIMDJSON_PADDING);
+
+/// Bodies longer than this are not worth the fast path (and would grow the
+/// parser's buffers for good).
+constexpr std::size_t kFastPathMaxBytes = 4096;
+
+bool plain_ascii(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
+  });
+}
 
 void append_json_string(std::string& out, std::string_view text) {
+  if (plain_ascii(text)) {  // what dump() would produce, without a DOM
+    out += '"';
+    out += text;
+    out += '"';
+    return;
+  }
   // Replace invalid UTF-8 rather than throw: names come from peers.
   out += json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// ---- the fast request reader -------------------------------------------------
+
+/// The key's spelling when it has no escape (then it is its own unescaped text).
+std::optional<std::string_view> plain_key(ondemand::field& field) {
+  // raw() points just after the opening quote; stage 1 guarantees the closing one.
+  const char* begin = field.key().raw();
+  const char* end = begin;
+  while (*end != '"') {
+    if (*end == '\\')
+      return std::nullopt;
+    ++end;
+  }
+  return std::string_view(begin, static_cast<std::size_t>(end - begin));
+}
+
+/// The raw text of a scalar value (validated, then consumed); false for anything else.
+bool scalar_token(ondemand::value& value, std::string_view& raw) {
+  ondemand::json_type type{};
+  if (value.type().get(type))
+    return false;
+  raw = value.raw_json_token();  // runs up to the next token: drop the whitespace
+  while (!raw.empty() &&
+         (raw.back() == ' ' || raw.back() == '\t' || raw.back() == '\n' || raw.back() == '\r')) {
+    raw.remove_suffix(1);
+  }
+  switch (type) {
+    case ondemand::json_type::string: {
+      std::string_view text;
+      return !value.get_string().get(text);
+    }
+    case ondemand::json_type::number: {
+      ondemand::number number;
+      return !value.get_number().get(number);
+    }
+    case ondemand::json_type::boolean: {
+      bool flag = false;
+      return !value.get_bool().get(flag);
+    }
+    case ondemand::json_type::null: {
+      bool is_null = false;
+      return !value.is_null().get(is_null) && is_null;
+    }
+    default:
+      return false;
+  }
+}
+
+bool read_string(ondemand::value& value, std::optional<std::string_view>& out) {
+  std::string_view text;
+  if (out || value.get_string().get(text))
+    return false;
+  out = text;
+  return true;
+}
+
+bool read_int64(ondemand::value& value, std::optional<std::int64_t>& out) {
+  ondemand::number_type type{};
+  std::int64_t number = 0;
+  if (out || value.get_number_type().get(type) || type != ondemand::number_type::signed_integer ||
+      value.get_int64().get(number)) {
+    return false;
+  }
+  out = number;
+  return true;
+}
+
+bool read_bool(ondemand::value& value, std::optional<bool>& out) {
+  bool flag = false;
+  if (out || value.get_bool().get(flag))
+    return false;
+  out = flag;
+  return true;
+}
+
+bool read_payload(ondemand::value& value, PmdRequestView& out) {
+  ondemand::json_type type{};
+  if (value.type().get(type))
+    return false;
+  if (type == ondemand::json_type::null) {
+    bool is_null = false;
+    return !value.is_null().get(is_null) && is_null;
+  }
+  ondemand::object object;
+  if (type != ondemand::json_type::object || value.get_object().get(object))
+    return false;
+  out.payload = true;
+  bool alias_seen = false;
+  for (auto item : object) {
+    ondemand::field field;
+    if (std::move(item).get(field))
+      return false;
+    const auto key = plain_key(field);
+    if (!key)
+      return false;
+    ondemand::value member = field.value();
+    bool ok = false;
+    if (*key == "nodeId") {
+      ok = read_string(member, out.node_id);
+    } else if (*key == "alias") {
+      if (alias_seen)
+        return false;
+      alias_seen = true;
+      bool is_null = false;
+      ondemand::json_type member_type{};
+      if (member.type().get(member_type))
+        return false;
+      ok = member_type == ondemand::json_type::null ? !member.is_null().get(is_null) && is_null
+                                                    : read_string(member, out.alias);
+    } else if (*key == "host") {
+      ok = read_string(member, out.host);
+    } else if (*key == "port") {
+      ok = read_int64(member, out.port);
+    } else if (*key == "pid") {
+      ok = read_int64(member, out.pid);
+    } else if (*key == "snapshot") {
+      ok = read_bool(member, out.snapshot);
+    } else if (*key == "force") {
+      ok = read_bool(member, out.force);
+    }
+    if (!ok)
+      return false;
+  }
+  return true;
 }
 
 std::optional<NodeInfo> node_from_json(const json& j) {
@@ -69,6 +219,64 @@ void append_node_info(std::string& out, const NodeInfo& node) {
     out += std::to_string(node.pid);
   }
   out += '}';
+}
+
+struct PmdRequestParser::Impl {
+  ondemand::parser parser;
+  std::string padded;  // a copy of bodies that come without padding
+};
+
+PmdRequestParser::PmdRequestParser() : impl_(std::make_unique<Impl>()) {}
+PmdRequestParser::~PmdRequestParser() = default;
+PmdRequestParser::PmdRequestParser(PmdRequestParser&&) noexcept = default;
+PmdRequestParser& PmdRequestParser::operator=(PmdRequestParser&&) noexcept = default;
+
+bool PmdRequestParser::parse(std::string_view body, bool padded, PmdRequestView& out) {
+  out = PmdRequestView{};
+  if (body.size() > kFastPathMaxBytes)
+    return false;
+  const char* data = body.data();
+  std::size_t capacity = body.size() + kFramePadding;
+  if (!padded) {
+    impl_->padded.assign(body);
+    impl_->padded.resize(body.size() + simdjson::SIMDJSON_PADDING);
+    data = impl_->padded.data();
+    capacity = impl_->padded.size();
+  }
+  ondemand::document doc;
+  ondemand::object object;
+  if (impl_->parser.iterate(data, body.size(), capacity).get(doc) || doc.get_object().get(object))
+    return false;
+  bool type_seen = false;
+  bool payload_seen = false;
+  for (auto item : object) {
+    ondemand::field field;
+    if (std::move(item).get(field))
+      return false;
+    const auto key = plain_key(field);
+    if (!key)
+      return false;
+    ondemand::value value = field.value();
+    if (*key == "type") {
+      if (type_seen || value.get_string().get(out.type))
+        return false;
+      type_seen = true;
+    } else if (*key == "requestId") {
+      std::string_view raw;
+      if (out.request_id || !scalar_token(value, raw))
+        return false;
+      out.request_id = raw;
+    } else if (*key == "payload") {
+      if (payload_seen || !read_payload(value, out))
+        return false;
+      payload_seen = true;
+    } else {
+      return false;
+    }
+  }
+  // current_location() fails (out of bounds) exactly when the object was the whole input.
+  const char* trailing = nullptr;
+  return type_seen && doc.current_location().get(trailing) != simdjson::SUCCESS;
 }
 
 std::string encode_request(std::string_view type, std::string_view payload_json,

@@ -4,6 +4,7 @@
 // NodeInfo, for both sides (the daemon and its clients). Pure: text in, text out.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,6 +27,48 @@ struct NodeInfo {
 
 /// Appends NodeInfo as a JSON object (extension fields only when non-zero).
 void append_node_info(std::string& out, const NodeInfo& node);
+
+/// A request as the PMD's fast path reads it (PROTOCOL.md §2.1). The views point
+/// into the body or into the parser and stay valid until its next parse().
+struct PmdRequestView {
+  std::string_view type;
+  std::optional<std::string_view> request_id;  ///< the id's raw JSON text, verbatim
+  bool payload = false;                        ///< the payload was an object (not absent/null)
+  std::optional<std::string_view> node_id;     ///< payload strings, unescaped
+  std::optional<std::string_view> alias;       ///< absent also when the payload says null
+  std::optional<std::string_view> host;
+  std::optional<std::int64_t> port;
+  std::optional<std::int64_t> pid;
+  std::optional<bool> snapshot;
+  std::optional<bool> force;
+};
+
+/// The daemon's fast request reader: simdjson on-demand, no DOM, no exceptions.
+/// It accepts only the common, unambiguous shape: an object with at most the keys
+/// `type` (a string), `payload` (absent, null or an object) and `requestId` (a
+/// string, number, true, false or null), each at most once and spelt without
+/// escapes; in the payload at most `nodeId`, `alias` (string or null), `host`
+/// (strings), `port`, `pid` (integers within int64), `snapshot`, `force`
+/// (booleans), each at most once, spelt without escapes. Anything else —
+/// malformed JSON, other keys or types, duplicates, an object id — is refused
+/// and left to the full parser, whose answers (error texts included) stay the
+/// reference.
+class PmdRequestParser {
+ public:
+  PmdRequestParser();
+  ~PmdRequestParser();
+  PmdRequestParser(PmdRequestParser&&) noexcept;
+  PmdRequestParser& operator=(PmdRequestParser&&) noexcept;
+
+  /// False when the body is not in the fast shape (`out` is then unspecified).
+  /// `padded`: at least kFramePadding readable bytes follow `body` (as FrameDecoder
+  /// guarantees); otherwise the body is copied first.
+  bool parse(std::string_view body, bool padded, PmdRequestView& out);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 /// Client side: the body of a request frame. `payload_json` is a JSON object text.
 std::string encode_request(std::string_view type, std::string_view payload_json,

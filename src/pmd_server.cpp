@@ -24,7 +24,11 @@ namespace {
 
 using asio::ip::tcp;
 constexpr auto kAwait = asio::experimental::as_tuple(asio::use_awaitable);
-constexpr std::size_t kReadChunk = 16 * 1024;
+// Reads start small (most connections are a node's registration, a few frames a
+// minute) and grow while reads fill the room: a pipelining client gets 64 KiB
+// reads, hundreds of requests per read.
+constexpr std::size_t kMinReadChunk = 4 * 1024;
+constexpr std::size_t kMaxReadChunk = 64 * 1024;
 // After a protocol error or shutdown, how long a session may take to flush its
 // last reply and drain the peer's unread bytes (so the reply is not lost to a reset).
 constexpr std::chrono::milliseconds kLinger{1000};
@@ -62,12 +66,14 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, Server& server, ConnectionId id, const PmdConfig& config)
       : socket_(std::move(socket)),
         timer_(socket_.get_executor()),
+        drained_(socket_.get_executor()),
         linger_(socket_.get_executor()),
         server_(server),
         id_(id),
         decoder_(config.max_frame_bytes),
         max_queue_(config.max_write_queue_bytes) {
     timer_.expires_at(std::chrono::steady_clock::time_point::max());
+    drained_.expires_at(std::chrono::steady_clock::time_point::max());
     std::error_code ec;
     const auto remote = socket_.remote_endpoint(ec);
     if (!ec) {
@@ -79,8 +85,23 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void start();
-  /// Queues one frame; a peer already `max_queue_` bytes behind is disconnected.
+  /// Queues one frame; a peer more than `max_queue_` bytes behind is disconnected.
   void send(std::string_view body);
+  /// Where replies are appended in place (then check_queue(), then wake()).
+  std::string& pending() { return pending_; }
+  /// False, and the session stopped, when the peer is more than `max_queue_` behind.
+  bool check_queue();
+  /// Lets the writer write what is pending (one write for everything queued so far).
+  void wake() {
+    if (!stopped_ && !pending_.empty())
+      timer_.cancel_one();
+  }
+  /// Replies queued past half the limit: stop serving this client for now.
+  bool over_pause_mark() const { return pending_.size() + writing_bytes_ > max_queue_ / 2; }
+  ConnectionId id() const { return id_; }
+  bool loopback() const { return loopback_; }
+  bool closing() const { return closing_; }
+  FrameDecoder& decoder() { return decoder_; }
   /// Stops reading; flushes what is queued, then closes (bounded by kLinger).
   void close_after_flush();
   /// Closes now. Idempotent.
@@ -90,6 +111,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::error_code ec;
     socket_.close(ec);
     timer_.cancel();
+    drained_.cancel();
     linger_.cancel();
   }
   const std::string& peer() const { return peer_; }
@@ -99,14 +121,16 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> write_loop();
 
   tcp::socket socket_;
-  asio::steady_timer timer_;   // never expires; cancel_one() wakes the writer
-  asio::steady_timer linger_;  // bounds close_after_flush()
+  asio::steady_timer timer_;    // never expires; cancel_one() wakes the writer
+  asio::steady_timer drained_;  // never expires; the writer cancels it after each write
+  asio::steady_timer linger_;   // bounds close_after_flush()
   Server& server_;
   ConnectionId id_;
   FrameDecoder decoder_;
   std::size_t max_queue_;
   std::string pending_;
   std::size_t writing_bytes_ = 0;
+  std::size_t read_chunk_ = kMinReadChunk;
   bool loopback_ = false;
   bool closing_ = false;
   bool stopped_ = false;
@@ -123,8 +147,9 @@ class Server {
   std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
   void start();
 
-  Registry& registry() { return registry_; }
-  void apply(Session& session, PmdOutcome&& outcome);
+  /// Handles the complete frames buffered in the session's decoder, replies
+  /// appended in place; true when it stopped at the pause mark with frames left.
+  bool serve(Session& session);
   /// The read side ended: the connection leaves the registry.
   void on_closed(ConnectionId id, const std::string& peer);
   /// Both loops ended: the session is gone.
@@ -163,15 +188,18 @@ void Session::start() {
 void Session::send(std::string_view body) {
   if (stopped_)
     return;
-  const std::size_t size = body.size() + kFrameHeaderBytes;
-  if (pending_.size() + writing_bytes_ + size > max_queue_) {
-    spdlog::info("pmd: disconnecting slow reader peer={} queued={} limit={}", peer_,
-                 pending_.size() + writing_bytes_, max_queue_);
-    stop();
-    return;
-  }
   append_frame(pending_, body);
-  timer_.cancel_one();
+  if (check_queue())
+    timer_.cancel_one();
+}
+
+bool Session::check_queue() {
+  if (pending_.size() + writing_bytes_ <= max_queue_)
+    return true;
+  spdlog::info("pmd: disconnecting slow reader peer={} queued={} limit={}", peer_,
+               pending_.size() + writing_bytes_, max_queue_);
+  stop();
+  return false;
 }
 
 void Session::close_after_flush() {
@@ -188,8 +216,20 @@ void Session::close_after_flush() {
 
 asio::awaitable<void> Session::read_loop() {
   while (!closing_) {
-    auto room = decoder_.prepare(kReadChunk);
+    // Back-pressure: while the replies of a client that pipelines faster than it
+    // reads pile up, it is neither served nor read from until the writer has
+    // caught up (TCP then slows the client down), rather than dropped as a slow
+    // reader; the rest of what it sent waits in the decoder.
+    while (!closing_ && over_pause_mark())
+      co_await drained_.async_wait(kAwait);
+    if (closing_)
+      break;
+    if (server_.serve(*this))
+      continue;  // stopped at the pause mark with frames left
+    auto room = decoder_.prepare(read_chunk_);
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(room.data(), room.size()), kAwait);
+    if (!ec && n == room.size() && read_chunk_ < kMaxReadChunk)
+      read_chunk_ *= 2;
     if (ec) {
       if (!stopped_ && decoder_.finish()) {
         spdlog::info("pmd: peer={} {}", peer_, describe_frame_error(decoder_.finish(), decoder_));
@@ -197,12 +237,6 @@ asio::awaitable<void> Session::read_loop() {
       break;
     }
     decoder_.commit(n);
-    while (!closing_) {
-      auto outcome = next_outcome(server_.registry(), id_, decoder_, now_ms(), loopback_);
-      if (!outcome)
-        break;
-      server_.apply(*this, std::move(*outcome));
-    }
   }
   if (!closing_)
     close_after_flush();
@@ -225,6 +259,7 @@ asio::awaitable<void> Session::write_loop() {
     auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(writing), kAwait);
     writing_bytes_ = 0;
     writing.clear();
+    drained_.cancel();
     if (ec) {
       stop();
       break;
@@ -362,23 +397,48 @@ void Server::broadcast(const std::vector<std::string>& events) {
   }
 }
 
-void Server::apply(Session& session, PmdOutcome&& outcome) {
+bool Server::serve(Session& session) {
   touch();
-  if (!outcome.reply.empty())
-    session.send(outcome.reply);
-  spdlog::debug("pmd: request handled peer={} reply_bytes={} events={}", session.peer(),
-                outcome.reply.size(), outcome.events.size());
-  spdlog::trace("pmd: reply peer={} {:.128}", session.peer(), outcome.reply);
-  for (const auto& event : outcome.events)
-    spdlog::info("pmd: event {:.256}", event);
-  broadcast(outcome.events);
-  touch();
-  if (outcome.close) {
-    spdlog::info("pmd: protocol error peer={} error={}; closing", session.peer(), outcome.problem);
-    session.close_after_flush();
+  const std::int64_t now = now_ms();
+  const bool debug = spdlog::should_log(spdlog::level::debug);
+  bool paused = false;
+  while (!session.closing()) {
+    std::string& out = session.pending();
+    const std::size_t before = out.size();
+    PmdOutcome outcome;
+    if (!next_outcome_into(registry_, session.id(), session.decoder(), now, session.loopback(), out,
+                           outcome)) {
+      break;
+    }
+    if (debug) {
+      const std::string_view reply = std::string_view(out).substr(before + kFrameHeaderBytes);
+      spdlog::debug("pmd: request handled peer={} reply_bytes={} events={}", session.peer(),
+                    reply.size(), outcome.events.size());
+      spdlog::trace("pmd: reply peer={} {:.128}", session.peer(), reply);
+    }
+    if (!outcome.events.empty()) {
+      for (const auto& event : outcome.events)
+        spdlog::info("pmd: event {:.256}", event);
+      broadcast(outcome.events);
+      touch();
+    }
+    if (outcome.close) {
+      spdlog::info("pmd: protocol error peer={} error={}; closing", session.peer(),
+                   outcome.problem);
+      session.close_after_flush();
+    }
+    if (outcome.shutdown)
+      shutdown_all(&session, "shutdown request");
+    if (!session.check_queue())
+      break;
+    if (session.over_pause_mark()) {
+      paused = true;
+      break;
+    }
   }
-  if (outcome.shutdown)
-    shutdown_all(&session, "shutdown request");
+  session.wake();
+  touch();
+  return paused;
 }
 
 void Server::on_closed(ConnectionId id, const std::string& peer) {

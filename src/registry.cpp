@@ -18,21 +18,27 @@ void append_json_string(std::string& out, std::string_view text) {
   out += json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string error_payload(std::string_view message) {
-  std::string out = "{\"error\":";
+void append_error(std::string& out, std::string_view message) {
+  out += "{\"error\":";
   append_json_string(out, message);
   out += '}';
+}
+
+std::string error_payload(std::string_view message) {
+  std::string out;
+  append_error(out, message);
   return out;
 }
 
 constexpr std::string_view kSuccess = R"({"success":true})";
 constexpr std::string_view kNotFound = "Node not found";
 
-std::string event_body(std::string_view event, const NodeInfo& node, std::string_view reason) {
+std::string event_body(std::string_view event, std::string_view node_json,
+                       std::string_view reason) {
   std::string out = R"({"type":"event","payload":{"event":")";
   out += event;
   out += "\",\"peer\":";
-  append_node_info(out, node);
+  out += node_json;
   if (!reason.empty()) {
     out += ",\"reason\":\"";
     out += reason;
@@ -40,6 +46,17 @@ std::string event_body(std::string_view event, const NodeInfo& node, std::string
   }
   out += "}}";
   return out;
+}
+
+/// {"type":"response",["requestId":R,]"payload": — the caller appends P and '}'.
+void append_response_head(std::string& out, std::optional<std::string_view> request_id_json) {
+  if (request_id_json) {
+    out += R"({"type":"response","requestId":)";
+    out += *request_id_json;
+    out += R"(,"payload":)";
+  } else {
+    out += R"({"type":"response","payload":)";
+  }
 }
 
 // --- raw requestId: the response copies the request's JSON text verbatim ------
@@ -126,7 +143,7 @@ std::optional<std::string_view> raw_member(std::string_view s, std::string_view 
   return found;
 }
 
-std::string parse_error_text(const json::parse_error& e) {
+std::string parse_error_text(const json::exception& e) {
   std::string_view what = e.what();
   if (auto pos = what.find("] "); pos != std::string_view::npos)
     what.remove_prefix(pos + 2);
@@ -189,16 +206,14 @@ std::size_t Registry::owned_by(ConnectionId conn) const {
 }
 
 Registry::Entry* Registry::find_id(std::string_view node_id) {
-  auto it = by_id_.find(std::string(node_id));
+  auto it = by_id_.find(node_id);
   return it == by_id_.end() ? nullptr : &entries_.at(it->second);
 }
 
 const Registry::Entry* Registry::find_alias_or_id(std::string_view name) const {
-  const std::string key(name);
-  if (auto a = alias_to_id_.find(key); a != alias_to_id_.end()) {
-    return &entries_.at(by_id_.at(a->second));
-  }
-  if (auto id = by_id_.find(key); id != by_id_.end())
+  if (auto a = by_alias_.find(name); a != by_alias_.end())
+    return &entries_.at(a->second);
+  if (auto id = by_id_.find(name); id != by_id_.end())
     return &entries_.at(id->second);
   return nullptr;
 }
@@ -206,16 +221,77 @@ const Registry::Entry* Registry::find_alias_or_id(std::string_view name) const {
 PmdOutcome Registry::handle(ConnectionId conn, std::string_view body, std::int64_t now_ms,
                             bool loopback) {
   PmdOutcome out;
+  handle_into(conn, body, false, now_ms, loopback, out.reply, out);
+  return out;
+}
+
+void Registry::handle_into(ConnectionId conn, std::string_view body, bool padded,
+                           std::int64_t now_ms, bool loopback, std::string& reply,
+                           PmdOutcome& outcome) {
+  PmdRequestView request;
+  if (fast_path_ && parser_.parse(body, padded, request) &&
+      handle_fast(conn, request, now_ms, loopback, reply, outcome)) {
+    return;
+  }
+  handle_full(conn, body, now_ms, loopback, reply, outcome);
+}
+
+bool Registry::handle_fast(ConnectionId conn, const PmdRequestView& request, std::int64_t now_ms,
+                           bool loopback, std::string& reply, PmdOutcome& outcome) {
+  const std::string_view type = request.type;
+  const std::string_view node_id = request.node_id.value_or(std::string_view());
+  if (type == "resolve") {
+    append_response_head(reply, request.request_id);
+    do_resolve(request.alias.value_or(std::string_view()), node_id, reply);
+  } else if (type == "heartbeat") {
+    append_response_head(reply, request.request_id);
+    do_heartbeat(node_id, now_ms, reply);
+  } else if (type == "register") {
+    // Only a valid payload here: every error text comes from the full parser.
+    const std::string_view alias = request.alias.value_or(std::string_view());
+    const std::string_view host = request.host.value_or(std::string_view());
+    const std::int64_t port = request.port.value_or(0);
+    if (!request.payload || node_id.empty() || node_id.size() > kMaxNameBytes ||
+        (request.alias &&
+         (alias.empty() || alias.size() > kMaxNameBytes || has_control_chars(alias))) ||
+        host.empty() || port < 1 || port > 65535) {
+      return false;
+    }
+    append_response_head(reply, request.request_id);
+    do_register(conn,
+                Registration{node_id, alias, host, static_cast<std::uint16_t>(port),
+                             request.pid.value_or(0)},
+                now_ms, reply, outcome.events);
+  } else if (type == "unregister") {
+    append_response_head(reply, request.request_id);
+    do_unregister(conn, node_id, reply, outcome.events);
+  } else if (type == "list" || type == "watch") {
+    const bool watch = type == "watch";
+    append_response_head(reply, request.request_id);
+    do_list(conn, watch, !watch || request.snapshot.value_or(false), reply);
+  } else if (type == "shutdown") {
+    append_response_head(reply, request.request_id);
+    do_shutdown(loopback, request.force.value_or(false), reply, outcome);
+  } else {
+    append_response_head(reply, request.request_id);
+    append_error(reply, "Unknown message type");
+  }
+  reply += '}';
+  return true;
+}
+
+void Registry::handle_full(ConnectionId conn, std::string_view body, std::int64_t now_ms,
+                           bool loopback, std::string& reply, PmdOutcome& outcome) {
   json request;
   try {
     request = json::parse(body);
-  } catch (const json::parse_error& e) {
-    out.reply = pmd_response(std::nullopt, error_payload("malformed JSON: " + parse_error_text(e)));
-    return out;
+  } catch (const json::exception& e) {  // parse_error; out_of_range for 1e400
+    reply += pmd_response(std::nullopt, error_payload("malformed JSON: " + parse_error_text(e)));
+    return;
   }
   if (!request.is_object()) {
-    out.reply = pmd_response(std::nullopt, error_payload("malformed JSON: not an object"));
-    return out;
+    reply += pmd_response(std::nullopt, error_payload("malformed JSON: not an object"));
+    return;
   }
 
   std::optional<std::string> request_id;
@@ -234,165 +310,195 @@ PmdOutcome Registry::handle(ConnectionId conn, std::string_view body, std::int64
     type = t->get_ref<const std::string&>();
   }
 
-  std::string reply_payload;
+  std::string out;
   if (type == "register") {
-    reply_payload = on_register(conn, payload, now_ms, out.events);
+    auto invalid = [&out](std::string_view why) {
+      append_error(out, "invalid register payload: " + std::string(why));
+    };
+    const auto member = [payload](const char* key) {
+      auto it = payload->find(key);
+      return it == payload->end() ? nullptr : &*it;
+    };
+    const json* node_id = payload != nullptr && payload->is_object() ? member("nodeId") : nullptr;
+    const json* alias = payload != nullptr && payload->is_object() ? member("alias") : nullptr;
+    const json* host = payload != nullptr && payload->is_object() ? member("host") : nullptr;
+    const json* port = payload != nullptr && payload->is_object() ? member("port") : nullptr;
+    const json* pid = payload != nullptr && payload->is_object() ? member("pid") : nullptr;
+    if (alias != nullptr && alias->is_null())
+      alias = nullptr;
+    const auto str = [](const json* j) -> std::string_view {
+      return j != nullptr && j->is_string() ? std::string_view(j->get_ref<const std::string&>())
+                                            : std::string_view();
+    };
+    const bool port_ok =
+        port != nullptr &&
+        (port->is_number_unsigned()
+             ? (port->get<std::uint64_t>() >= 1 && port->get<std::uint64_t>() <= 65535)
+             : (port->is_number_integer() && port->get<std::int64_t>() >= 1 &&
+                port->get<std::int64_t>() <= 65535));
+    if (payload == nullptr) {
+      invalid("missing payload");
+    } else if (!payload->is_object()) {
+      invalid("payload must be an object");
+    } else if (str(node_id).empty()) {
+      invalid("'nodeId' must be a non-empty string");
+    } else if (str(node_id).size() > kMaxNameBytes) {
+      invalid("'nodeId' exceeds 128 bytes");
+    } else if (alias != nullptr && str(alias).empty()) {
+      invalid("'alias' must be a non-empty string");
+    } else if (alias != nullptr && str(alias).size() > kMaxNameBytes) {
+      invalid("'alias' exceeds 128 bytes");
+    } else if (alias != nullptr && has_control_chars(str(alias))) {
+      invalid("'alias' contains control characters");
+    } else if (str(host).empty()) {
+      invalid("'host' must be a non-empty string");
+    } else if (!port_ok) {
+      invalid("'port' must be an integer 1-65535");
+    } else {
+      const std::int64_t pid_value =
+          pid != nullptr && pid->is_number_integer() ? pid->get<std::int64_t>() : 0;
+      do_register(conn,
+                  Registration{str(node_id), str(alias), str(host),
+                               static_cast<std::uint16_t>(port->get<std::int64_t>()), pid_value},
+                  now_ms, out, outcome.events);
+    }
   } else if (type == "unregister") {
-    const std::string_view node_id = string_field(payload, "nodeId");
-    Entry* entry = find_id(node_id);
-    if (entry == nullptr) {
-      reply_payload = error_payload(kNotFound);
-    } else if (entry->owner != conn) {
-      reply_payload =
-          error_payload("Node '" + std::string(node_id) + "' is registered by another connection");
-    } else {
-      out.events.push_back(remove(by_id_.at(std::string(node_id)), "unregister"));
-      reply_payload = kSuccess;
-    }
+    do_unregister(conn, string_field(payload, "nodeId"), out, outcome.events);
   } else if (type == "resolve") {
-    std::string_view name = string_field(payload, "alias");
-    if (name.empty())
-      name = string_field(payload, "nodeId");
-    const Entry* entry = name.empty() ? nullptr : find_alias_or_id(name);
-    if (entry == nullptr) {
-      reply_payload = error_payload(kNotFound);
-    } else {
-      reply_payload = "{\"node\":";
-      append_node_info(reply_payload, entry->info);
-      reply_payload += '}';
-    }
+    do_resolve(string_field(payload, "alias"), string_field(payload, "nodeId"), out);
   } else if (type == "list" || type == "watch") {
     const bool watch = type == "watch";
-    const bool snapshot = !watch || bool_field(payload, "snapshot");
-    if (watch)
-      watchers_.insert(conn);
-    reply_payload = watch ? (snapshot ? R"({"success":true,"nodes":[)" : R"({"success":true)")
-                          : R"({"nodes":[)";
-    if (snapshot) {
-      bool first = true;
-      for (const auto& [seq, entry] : entries_) {
-        if (!first)
-          reply_payload += ',';
-        first = false;
-        append_node_info(reply_payload, entry.info);
-      }
-      reply_payload += ']';
-    }
-    reply_payload += '}';
+    do_list(conn, watch, !watch || bool_field(payload, "snapshot"), out);
   } else if (type == "heartbeat") {
-    Entry* entry = find_id(string_field(payload, "nodeId"));
-    if (entry == nullptr) {
-      reply_payload = error_payload(kNotFound);
-    } else {
-      entry->info.last_heartbeat = now_ms;
-      entry->heartbeated = true;
-      reply_payload = kSuccess;
-    }
+    do_heartbeat(string_field(payload, "nodeId"), now_ms, out);
   } else if (type == "shutdown") {
-    if (!loopback) {
-      reply_payload = error_payload("shutdown is accepted only from a loopback address");
-    } else if (!by_id_.empty() && !bool_field(payload, "force")) {
-      reply_payload =
-          error_payload(std::to_string(by_id_.size()) + " nodes are registered; use force");
-    } else {
-      reply_payload = kSuccess;
-      out.shutdown = true;
-    }
+    do_shutdown(loopback, bool_field(payload, "force"), out, outcome);
   } else {
-    reply_payload = error_payload("Unknown message type");
+    append_error(out, "Unknown message type");
   }
-  out.reply = pmd_response(request_id, reply_payload);
-  return out;
+  reply += pmd_response(request_id, out);
 }
 
-std::string Registry::on_register(ConnectionId conn, const json* payload, std::int64_t now_ms,
-                                  std::vector<std::string>& events) {
-  auto invalid = [](std::string_view why) {
-    return error_payload("invalid register payload: " + std::string(why));
-  };
-  if (payload == nullptr)
-    return invalid("missing payload");
-  if (!payload->is_object())
-    return invalid("payload must be an object");
-  auto node_id = payload->find("nodeId");
-  if (node_id == payload->end() || !node_id->is_string() ||
-      node_id->get_ref<const std::string&>().empty()) {
-    return invalid("'nodeId' must be a non-empty string");
-  }
-  if (node_id->get_ref<const std::string&>().size() > kMaxNameBytes) {
-    return invalid("'nodeId' exceeds 128 bytes");
-  }
-  std::string alias;
-  if (auto a = payload->find("alias"); a != payload->end() && !a->is_null()) {
-    if (!a->is_string() || a->get_ref<const std::string&>().empty()) {
-      return invalid("'alias' must be a non-empty string");
-    }
-    alias = a->get<std::string>();
-    if (alias.size() > kMaxNameBytes)
-      return invalid("'alias' exceeds 128 bytes");
-    if (has_control_chars(alias))
-      return invalid("'alias' contains control characters");
-  }
-  auto host = payload->find("host");
-  if (host == payload->end() || !host->is_string() || host->get_ref<const std::string&>().empty()) {
-    return invalid("'host' must be a non-empty string");
-  }
-  auto port = payload->find("port");
-  const bool port_ok =
-      port != payload->end() &&
-      (port->is_number_unsigned()
-           ? (port->get<std::uint64_t>() >= 1 && port->get<std::uint64_t>() <= 65535)
-           : (port->is_number_integer() && port->get<std::int64_t>() >= 1 &&
-              port->get<std::int64_t>() <= 65535));
-  if (!port_ok)
-    return invalid("'port' must be an integer 1-65535");
-  std::int64_t pid = 0;
-  if (auto p = payload->find("pid"); p != payload->end() && p->is_number_integer()) {
-    pid = p->get<std::int64_t>();
-  }
-  const std::string& id = node_id->get_ref<const std::string&>();
-  if (!alias.empty()) {
-    if (auto owner = alias_to_id_.find(alias); owner != alias_to_id_.end() && owner->second != id) {
-      return error_payload("Alias '" + alias + "' already in use");
+void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_t now_ms,
+                           std::string& out, std::vector<std::string>& events) {
+  if (!r.alias.empty()) {
+    if (auto owner = by_alias_.find(r.alias);
+        owner != by_alias_.end() && entries_.at(owner->second).info.node_id != r.node_id) {
+      append_error(out, "Alias '" + std::string(r.alias) + "' already in use");
+      return;
     }
   }
-
   NodeInfo info;
-  info.node_id = id;
-  info.alias = alias;
-  info.host = host->get<std::string>();
-  info.port = static_cast<std::uint16_t>(port->get<std::int64_t>());
+  info.node_id = r.node_id;
+  info.alias = r.alias;
+  info.host = r.host;
+  info.port = r.port;
   info.last_heartbeat = now_ms;
   info.registered_at = now_ms;
-  info.pid = pid;
+  info.pid = r.pid;
 
-  if (auto existing = by_id_.find(id); existing != by_id_.end()) {
+  if (auto existing = by_id_.find(r.node_id); existing != by_id_.end()) {
     // Same nodeId: replace in place (keeps its place in the order), no event.
-    Entry& entry = entries_.at(existing->second);
-    if (!entry.info.alias.empty() && entry.info.alias != alias)
-      alias_to_id_.erase(entry.info.alias);
+    const Seq seq = existing->second;
+    Entry& entry = entries_.at(seq);
+    if (!entry.info.alias.empty() && entry.info.alias != r.alias)
+      by_alias_.erase(entry.info.alias);
     if (entry.owner != conn) {
-      owned_[entry.owner].erase(existing->second);
+      owned_[entry.owner].erase(seq);
       if (owned_[entry.owner].empty())
         owned_.erase(entry.owner);
-      owned_[conn].insert(existing->second);
+      owned_[conn].insert(seq);
       entry.owner = conn;
     }
     entry.info = std::move(info);
-    if (!alias.empty())
-      alias_to_id_[alias] = id;
-    return std::string(kSuccess);
+    entry.json.clear();
+    append_node_info(entry.json, entry.info);
+    if (!r.alias.empty())
+      by_alias_.insert_or_assign(std::string(r.alias), seq);
+    out += kSuccess;
+    return;
   }
   const Seq seq = next_seq_++;
   Entry& entry = entries_[seq];
   entry.info = std::move(info);
+  append_node_info(entry.json, entry.info);
   entry.owner = conn;
-  by_id_.emplace(id, seq);
-  if (!alias.empty())
-    alias_to_id_[alias] = id;
+  by_id_.emplace(entry.info.node_id, seq);
+  if (!r.alias.empty())
+    by_alias_.insert_or_assign(entry.info.alias, seq);
   owned_[conn].insert(seq);
-  events.push_back(event_body("peer:join", entry.info, {}));
-  return std::string(kSuccess);
+  events.push_back(event_body("peer:join", entry.json, {}));
+  out += kSuccess;
+}
+
+void Registry::do_unregister(ConnectionId conn, std::string_view node_id, std::string& out,
+                             std::vector<std::string>& events) {
+  auto it = by_id_.find(node_id);
+  if (it == by_id_.end()) {
+    append_error(out, kNotFound);
+  } else if (entries_.at(it->second).owner != conn) {
+    append_error(out, "Node '" + std::string(node_id) + "' is registered by another connection");
+  } else {
+    events.push_back(remove(it->second, "unregister"));
+    out += kSuccess;
+  }
+}
+
+void Registry::do_resolve(std::string_view alias, std::string_view node_id,
+                          std::string& out) const {
+  const std::string_view name = alias.empty() ? node_id : alias;
+  const Entry* entry = name.empty() ? nullptr : find_alias_or_id(name);
+  if (entry == nullptr) {
+    append_error(out, kNotFound);
+    return;
+  }
+  out += "{\"node\":";
+  out += entry->json;
+  out += '}';
+}
+
+void Registry::do_list(ConnectionId conn, bool watch, bool snapshot, std::string& out) {
+  if (watch)
+    watchers_.insert(conn);
+  out +=
+      watch ? (snapshot ? R"({"success":true,"nodes":[)" : R"({"success":true)") : R"({"nodes":[)";
+  if (snapshot) {
+    bool first = true;
+    for (const auto& [seq, entry] : entries_) {
+      if (!first)
+        out += ',';
+      first = false;
+      out += entry.json;
+    }
+    out += ']';
+  }
+  out += '}';
+}
+
+void Registry::do_heartbeat(std::string_view node_id, std::int64_t now_ms, std::string& out) {
+  Entry* entry = find_id(node_id);
+  if (entry == nullptr) {
+    append_error(out, kNotFound);
+    return;
+  }
+  entry->heartbeated = true;
+  if (entry->info.last_heartbeat != now_ms) {
+    entry->info.last_heartbeat = now_ms;
+    entry->json.clear();
+    append_node_info(entry->json, entry->info);
+  }
+  out += kSuccess;
+}
+
+void Registry::do_shutdown(bool loopback, bool force, std::string& out, PmdOutcome& outcome) const {
+  if (!loopback) {
+    append_error(out, "shutdown is accepted only from a loopback address");
+  } else if (!by_id_.empty() && !force) {
+    append_error(out, std::to_string(by_id_.size()) + " nodes are registered; use force");
+  } else {
+    out += kSuccess;
+    outcome.shutdown = true;
+  }
 }
 
 std::string Registry::remove(Seq seq, std::string_view reason) {
@@ -402,13 +508,13 @@ std::string Registry::remove(Seq seq, std::string_view reason) {
   entries_.erase(it);
   by_id_.erase(entry.info.node_id);
   if (!entry.info.alias.empty())
-    alias_to_id_.erase(entry.info.alias);
+    by_alias_.erase(entry.info.alias);
   if (auto owned = owned_.find(entry.owner); owned != owned_.end()) {
     owned->second.erase(seq);
     if (owned->second.empty())
       owned_.erase(owned);
   }
-  return event_body("peer:leave", entry.info, reason);
+  return event_body("peer:leave", entry.json, reason);
 }
 
 std::vector<std::string> Registry::connection_closed(ConnectionId conn) {
@@ -438,22 +544,52 @@ std::vector<std::string> Registry::expire(std::int64_t now_ms) {
   return events;
 }
 
+namespace {
+
+/// The reply to a framing error (the connection is then closed).
+void frame_error(std::error_code ec, const FrameDecoder& decoder, std::string& reply,
+                 PmdOutcome& outcome) {
+  outcome.problem = describe_frame_error(ec, decoder);
+  if (ec == errc::frame_empty) {
+    outcome.problem += " (expected 1 to " + std::to_string(decoder.max_frame_bytes()) + " bytes)";
+  }
+  reply += pmd_response(std::nullopt, error_payload(outcome.problem));
+  outcome.close = true;
+}
+
+}  // namespace
+
 std::optional<PmdOutcome> next_outcome(Registry& registry, ConnectionId conn, FrameDecoder& decoder,
                                        std::int64_t now_ms, bool loopback) {
   std::error_code ec;
   auto body = decoder.next(ec);
-  if (body)
-    return registry.handle(conn, *body, now_ms, loopback);
+  if (body) {
+    PmdOutcome out;
+    registry.handle_into(conn, *body, true, now_ms, loopback, out.reply, out);
+    return out;
+  }
   if (!ec)
     return std::nullopt;
   PmdOutcome out;
-  out.problem = describe_frame_error(ec, decoder);
-  if (ec == errc::frame_empty) {
-    out.problem += " (expected 1 to " + std::to_string(decoder.max_frame_bytes()) + " bytes)";
-  }
-  out.reply = pmd_response(std::nullopt, error_payload(out.problem));
-  out.close = true;
+  frame_error(ec, decoder, out.reply, out);
   return out;
+}
+
+bool next_outcome_into(Registry& registry, ConnectionId conn, FrameDecoder& decoder,
+                       std::int64_t now_ms, bool loopback, std::string& frames,
+                       PmdOutcome& outcome) {
+  std::error_code ec;
+  auto body = decoder.next(ec);
+  if (!body && !ec)
+    return false;
+  const std::size_t header = begin_frame(frames);
+  if (body) {
+    registry.handle_into(conn, *body, true, now_ms, loopback, frames, outcome);
+  } else {
+    frame_error(ec, decoder, frames, outcome);
+  }
+  end_frame(frames, header);
+  return true;
 }
 
 }  // namespace distflow

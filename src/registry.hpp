@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -13,8 +14,6 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "framing.hpp"
 #include "pmd_protocol.hpp"
@@ -41,10 +40,19 @@ class Registry {
 
   /// Handles one request body from `conn`. Never throws on peer input.
   PmdOutcome handle(ConnectionId conn, std::string_view body, std::int64_t now_ms, bool loopback);
+  /// The same, for the server's hot path: appends the reply body to `reply` (no
+  /// temporary strings) and fills the rest of `outcome`, whose `reply` it leaves
+  /// alone. `padded`: at least kFramePadding readable bytes follow `body`.
+  void handle_into(ConnectionId conn, std::string_view body, bool padded, std::int64_t now_ms,
+                   bool loopback, std::string& reply, PmdOutcome& outcome);
   /// `conn` closed: forgets it as a watcher, removes its nodes (reason socket_closed).
   std::vector<std::string> connection_closed(ConnectionId conn);
   /// Removes heartbeating nodes silent for longer than the TTL (reason ttl_expired).
   std::vector<std::string> expire(std::int64_t now_ms);
+
+  /// Off: every request takes the full (DOM) parser, the reference for the fast
+  /// path's answers (tests compare the two). On by default.
+  void use_fast_path(bool on) { fast_path_ = on; }
 
   std::size_t size() const { return by_id_.size(); }
   /// Registered nodes in registration order.
@@ -56,22 +64,53 @@ class Registry {
  private:
   struct Entry {
     NodeInfo info;
+    std::string json;  ///< `info` rendered (append_node_info), kept in step with it
     ConnectionId owner = 0;
     bool heartbeated = false;
   };
   using Seq = std::uint64_t;
+  /// A validated register payload (views into the request).
+  struct Registration {
+    std::string_view node_id;
+    std::string_view alias;  ///< empty: none
+    std::string_view host;
+    std::uint16_t port = 0;
+    std::int64_t pid = 0;
+  };
+  struct NameHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  using NameIndex = std::unordered_map<std::string, Seq, NameHash, std::equal_to<>>;
 
-  std::string on_register(ConnectionId conn, const nlohmann::json* payload, std::int64_t now_ms,
-                          std::vector<std::string>& events);
+  /// The fast path; false (nothing changed, nothing written) when the request
+  /// needs the full parser after all (an invalid register payload: its error text).
+  bool handle_fast(ConnectionId conn, const PmdRequestView& request, std::int64_t now_ms,
+                   bool loopback, std::string& reply, PmdOutcome& outcome);
+  void handle_full(ConnectionId conn, std::string_view body, std::int64_t now_ms, bool loopback,
+                   std::string& reply, PmdOutcome& outcome);
+  /// The operations; each appends its response payload to `out`.
+  void do_register(ConnectionId conn, const Registration& r, std::int64_t now_ms, std::string& out,
+                   std::vector<std::string>& events);
+  void do_unregister(ConnectionId conn, std::string_view node_id, std::string& out,
+                     std::vector<std::string>& events);
+  void do_resolve(std::string_view alias, std::string_view node_id, std::string& out) const;
+  void do_list(ConnectionId conn, bool watch, bool snapshot, std::string& out);
+  void do_heartbeat(std::string_view node_id, std::int64_t now_ms, std::string& out);
+  void do_shutdown(bool loopback, bool force, std::string& out, PmdOutcome& outcome) const;
   std::string remove(Seq seq, std::string_view reason);
   Entry* find_id(std::string_view node_id);
   const Entry* find_alias_or_id(std::string_view name) const;
 
   std::chrono::milliseconds ttl_;
+  PmdRequestParser parser_;
+  bool fast_path_ = true;
   Seq next_seq_ = 1;
   std::map<Seq, Entry> entries_;  // registration order
-  std::unordered_map<std::string, Seq> by_id_;
-  std::unordered_map<std::string, std::string> alias_to_id_;
+  NameIndex by_id_;
+  NameIndex by_alias_;
   std::unordered_map<ConnectionId, std::set<Seq>> owned_;
   std::set<ConnectionId> watchers_;
 };
@@ -82,6 +121,11 @@ class Registry {
 /// framing error yields an outcome with the error reply and `close` set.
 std::optional<PmdOutcome> next_outcome(Registry& registry, ConnectionId conn, FrameDecoder& decoder,
                                        std::int64_t now_ms, bool loopback);
+/// The same for the server's hot path: appends the reply to `frames` as one frame
+/// (`outcome.reply` stays empty); false, with nothing written, when more bytes are needed.
+bool next_outcome_into(Registry& registry, ConnectionId conn, FrameDecoder& decoder,
+                       std::int64_t now_ms, bool loopback, std::string& frames,
+                       PmdOutcome& outcome);
 
 /// The response body {"type":"response",["requestId":R,]"payload":P}; `request_id_json`
 /// is the raw JSON text of the request's id, or nullopt when it had none.

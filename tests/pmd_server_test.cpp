@@ -206,6 +206,43 @@ TEST_CASE("pmd_server: a watcher that never reads is dropped; the daemon stays r
   CHECK(lazy.wait_closed(10s));
 }
 
+TEST_CASE("pmd_server: a client pipelining faster than it reads is throttled, not dropped",
+          "[pmd_server]") {
+  PmdConfig config;
+  config.max_write_queue_bytes = 64 * 1024;
+  InProcessPmd pmd(config);
+  RawClient owner("127.0.0.1", pmd.port());
+  // A long host makes each resolve answer ~700 bytes: 5 000 of them are ~3.5 MB,
+  // far past the write queue limit, for ~0.4 MB of requests; one 8 KiB read of
+  // requests already makes more replies than the limit.
+  const std::string host(600, 'h');
+  REQUIRE(owner.request(R"({"type":"register","payload":{"nodeId":"big","alias":"b","host":")" +
+                        host + R"(","port":1}})") == kSuccess);
+  RawClient client("127.0.0.1", pmd.port());
+  std::string burst;
+  constexpr int kRequests = 5000;
+  for (int i = 0; i < kRequests; ++i) {
+    append_frame(burst, R"({"type":"resolve","payload":{"alias":"b"},"requestId":)" +
+                            std::to_string(i) + "}");
+  }
+  std::thread writer([&] { client.send_raw(burst); });
+  int answered = 0;
+  bool in_order = true;
+  while (answered < kRequests) {
+    auto frame = client.read_frame(10s);
+    if (!frame)
+      break;
+    in_order = in_order &&
+               frame->find("\"requestId\":" + std::to_string(answered) + ",") != std::string::npos;
+    ++answered;
+  }
+  writer.join();
+  CHECK(answered == kRequests);
+  CHECK(in_order);
+  CHECK(client.request(R"({"type":"list","requestId":"after"})").value_or("").find("\"after\"") !=
+        std::string::npos);
+}
+
 TEST_CASE("pmd_server: shutdown closes every connection and returns", "[pmd_server]") {
   InProcessPmd pmd(PmdConfig{});
   RawClient idle("127.0.0.1", pmd.port());

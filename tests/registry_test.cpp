@@ -329,4 +329,201 @@ TEST_CASE("registry: pmd_response shape", "[registry]") {
         R"({"type":"response","requestId":"r","payload":{}})");
 }
 
+namespace {
+
+/// Runs the same requests through the fast path and through the full parser
+/// alone; every reply, event and flag must be the same, byte for byte.
+struct Differential {
+  Registry fast;
+  Registry full;
+  Differential() { full.use_fast_path(false); }
+
+  void check(ConnectionId conn, const std::string& body, std::int64_t now, bool loopback = true) {
+    INFO("conn " << conn << ": " << body);
+    const PmdOutcome a = fast.handle(conn, body, now, loopback);
+    const PmdOutcome b = full.handle(conn, body, now, loopback);
+    CHECK(a.reply == b.reply);
+    CHECK(a.events == b.events);
+    CHECK(a.close == b.close);
+    CHECK(a.shutdown == b.shutdown);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("registry: the fast path answers exactly as the full parser", "[registry]") {
+  Differential d;
+  const std::string long_name(129, 'x');
+  const std::string requests[] = {
+      // register: good, with every id type, key order, escapes, nulls, extras
+      R"({"type":"register","payload":{"nodeId":"n1","alias":"alpha","host":"127.0.0.1","port":5001},"requestId":"r1"})",
+      R"({"requestId":2,"payload":{"port":5002,"host":"h","nodeId":"n2"},"type":"register"})",
+      R"({"type":"register","payload":{"nodeId":"n3","alias":null,"host":"h","port":5003,"pid":77},"requestId":null})",
+      R"({"type":"register","payload":{"nodeId":"n\"4\u00e9","alias":"a\\l\"ias","host":"h","port":5004}})",
+      R"({"type":"register","payload":{"nodeId":"n5","alias":"five","host":"h","port":5005,"meta":{"k":1}}})",
+      R"({"type":"register","payload":{"nodeId":"n6","host":"h","port":5006,"pid":"7"}})",
+      R"({"type":"register","payload":{"nodeId":"n7","host":"h","port":5007},"extra":[1,2]})",
+      R"({"type":"register","payload":{"nodeId":"n8","nodeId":"n9","host":"h","port":5008}})",
+      R"({"type":"register","payload":{"nodeId":"n10","host":"h","port":5010,"pid":18446744073709551615}})",
+      // register: every validation error, through the fast reader first
+      R"({"type":"register"})",
+      R"({"type":"register","payload":null,"requestId":1.5})",
+      R"({"type":"register","payload":[1]})",
+      R"({"type":"register","payload":"x"})",
+      R"({"type":"register","payload":{"host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"","host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":")" + long_name + R"(","host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"n","alias":"","host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"n","alias":")" + long_name +
+          R"(","host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"n","alias":"a\nb","host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"n","alias":"a\u007fb","host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"n","host":"","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"n","host":"h"}})",
+      R"({"type":"register","payload":{"nodeId":"n","host":"h","port":0}})",
+      R"({"type":"register","payload":{"nodeId":"n","host":"h","port":-1}})",
+      R"({"type":"register","payload":{"nodeId":"n","host":"h","port":65536}})",
+      R"({"type":"register","payload":{"nodeId":"n","host":"h","port":"80"}})",
+      R"({"type":"register","payload":{"nodeId":"n","host":"h","port":80.0}})",
+      R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1e2}})",
+      R"({"type":"register","payload":{"nodeId":5,"host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"n11","alias":"alpha","host":"h","port":1}})",
+      // resolve: alias, nodeId, escapes, unicode, missing, wrong types, extras
+      R"({"type":"resolve","payload":{"alias":"alpha"},"requestId":"q"})",
+      R"({"payload":{"alias":"alpha"},"requestId":{"a": [1, 2], "b":"x\"y"},"type":"resolve"})",
+      R"({"type":"resolve","payload":{"alias":"n2"},"requestId":[true]})",
+      R"({"type":"resolve","payload":{"nodeId":"n3"}})",
+      R"({"type":"resolve","payload":{"alias":"","nodeId":"n3"}})",
+      R"({"type":"resolve","payload":{"alias":null,"nodeId":"n3"}})",
+      R"({"type":"resolve","payload":{"alias":"a\\l\"ias"}})",
+      R"({"type":"resolve","payload":{"alias":"a\u005cl\u0022ias"}})",
+      R"({"type":"resolve","payload":{"nodeId":"n\"4\u00e9"}})",
+      "{\"type\":\"resolve\",\"payload\":{\"nodeId\":\"n\\\"4\xC3\xA9\"}}",
+      R"({"type":"resolve","payload":{"alias":"five"}})",
+      R"({"type":"resolve","payload":{"alias":"zz"}})",
+      R"({"type":"resolve","payload":{}})",
+      R"({"type":"resolve"})",
+      R"({"type":"resolve","payload":null})",
+      R"({"type":"resolve","payload":"alpha"})",
+      R"({"type":"resolve","payload":{"alias":5}})",
+      R"({"type":"resolve","payload":{"alias":"alpha","alias":"n2"}})",
+      R"({"type":"resolve","payload":{"alias":"alpha","extra":1}})",
+      R"({"type":"resolve","payload":{"\u0061lias":"alpha"}})",
+      R"({"type":"resolve","type":"list"})",
+      R"({"typ\u0065":"resolve","payload":{"alias":"alpha"}})",
+      R"({"type":"resolv\u0065","payload":{"alias":"alpha"}})",
+      // list, watch, heartbeat, unknown, malformed
+      R"({"type":"list","payload":{},"requestId":-0})",
+      R"({"type":"list","payload":"ignored"})",
+      R"({"type":"watch","requestId":"w"})",
+      R"({"type":"watch","payload":{"snapshot":true}})",
+      R"({"type":"watch","payload":{"snapshot":"yes"}})",
+      R"({"type":"heartbeat","payload":{"nodeId":"n2"},"requestId":true})",
+      R"({"type":"heartbeat","payload":{"nodeId":"zz"}})",
+      R"({"type":"heartbeat"})",
+      R"({"type":"frobnicate","payload":{}})",
+      R"({"payload":{}})",
+      R"({"type":5})",
+      R"({"type":null})",
+      "{}",
+      "x",
+      "{",
+      "[1,2]",
+      "\"str\"",
+      "42",
+      "{\"type\":\"list\"} trailing",
+      "{\"type\":\"\xff\"}",
+      "\xEF\xBB\xBF{\"type\":\"list\",\"requestId\":1}",
+      R"({"type":"list","requestId":1e400})",
+      R"({"type":"list","requestId":18446744073709551616})",
+      R"({"type":"resolve","payload":{"alias":"\ud800"}})",
+      "[1]",
+      // unregister: other owner, missing, own
+      R"({"type":"unregister","payload":{"nodeId":"n1"}})",
+      R"({"type":"unregister","payload":{"nodeId":"zz"},"requestId":"u"})",
+      // shutdown: refused, then forced
+      R"({"type":"shutdown","payload":{}})",
+      R"({"type":"shutdown","payload":{"force":"yes"}})",
+  };
+  std::int64_t now = kT0;
+  for (const auto& body : requests)
+    d.check(1, body, now++);
+  d.check(2, R"({"type":"unregister","payload":{"nodeId":"n1"}})", now);
+  d.check(1, R"({"type":"unregister","payload":{"nodeId":"n1"},"requestId":9})", now);
+  d.check(1, R"({"type":"shutdown"})", now, false);
+  d.check(3, R"({"type":"register","payload":{"nodeId":"n2","alias":"two","host":"h","port":9}})",
+          now);  // another connection takes n2 over
+  CHECK(d.fast.connection_closed(1) == d.full.connection_closed(1));
+  CHECK(d.fast.expire(now + 100'000) == d.full.expire(now + 100'000));
+  d.check(3, R"({"type":"list"})", now);
+  d.check(3, R"({"type":"shutdown","payload":{"force":true}})", now);
+  CHECK(d.fast.nodes().size() == d.full.nodes().size());
+}
+
+TEST_CASE("registry: resolve answers in place, with every requestId type", "[registry]") {
+  Registry registry;
+  registry.handle(1, reg("n1", "one", 5001), kT0, true);
+  const std::string node = node_json("n1", "one", 5001, kT0);
+  for (const char* id : {R"("req_1")", "42", "1.50", "-0", "null", "true", "false",
+                         R"({"a": [1, 2], "b":"x\"y"})", R"("\u00e9")", "[1, \"a\"]"}) {
+    INFO(id);
+    const std::string expected = R"({"type":"response","requestId":)" + std::string(id) +
+                                 R"(,"payload":{"node":)" + node + "}}";
+    CHECK(registry
+              .handle(9,
+                      R"({"type":"resolve","payload":{"alias":"one"},"requestId":)" +
+                          std::string(id) + "}",
+                      kT0, true)
+              .reply == expected);
+    CHECK(registry
+              .handle(9,
+                      R"({ "requestId" : )" + std::string(id) +
+                          R"( , "payload" : { "nodeId" : "n1" } , "type" : "resolve" })",
+                      kT0, true)
+              .reply == expected);
+  }
+  // A heartbeat re-renders the cached NodeInfo; a resolve then shows it.
+  registry.handle(1, R"({"type":"heartbeat","payload":{"nodeId":"n1"}})", kT0 + 42, true);
+  CHECK(registry.handle(9, R"({"type":"resolve","payload":{"alias":"one"}})", kT0, true).reply ==
+        R"({"type":"response","payload":{"node":)" + node_json("n1", "one", 5001, kT0 + 42, kT0) +
+            "}}");
+  // Re-registering re-renders it too (new port, alias dropped: old alias no longer resolves).
+  registry.handle(1, reg("n1", "", 6001), kT0 + 50, true);
+  CHECK(registry.handle(9, R"({"type":"resolve","payload":{"nodeId":"n1"}})", kT0, true).reply ==
+        R"({"type":"response","payload":{"node":)" + node_json("n1", "", 6001, kT0 + 50, kT0 + 50) +
+            "}}");
+  CHECK(registry.handle(9, R"({"type":"resolve","payload":{"alias":"one"}})", kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"Node not found"}})");
+}
+
+TEST_CASE("registry: next_outcome_into appends framed replies in place", "[registry]") {
+  Registry registry;
+  FrameDecoder decoder(64);
+  std::string in;
+  append_frame(in, R"({"type":"list"})");
+  append_frame(in, R"({"type":"list","requestId":2})");
+  decoder.feed(in);
+  std::string frames = "prefix";
+  PmdOutcome a, b, c;
+  REQUIRE(next_outcome_into(registry, 1, decoder, kT0, true, frames, a));
+  REQUIRE(next_outcome_into(registry, 1, decoder, kT0, true, frames, b));
+  CHECK_FALSE(next_outcome_into(registry, 1, decoder, kT0, true, frames, c));
+  CHECK(a.reply.empty());
+  std::string expected = "prefix";
+  append_frame(expected, R"({"type":"response","payload":{"nodes":[]}})");
+  append_frame(expected, R"({"type":"response","requestId":2,"payload":{"nodes":[]}})");
+  CHECK(frames == expected);
+
+  FrameDecoder big(64);
+  big.feed(std::string("\x00\x00\x00\x41", 4));
+  std::string out;
+  PmdOutcome error;
+  REQUIRE(next_outcome_into(registry, 1, big, kT0, true, out, error));
+  CHECK(error.close);
+  std::string framed_error;
+  append_frame(framed_error,
+               R"({"type":"response","payload":{"error":"frame length 65 exceeds limit 64"}})");
+  CHECK(out == framed_error);
+}
+
 }  // namespace distflow
