@@ -521,7 +521,7 @@ TEST_CASE("faults: PMD: half-frame stalls, a 4 GiB length and a peer that never 
   CHECK(pmd->wait(5s * kSlowdown) == 0);
 }
 
-TEST_CASE("faults: node: bad bytes on its port cost one connection; it keeps receiving",
+TEST_CASE("faults: node: bad bytes on its port cost one connection, it keeps receiving",
           "[faults]") {
   std::uint16_t port = 0;
   auto pmd = start_pmd(0, port);
