@@ -63,10 +63,12 @@ class Session : public std::enable_shared_from_this<Session> {
       : socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         linger_(socket_.get_executor()),
+        stall_(socket_.get_executor()),
         server_(server),
         id_(id),
         decoder_(config.max_frame_bytes),
-        max_queue_(config.max_write_queue_bytes) {
+        max_queue_(config.max_write_queue_bytes),
+        frame_timeout_(config.frame_timeout) {
     timer_.expires_at(std::chrono::steady_clock::time_point::max());
     std::error_code ec;
     const auto remote = socket_.remote_endpoint(ec);
@@ -91,20 +93,25 @@ class Session : public std::enable_shared_from_this<Session> {
     socket_.close(ec);
     timer_.cancel();
     linger_.cancel();
+    stall_.cancel();
   }
   const std::string& peer() const { return peer_; }
 
  private:
   asio::awaitable<void> read_loop();
   asio::awaitable<void> write_loop();
+  /// Bytes of an incomplete frame are buffered: the peer has frame_timeout_ to go on.
+  void watch_stall();
 
   tcp::socket socket_;
   asio::steady_timer timer_;   // never expires; cancel_one() wakes the writer
   asio::steady_timer linger_;  // bounds close_after_flush()
+  asio::steady_timer stall_;   // closes a peer stalled inside a frame
   Server& server_;
   ConnectionId id_;
   FrameDecoder decoder_;
   std::size_t max_queue_;
+  std::chrono::milliseconds frame_timeout_;
   std::string pending_;
   std::size_t writing_bytes_ = 0;
   bool loopback_ = false;
@@ -174,6 +181,24 @@ void Session::send(std::string_view body) {
   timer_.cancel_one();
 }
 
+void Session::watch_stall() {
+  if (frame_timeout_.count() <= 0 || closing_)
+    return;
+  if (decoder_.buffered() == 0) {
+    stall_.cancel();
+    return;
+  }
+  // Re-armed on every read that leaves a partial frame: the deadline is for progress.
+  stall_.expires_after(frame_timeout_);
+  stall_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (ec || self->closing_)
+      return;
+    spdlog::info("pmd: peer={} stalled {} ms inside a frame ({} bytes buffered); closing",
+                 self->peer_, self->frame_timeout_.count(), self->decoder_.buffered());
+    self->stop();
+  });
+}
+
 void Session::close_after_flush() {
   if (closing_)
     return;
@@ -203,6 +228,7 @@ asio::awaitable<void> Session::read_loop() {
         break;
       server_.apply(*this, std::move(*outcome));
     }
+    watch_stall();
   }
   if (!closing_)
     close_after_flush();

@@ -21,6 +21,8 @@ struct PmdConfig {
   std::size_t max_frame_bytes = kDefaultPmdFrameLimit;
   std::size_t max_write_queue_bytes = 8u << 20;  ///< per connection; slower readers are dropped
   std::size_t max_connections = 4096;
+  /// A connection that stops for this long in the middle of a frame is closed (0: never).
+  std::chrono::milliseconds frame_timeout{30000};
   /// When the port is taken, return quietly instead of throwing (an auto-started
   /// daemon that lost the race: the winner serves the port).
   bool quiet_if_port_in_use = false;

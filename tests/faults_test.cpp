@@ -460,10 +460,10 @@ TEST_CASE("faults: block: nothing dropped, the sender is held back, a third node
   CHECK(stats.at("received") == kMessages + 1);
 }
 
-TEST_CASE("faults: PMD: half-frame stalls, a 4 GiB length and a peer that never reads",
+TEST_CASE("faults: PMD: half-frame stalls, a 4 GiB length, a peer that never reads its replies",
           "[faults]") {
   std::uint16_t port = 0;
-  auto pmd = start_pmd(0, port, {"--max-write-queue", "65536"});
+  auto pmd = start_pmd(0, port, {"--max-write-queue", "65536", "--frame-timeout", "500ms"});
   RawClient owner("127.0.0.1", port);
   const std::string host(600, 'h');
   REQUIRE(owner.request(R"({"type":"register","payload":{"nodeId":"big","alias":"big","host":")" +
@@ -471,7 +471,7 @@ TEST_CASE("faults: PMD: half-frame stalls, a 4 GiB length and a peer that never 
           R"({"type":"response","requestId":1,"payload":{"success":true}})");
   const long rss_start = rss_kib_of(pmd->pid());
 
-  SECTION("half a frame, then silence, from many peers: each costs one bounded buffer") {
+  SECTION("half a frame, then silence, from many peers: bounded, then disconnected") {
     std::vector<std::unique_ptr<RawClient>> stalled;
     const std::string half = std::string("\x00\x0f\xff\xff", 4) + std::string(512 * 1024, ' ');
     for (int i = 0; i < 20; ++i) {
@@ -482,7 +482,9 @@ TEST_CASE("faults: PMD: half-frame stalls, a 4 GiB length and a peer that never 
     const long rss_stalled = rss_kib_of(pmd->pid());
     INFO("rss " << rss_start << " KiB, with 20 stalled half frames " << rss_stalled << " KiB");
     CHECK(rss_stalled - rss_start < 20 * 1024 + 8 * 1024);  // <= one max frame each, plus slack
-    // The registry is untouched by them; they leave without a trace.
+    // No progress for --frame-timeout: each is closed; the registry is untouched by them.
+    for (auto& peer : stalled)
+      CHECK(peer->wait_closed(5s * kSlowdown));
     stalled.clear();
     CHECK(registered(port).size() == 1);
   }
