@@ -79,6 +79,18 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
                  "host registered with the PMD (default: the listen address)");
   app.add_option("--max-line", flags->options.max_line_bytes, "longest input line in bytes")
       ->capture_default_str();
+  app.add_option("--max-frame", node.max_frame_bytes,
+                 "largest frame accepted from a peer, in bytes (larger: logged, connection closed)")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
+  app.add_option("--max-connections", node.max_connections,
+                 "inbound peer connections served at once; more are closed on accept")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-outbox", node.max_outbox_bytes,
+                 "bytes queued for one destination before sends to it fail")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(false));
 
   return [flags, &app]() -> int {
     NodeBridgeOptions& options = flags->options;
@@ -88,6 +100,10 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
     if (!flags->exec && !options.exec.empty()) {
       return usage_error(app, "unexpected argument '" + options.exec[0] + "'");
     }
+    if (options.node.max_frame_bytes < 16 || options.node.max_frame_bytes > (1u << 30))
+      return usage_error(app, "invalid --max-frame: expected 16 bytes to 1 GiB");
+    if (options.node.max_outbox_bytes < 1024)
+      return usage_error(app, "invalid --max-outbox: expected at least 1 KiB");
     options.node.overflow = *parse_overflow_policy(flags->overflow);
     options.node.auto_start_pmd = !flags->no_auto_pmd;
     options.restart = *parse_restart_policy(flags->restart);

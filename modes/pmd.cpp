@@ -34,6 +34,7 @@ struct PmdFlags {
   PmdConfig config;
   std::string ttl = "15s";
   std::string auto_shutdown = "0s";
+  std::string stall_timeout = "30s";
 };
 
 }  // namespace
@@ -69,6 +70,10 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
                  "bytes queued for one connection before it is dropped as a slow reader")
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
+  app.add_option("--stall-timeout", flags->stall_timeout,
+                 "close a connection that makes no progress this long: stopped in the middle "
+                 "of a frame, or not reading its replies (0s: never)")
+      ->capture_default_str();
   auto admin = add_pmd_admin(app);
   return [admin, flags, &app]() -> int {
     if (auto runner = admin())
@@ -81,12 +86,18 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
       return usage_error(app, "invalid --auto-shutdown '" + flags->auto_shutdown +
                                   "': expected e.g. 30s or 500ms");
     }
+    auto stall_timeout = parse_duration(flags->stall_timeout);
+    if (!stall_timeout) {
+      return usage_error(app, "invalid --stall-timeout '" + flags->stall_timeout +
+                                  "': expected e.g. 30s or 500ms");
+    }
     if (flags->config.max_frame_bytes < 16 || flags->config.max_frame_bytes > (1u << 30)) {
       return usage_error(app, "invalid --max-frame: expected 16 bytes to 1 GiB");
     }
     PmdConfig run_config = flags->config;
     run_config.ttl = *ttl;
     run_config.auto_shutdown = *auto_shutdown;
+    run_config.stall_timeout = *stall_timeout;
     // An auto-started daemon that loses the bind race steps aside: the winner serves.
     run_config.quiet_if_port_in_use = run_config.auto_shutdown.count() > 0;
     run_pmd(run_config, [&run_config](std::uint16_t port) {

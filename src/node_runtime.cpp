@@ -17,7 +17,7 @@
 // * Failure callbacks (SendCallback) and peer handlers run on the I/O thread.
 // * Peer events: join only for a node id not known yet; after a PMD reconnect the
 //   new snapshot is diffed with the old view (leaves get reason "pmd_resync").
-// * PMD link: backoff 50 ms doubling to 5 s, +-25% jitter, forever; a link with no
+// * PMD link: backoff 50 ms doubling to 1 s, +-25% jitter, forever; a link with no
 //   answer for 3 heartbeats + 1 s is dropped; an auto-starting node runs ensure_pmd
 //   (on a helper thread) after 1 s without a PMD.
 // * shutdown(): queued messages get up to 500 ms to reach their sockets, the
@@ -61,7 +61,9 @@ namespace {
 
 constexpr auto kAwait = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr auto kFirstBackoff = std::chrono::milliseconds(50);
-constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+// At most 1 s (+25% jitter) between attempts: a restarted PMD gets every node back
+// within 2 s however long it was down (issue 6); refused loopback connects are cheap.
+constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 // How long the PMD may stay silent before an auto-starting node spawns a new one.
 constexpr auto kRestartPmdAfter = std::chrono::milliseconds(1000);
 // Shutdown: best-effort flush of queued messages, then the unregister answer.
@@ -191,7 +193,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
   }
 
   void begin() {
-    TransportConfig config{node_id_, alias_, options_.max_frame_bytes, options_.max_outbox_bytes};
+    TransportConfig config{node_id_, alias_, options_.max_frame_bytes, options_.max_outbox_bytes,
+                           options_.max_connections};
     transport_ = std::make_unique<Transport>(io_, std::move(config), mailbox_, counters_);
     port_ = transport_->listen(options_.listen_host, options_.listen_port);
     transport_->on_connection_failed([this](const std::string& id) { forget_routes(id); });

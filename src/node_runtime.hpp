@@ -34,6 +34,7 @@ struct NodeOptions {
   std::size_t mailbox_size = 1000;
   OverflowPolicy overflow = OverflowPolicy::drop_newest;
   std::size_t max_frame_bytes = kDefaultNodeFrameLimit;
+  std::size_t max_connections = 1024;  ///< inbound peer connections at once; more are closed
   /// Per destination; beyond it sends fail. send() waits (up to 5 s) while 8 MiB (at
   /// most half of it), summed over destinations, are still unwritten.
   std::size_t max_outbox_bytes = 64u << 20;

@@ -68,10 +68,12 @@ class Session : public std::enable_shared_from_this<Session> {
         timer_(socket_.get_executor()),
         drained_(socket_.get_executor()),
         linger_(socket_.get_executor()),
+        stall_(socket_.get_executor()),
         server_(server),
         id_(id),
         decoder_(config.max_frame_bytes),
-        max_queue_(config.max_write_queue_bytes) {
+        max_queue_(config.max_write_queue_bytes),
+        stall_timeout_(config.stall_timeout) {
     timer_.expires_at(std::chrono::steady_clock::time_point::max());
     drained_.expires_at(std::chrono::steady_clock::time_point::max());
     std::error_code ec;
@@ -113,21 +115,26 @@ class Session : public std::enable_shared_from_this<Session> {
     timer_.cancel();
     drained_.cancel();
     linger_.cancel();
+    stall_.cancel();
   }
   const std::string& peer() const { return peer_; }
 
  private:
   asio::awaitable<void> read_loop();
   asio::awaitable<void> write_loop();
+  /// The peer has stall_timeout_ to make progress (finish its frame, read its replies).
+  void arm_stall(std::string_view what);
 
   tcp::socket socket_;
   asio::steady_timer timer_;    // never expires; cancel_one() wakes the writer
   asio::steady_timer drained_;  // never expires; the writer cancels it after each write
   asio::steady_timer linger_;   // bounds close_after_flush()
+  asio::steady_timer stall_;    // closes a peer stalled inside a frame
   Server& server_;
   ConnectionId id_;
   FrameDecoder decoder_;
   std::size_t max_queue_;
+  std::chrono::milliseconds stall_timeout_;
   std::string pending_;
   std::size_t writing_bytes_ = 0;
   std::size_t read_chunk_ = kMinReadChunk;
@@ -202,6 +209,21 @@ bool Session::check_queue() {
   return false;
 }
 
+void Session::arm_stall(std::string_view what) {
+  if (stall_timeout_.count() <= 0 || closing_)
+    return;
+  // Re-armed at every sign of progress: the deadline is for progress, not for the whole.
+  stall_.expires_after(stall_timeout_);
+  stall_.async_wait([self = shared_from_this(), what](std::error_code ec) {
+    if (ec || self->closing_)
+      return;
+    spdlog::info("pmd: peer={} stalled {} ms {} (buffered={} queued={}); closing", self->peer_,
+                 self->stall_timeout_.count(), what, self->decoder_.buffered(),
+                 self->pending_.size() + self->writing_bytes_);
+    self->stop();
+  });
+}
+
 void Session::close_after_flush() {
   if (closing_)
     return;
@@ -220,12 +242,21 @@ asio::awaitable<void> Session::read_loop() {
     // reads pile up, it is neither served nor read from until the writer has
     // caught up (TCP then slows the client down), rather than dropped as a slow
     // reader; the rest of what it sent waits in the decoder.
-    while (!closing_ && over_pause_mark())
+    // A client that does not read at all makes no progress: it is closed after the
+    // stall timeout, and costs at most its bounded queue until then.
+    while (!closing_ && over_pause_mark()) {
+      arm_stall("without reading its replies");
       co_await drained_.async_wait(kAwait);
+    }
     if (closing_)
       break;
     if (server_.serve(*this))
       continue;  // stopped at the pause mark with frames left
+    if (decoder_.buffered() > 0) {
+      arm_stall("inside a frame");  // after every read that leaves a partial frame
+    } else {
+      stall_.cancel();
+    }
     auto room = decoder_.prepare(read_chunk_);
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(room.data(), room.size()), kAwait);
     if (!ec && n == room.size() && read_chunk_ < kMaxReadChunk)

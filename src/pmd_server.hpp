@@ -21,6 +21,9 @@ struct PmdConfig {
   std::size_t max_frame_bytes = kDefaultPmdFrameLimit;
   std::size_t max_write_queue_bytes = 8u << 20;  ///< per connection; slower readers are dropped
   std::size_t max_connections = 4096;
+  /// A connection that makes no progress for this long is closed (0: never): one stopped
+  /// in the middle of a frame, or one whose replies wait at the pause mark unread.
+  std::chrono::milliseconds stall_timeout{30000};
   /// When the port is taken, return quietly instead of throwing (an auto-started
   /// daemon that lost the race: the winner serves the port).
   bool quiet_if_port_in_use = false;

@@ -441,6 +441,11 @@ asio::awaitable<void> Transport::accept_loop() {
       continue;
     }
     std::error_code ignored;
+    if (inbound_.size() >= config_.max_inbound_connections) {
+      spdlog::info("refusing inbound connection: {} open (limit)", inbound_.size());
+      socket.close(ignored);
+      continue;
+    }
     socket.set_option(tcp::no_delay(true), ignored);
     auto session = std::make_shared<InboundSession>(*this, std::move(socket));
     inbound_.push_back(session);

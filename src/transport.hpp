@@ -40,7 +40,8 @@ struct TransportConfig {
   std::string self_id;
   std::string self_alias;
   std::size_t max_frame_bytes = 16u << 20;
-  std::size_t max_outbox_bytes = 64u << 20;  ///< per destination
+  std::size_t max_outbox_bytes = 64u << 20;    ///< per destination
+  std::size_t max_inbound_connections = 1024;  ///< more are closed on accept
 };
 
 /// Spawns `task` on `io`; an exception escaping it is logged at error (a bug), never lost.
