@@ -74,6 +74,8 @@ constexpr std::size_t kMaxPendingBytes = 4u << 20;
 // for the sockets.
 constexpr std::size_t kMaxBacklogBytes = 8u << 20;
 constexpr auto kSendWait = std::chrono::seconds(5);
+// Messages the dispatcher takes from the mailbox at once.
+constexpr std::size_t kDispatchBatch = 256;
 
 std::atomic<bool> g_node_alive{false};
 
@@ -408,9 +410,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
   // ---- messages in ------------------------------------------------------------
 
   void dispatch_loop(const MessageHandler& handler) {
-    std::deque<Envelope> batch;
+    std::vector<Envelope> batch;
+    batch.reserve(kDispatchBatch);
     while (!shutdown_started_.load(std::memory_order_relaxed)) {
-      if (mailbox_.receive_batch(batch, 256, std::chrono::milliseconds(100)) == 0) {
+      if (mailbox_.receive_batch(batch, kDispatchBatch, std::chrono::milliseconds(100)) == 0) {
         if (mailbox_.drained())
           break;
         continue;
