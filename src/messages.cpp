@@ -1,5 +1,6 @@
 #include "messages.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -78,44 +79,18 @@ simdjson::error_code validate_scalar(ondemand::value& value, ondemand::json_type
 
 constexpr unsigned kMaxDepth = 64;
 
-bool is_space(char c) {
+inline bool is_space(char c) {
   return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
-bool is_digit(char c) {
+inline bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
 
-const char* skip_space(const char* p, const char* end) {
-  while (p < end && is_space(*p))
+inline const char* skip_space(const char* p, const char* end) {
+  // Compact JSON has no space: one compare settles the common case.
+  while (p < end && static_cast<unsigned char>(*p) <= ' ' && is_space(*p))
     ++p;
   return p;
-}
-
-// The first byte in [p, end) a string scan must look at: '"', '\\', a control
-// character or a non-ASCII byte; `end` if none. Reads nothing at or past `end`.
-const char* find_special(const char* p, const char* end) {
-#if defined(__SSE2__)
-  const __m128i quote = _mm_set1_epi8('"');
-  const __m128i backslash = _mm_set1_epi8('\\');
-  const __m128i space = _mm_set1_epi8(0x20);
-  while (end - p >= 16) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    // Signed compare: bytes >= 0x80 are negative, so "< 0x20" catches them too.
-    const __m128i hit =
-        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                     _mm_cmplt_epi8(v, space));
-    const unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(hit));
-    if (mask != 0)
-      return p + __builtin_ctz(mask);
-    p += 16;
-  }
-#endif
-  for (; p < end; ++p) {
-    const auto c = static_cast<unsigned char>(*p);
-    if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80)
-      return p;
-  }
-  return end;
 }
 
 int hex_value(char c) {
@@ -157,54 +132,34 @@ const char* skip_utf8(const char* p, const char* end) {
   return nullptr;
 }
 
-// A string's contents from p (after its opening quote): its closing quote, or
-// nullptr. `escaped` is set when it holds an escape sequence.
-const char* scan_string(const char* p, const char* end, bool& escaped) {
-  for (;;) {
-    p = find_special(p, end);
-    if (p == end)
-      return nullptr;
-    const auto c = static_cast<unsigned char>(*p);
-    if (c == '"')
-      return p;
-    if (c == '\\') {
-      escaped = true;
-      if (end - p < 2)
+// An escape sequence at p (a backslash): the byte after it, or nullptr.
+const char* skip_escape(const char* p, const char* end) {
+  if (end - p < 2)
+    return nullptr;
+  switch (p[1]) {
+    case '"':
+    case '\\':
+    case '/':
+    case 'b':
+    case 'f':
+    case 'n':
+    case 'r':
+    case 't':
+      return p + 2;
+    case 'u': {
+      if (end - p < 6)
         return nullptr;
-      switch (p[1]) {
-        case '"':
-        case '\\':
-        case '/':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-          p += 2;
-          continue;
-        case 'u': {
-          if (end - p < 6)
-            return nullptr;
-          int code = 0;
-          for (int i = 2; i < 6; ++i) {
-            const int digit = hex_value(p[i]);
-            if (digit < 0)
-              return nullptr;
-            code = code << 4 | digit;
-          }
-          if (code >= 0xd800 && code <= 0xdfff)
-            return nullptr;  // pairs and lone halves: simdjson's rules decide
-          p += 6;
-          continue;
-        }
-        default:
+      int code = 0;
+      for (int i = 2; i < 6; ++i) {
+        const int digit = hex_value(p[i]);
+        if (digit < 0)
           return nullptr;
+        code = code << 4 | digit;
       }
+      // Pairs and lone halves: simdjson's rules decide.
+      return code >= 0xd800 && code <= 0xdfff ? nullptr : p + 6;
     }
-    if (c < 0x20)
-      return nullptr;
-    p = skip_utf8(p, end);
-    if (p == nullptr)
+    default:
       return nullptr;
   }
 }
@@ -212,144 +167,227 @@ const char* scan_string(const char* p, const char* end, bool& escaped) {
 struct NumberToken {
   bool integer = false;  // no fraction, no exponent
   bool negative = false;
-  std::uint64_t magnitude = 0;  // when integer
+  const char* digits = nullptr;  // the integer part
+  std::size_t int_digits = 0;
 };
 
-// A number at p: the byte after it, or nullptr. Only numbers with at most 18
-// digits before and after the point and an exponent of at most 280 are taken:
-// those are far from double's overflow and underflow, where parsers differ.
-const char* scan_number(const char* p, const char* end, NumberToken& token) {
-  token = {};
-  if (*p == '-') {
-    token.negative = true;
-    ++p;
+// The scanner proper. Padded: the caller guarantees 16 readable bytes after
+// `end` (frame bodies have kFramePadding), so every look at the bytes is a
+// 16-byte vector load; otherwise the last partial block is copied first.
+template <bool Padded>
+struct Scanner {
+#if defined(__SSE2__)
+  static __m128i load(const char* p, const char* end) {
+    if (Padded || end - p >= 16)
+      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    alignas(16) char block[16];
+    std::memset(block, 0, sizeof block);
+    std::memcpy(block, p, static_cast<std::size_t>(end - p));
+    return _mm_load_si128(reinterpret_cast<const __m128i*>(block));
   }
-  const char* digits = p;
-  std::uint64_t value = 0;
-  if (p < end && *p == '0') {
-    ++p;
-  } else {
-    for (; p < end && is_digit(*p); ++p)
-      value = value * 10 + static_cast<std::uint64_t>(*p - '0');
+#endif
+
+  // The first byte in [p, end) a string scan must look at: '"', '\\', a control
+  // character or a non-ASCII byte; `end` if none.
+  static const char* find_special(const char* p, const char* end) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i backslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    for (; p < end; p += 16) {
+      const __m128i v = load(p, end);
+      // Signed compare: bytes >= 0x80 are negative, so "< 0x20" catches them too.
+      const __m128i hit =
+          _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                       _mm_cmplt_epi8(v, space));
+      const auto mask = static_cast<unsigned>(_mm_movemask_epi8(hit));
+      if (mask != 0)
+        return std::min(p + __builtin_ctz(mask), end);
+    }
+    return end;
+#else
+    for (; p < end; ++p) {
+      const auto c = static_cast<unsigned char>(*p);
+      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80)
+        return p;
+    }
+    return end;
+#endif
   }
-  const std::ptrdiff_t int_digits = p - digits;
-  if (int_digits == 0 || int_digits > 18)
-    return nullptr;
-  token.integer = true;
-  token.magnitude = value;
-  if (p < end && *p == '.') {
-    token.integer = false;
-    const char* fraction = ++p;
+
+  // The end of the run of ASCII digits at p.
+  static const char* skip_digits(const char* p, const char* end) {
+#if defined(__SSE2__)
+    const __m128i below = _mm_set1_epi8('0' - 1);
+    const __m128i above = _mm_set1_epi8('9' + 1);
+    for (; p < end; p += 16) {
+      const __m128i v = load(p, end);
+      const __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, below), _mm_cmplt_epi8(v, above));
+      const auto mask = static_cast<unsigned>(_mm_movemask_epi8(digit)) ^ 0xffffu;
+      if (mask != 0)
+        return std::min(p + __builtin_ctz(mask), end);
+    }
+    return end;
+#else
     while (p < end && is_digit(*p))
       ++p;
-    if (p == fraction || p - fraction > 18)
-      return nullptr;
+    return p;
+#endif
   }
-  if (p < end && (*p == 'e' || *p == 'E')) {
-    token.integer = false;
-    ++p;
-    if (p < end && (*p == '+' || *p == '-'))
+
+  // A string's contents from p (after its opening quote): its closing quote, or
+  // nullptr. `escaped` is set when it holds an escape sequence.
+  static const char* string(const char* p, const char* end, bool& escaped) {
+    for (;;) {
+      p = find_special(p, end);
+      if (p == end)
+        return nullptr;
+      const auto c = static_cast<unsigned char>(*p);
+      if (c == '"')
+        return p;
+      if (c == '\\') {
+        escaped = true;
+        p = skip_escape(p, end);
+      } else if (c < 0x20) {
+        return nullptr;
+      } else {
+        p = skip_utf8(p, end);
+      }
+      if (p == nullptr)
+        return nullptr;
+    }
+  }
+
+  // A number at p: the byte after it, or nullptr. Only numbers with at most 18
+  // digits before and after the point and an exponent of at most 280 are taken:
+  // those are far from double's overflow and underflow, where parsers differ.
+  static const char* number(const char* p, const char* end, NumberToken& token) {
+    token.negative = *p == '-';
+    if (token.negative)
       ++p;
-    const char* exponent = p;
-    int magnitude = 0;
-    for (; p < end && is_digit(*p); ++p) {
-      if (p - exponent >= 3)
-        return nullptr;
-      magnitude = magnitude * 10 + (*p - '0');
+    token.digits = p;
+    if (p < end && *p == '0') {
+      ++p;
+    } else {
+      p = skip_digits(p, end);
     }
-    if (p == exponent || magnitude > 280)
+    token.int_digits = static_cast<std::size_t>(p - token.digits);
+    if (token.int_digits == 0 || token.int_digits > 18)
       return nullptr;
+    token.integer = true;
+    if (p < end && *p == '.') {
+      token.integer = false;
+      const char* fraction = ++p;
+      p = skip_digits(p, end);
+      if (p == fraction || p - fraction > 18)
+        return nullptr;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+      token.integer = false;
+      ++p;
+      if (p < end && (*p == '+' || *p == '-'))
+        ++p;
+      const char* exponent = p;
+      int magnitude = 0;
+      for (; p < end && is_digit(*p); ++p) {
+        if (p - exponent >= 3)
+          return nullptr;
+        magnitude = magnitude * 10 + (*p - '0');
+      }
+      if (p == exponent || magnitude > 280)
+        return nullptr;
+    }
+    return p;
   }
-  return p;
-}
 
-const char* scan_literal(const char* p, const char* end, std::string_view word) {
-  if (static_cast<std::size_t>(end - p) < word.size() || std::memcmp(p, word.data(), word.size()))
-    return nullptr;
-  return p + word.size();
-}
-
-const char* scan_value(const char* p, const char* end, unsigned depth);
-
-const char* scan_object(const char* p, const char* end, unsigned depth) {
-  if (depth >= kMaxDepth)
-    return nullptr;
-  p = skip_space(p + 1, end);
-  if (p < end && *p == '}')
-    return p + 1;
-  for (;;) {
-    if (p == end || *p != '"')
+  static const char* literal(const char* p, const char* end, std::string_view word) {
+    if (static_cast<std::size_t>(end - p) < word.size() ||
+        std::memcmp(p, word.data(), word.size()) != 0) {
       return nullptr;
-    bool escaped = false;
-    p = scan_string(p + 1, end, escaped);
-    if (p == nullptr)
+    }
+    return p + word.size();
+  }
+
+  static const char* object(const char* p, const char* end, unsigned depth) {
+    if (depth >= kMaxDepth)
       return nullptr;
     p = skip_space(p + 1, end);
-    if (p == end || *p != ':')
-      return nullptr;
-    p = scan_value(skip_space(p + 1, end), end, depth + 1);
-    if (p == nullptr)
-      return nullptr;
-    p = skip_space(p, end);
-    if (p == end)
-      return nullptr;
-    if (*p == '}')
+    if (p < end && *p == '}')
       return p + 1;
-    if (*p != ',')
-      return nullptr;
-    p = skip_space(p + 1, end);
-  }
-}
-
-const char* scan_array(const char* p, const char* end, unsigned depth) {
-  if (depth >= kMaxDepth)
-    return nullptr;
-  p = skip_space(p + 1, end);
-  if (p < end && *p == ']')
-    return p + 1;
-  for (;;) {
-    p = scan_value(p, end, depth + 1);
-    if (p == nullptr)
-      return nullptr;
-    p = skip_space(p, end);
-    if (p == end)
-      return nullptr;
-    if (*p == ']')
-      return p + 1;
-    if (*p != ',')
-      return nullptr;
-    p = skip_space(p + 1, end);
-  }
-}
-
-// One value at p (no leading space): the byte after it, or nullptr.
-const char* scan_value(const char* p, const char* end, unsigned depth) {
-  if (p == end)
-    return nullptr;
-  switch (*p) {
-    case '"': {
+    for (;;) {
+      if (p == end || *p != '"')
+        return nullptr;
       bool escaped = false;
-      p = scan_string(p + 1, end, escaped);
-      return p ? p + 1 : nullptr;
-    }
-    case '{':
-      return scan_object(p, end, depth);
-    case '[':
-      return scan_array(p, end, depth);
-    case 't':
-      return scan_literal(p, end, "true");
-    case 'f':
-      return scan_literal(p, end, "false");
-    case 'n':
-      return scan_literal(p, end, "null");
-    default: {
-      if (*p != '-' && !is_digit(*p))
+      p = string(p + 1, end, escaped);
+      if (p == nullptr)
         return nullptr;
-      NumberToken token;
-      return scan_number(p, end, token);
+      p = skip_space(p + 1, end);
+      if (p == end || *p != ':')
+        return nullptr;
+      p = value(skip_space(p + 1, end), end, depth + 1);
+      if (p == nullptr)
+        return nullptr;
+      p = skip_space(p, end);
+      if (p == end)
+        return nullptr;
+      if (*p == '}')
+        return p + 1;
+      if (*p != ',')
+        return nullptr;
+      p = skip_space(p + 1, end);
     }
   }
-}
+
+  static const char* array(const char* p, const char* end, unsigned depth) {
+    if (depth >= kMaxDepth)
+      return nullptr;
+    p = skip_space(p + 1, end);
+    if (p < end && *p == ']')
+      return p + 1;
+    for (;;) {
+      p = value(p, end, depth + 1);
+      if (p == nullptr)
+        return nullptr;
+      p = skip_space(p, end);
+      if (p == end)
+        return nullptr;
+      if (*p == ']')
+        return p + 1;
+      if (*p != ',')
+        return nullptr;
+      p = skip_space(p + 1, end);
+    }
+  }
+
+  // One value at p (no leading space): the byte after it, or nullptr.
+  static const char* value(const char* p, const char* end, unsigned depth) {
+    if (p == end)
+      return nullptr;
+    switch (*p) {
+      case '"': {
+        bool escaped = false;
+        p = string(p + 1, end, escaped);
+        return p ? p + 1 : nullptr;
+      }
+      case '{':
+        return object(p, end, depth);
+      case '[':
+        return array(p, end, depth);
+      case 't':
+        return literal(p, end, "true");
+      case 'f':
+        return literal(p, end, "false");
+      case 'n':
+        return literal(p, end, "null");
+      default: {
+        if (*p != '-' && !is_digit(*p))
+          return nullptr;
+        NumberToken token;
+        return number(p, end, token);
+      }
+    }
+  }
+};
 
 // True when `text` is certainly one valid JSON value (with optional space around).
 bool scan_document(std::string_view text, bool object_only) {
@@ -357,7 +395,7 @@ bool scan_document(std::string_view text, bool object_only) {
   const char* p = skip_space(text.data(), end);
   if (object_only && (p == end || *p != '{'))
     return false;
-  p = scan_value(p, end, 0);
+  p = Scanner<false>::value(p, end, 0);
   return p != nullptr && skip_space(p, end) == end;
 }
 
@@ -380,11 +418,14 @@ struct ParsedFields {
 };
 
 std::int64_t timestamp_of(const NumberToken& token) {
+  std::uint64_t magnitude = 0;
+  for (std::size_t i = 0; i < token.int_digits; ++i)
+    magnitude = magnitude * 10 + static_cast<std::uint64_t>(token.digits[i] - '0');
   // As the general path reads it (through a double), also past 2^53.
   constexpr std::uint64_t kExact = std::uint64_t{1} << 53;
-  auto value = static_cast<std::int64_t>(token.magnitude);
-  if (token.magnitude > kExact)
-    value = static_cast<std::int64_t>(static_cast<double>(token.magnitude));
+  auto value = static_cast<std::int64_t>(magnitude);
+  if (magnitude > kExact)
+    value = static_cast<std::int64_t>(static_cast<double>(magnitude));
   return token.negative ? -value : value;
 }
 
@@ -393,6 +434,8 @@ std::int64_t timestamp_of(const NumberToken& token) {
 // path decides, so escaped keys and fields, a non-string alias, a timestamp with
 // a fraction, and every error take it.
 bool scan_envelope(std::string_view body, ParsedFields& out) {
+  static_assert(kFramePadding >= 16);
+  using Scan = Scanner<true>;  // the frame padding follows the body
   const char* begin = body.data();
   const char* end = begin + body.size();
   auto span = [begin](const char* first, const char* last) {
@@ -409,7 +452,7 @@ bool scan_envelope(std::string_view body, ParsedFields& out) {
       return false;
     bool escaped = false;
     const char* key = p + 1;
-    p = scan_string(key, end, escaped);
+    p = Scan::string(key, end, escaped);
     if (p == nullptr || escaped)
       return false;
     const std::string_view name(key, static_cast<std::size_t>(p - key));
@@ -435,14 +478,14 @@ bool scan_envelope(std::string_view body, ParsedFields& out) {
     if (raw != nullptr) {
       if (*value != '"')
         return false;
-      p = scan_string(value + 1, end, escaped);
+      p = Scan::string(value + 1, end, escaped);
       if (p == nullptr || escaped)
         return false;
       ++p;
       *raw = span(value, p);
       *text = span(value + 1, p - 1);
     } else if (name == "payload") {
-      p = scan_value(value, end, 0);
+      p = Scan::value(value, end, 0);
       if (p == nullptr)
         return false;
       out.payload = span(value, p);
@@ -451,12 +494,12 @@ bool scan_envelope(std::string_view body, ParsedFields& out) {
       if (*value != '-' && !is_digit(*value))
         return false;
       NumberToken token;
-      p = scan_number(value, end, token);
+      p = Scan::number(value, end, token);
       if (p == nullptr || !token.integer)
         return false;
       out.timestamp = timestamp_of(token);
     } else {
-      p = scan_value(value, end, 0);
+      p = Scan::value(value, end, 0);
       if (p == nullptr)
         return false;
     }
@@ -556,13 +599,16 @@ std::error_code EnvelopeParser::parse_general(std::string_view body, Envelope& o
 
 std::error_code EnvelopeParser::parse_with(std::string_view body, Envelope& out, std::string* why,
                                            bool fast) {
-  out = Envelope();
+  out.release();
+  out.block_ = nullptr;
   ParsedFields fields;
   std::string_view extra;
   if (!fast || !scan_envelope(body, fields)) {
     fields = {};
-    if (auto ec = impl_->parse_general(body, fields, why))
+    if (auto ec = impl_->parse_general(body, fields, why)) {
+      out.f_ = {};
       return ec;
+    }
     extra = impl_->escaped;
   }
   DISTFLOW_ASSERT(body.size() + extra.size() <= UINT32_MAX);
@@ -571,18 +617,17 @@ std::error_code EnvelopeParser::parse_with(std::string_view body, Envelope& out,
   std::memcpy(at, body.data(), body.size());
   if (!extra.empty())
     std::memcpy(at + body.size(), extra.data(), extra.size());
-  auto& f = out.f_;
-  f.base = at;
-  f.body_len = static_cast<std::uint32_t>(body.size());
   auto convert = [](FieldSpan s) { return Envelope::Span{s.offset, s.length}; };
-  f.from = convert(fields.from);
-  f.to = convert(fields.to);
-  f.alias = convert(fields.alias);
-  f.payload = convert(fields.payload);
-  f.from_raw = convert(fields.from_raw);
-  f.to_raw = convert(fields.to_raw);
-  f.alias_raw = convert(fields.alias_raw);
-  f.timestamp = fields.timestamp;
+  out.f_ = {at,
+            static_cast<std::uint32_t>(body.size()),
+            convert(fields.from),
+            convert(fields.to),
+            convert(fields.alias),
+            convert(fields.payload),
+            convert(fields.from_raw),
+            convert(fields.to_raw),
+            convert(fields.alias_raw),
+            fields.timestamp};
   return {};
 }
 
@@ -763,13 +808,18 @@ MessageEncoder::MessageEncoder(std::string_view from, std::string_view to, std::
 
 void MessageEncoder::append(std::string& out, std::string_view payload_json,
                             std::int64_t timestamp_ms) const {
+  if (head_.empty() || timestamp_ms != head_timestamp_) {
+    // Messages sent together share a timestamp: render it once for the lot.
+    head_ = prefix_;
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, timestamp_ms);
+    DISTFLOW_ASSERT(ec == std::errc());
+    head_.append(digits, end);
+    head_ += ",\"payload\":";
+    head_timestamp_ = timestamp_ms;
+  }
   const std::size_t at = begin_frame(out);
-  out += prefix_;
-  char digits[24];
-  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, timestamp_ms);
-  DISTFLOW_ASSERT(ec == std::errc());
-  out.append(digits, end);
-  out += ",\"payload\":";
+  out += head_;
   out += payload_json;
   out += '}';
   end_frame(out, at);

@@ -137,11 +137,15 @@ class MessageEncoder {
  public:
   /// `alias` may be empty (then no "alias" key is sent).
   MessageEncoder(std::string_view from, std::string_view to, std::string_view alias);
-  /// Appends one complete frame. Precondition: payload_json is valid JSON.
+  /// Appends one complete frame. Precondition: payload_json is valid JSON. Not for
+  /// concurrent use (it caches the rendered timestamp): one encoder per thread.
   void append(std::string& out, std::string_view payload_json, std::int64_t timestamp_ms) const;
 
  private:
   std::string prefix_;  // {"from":..,"to":..,"alias":..,"timestamp":
+  // prefix_, the last timestamp, ,"payload":
+  mutable std::string head_;
+  mutable std::int64_t head_timestamp_ = 0;
 };
 
 /// Appends one NDJSON line for a received message (the `node` mode's output):

@@ -454,15 +454,17 @@ class NodeRuntimeImpl final : public NodeRuntime {
     std::unique_lock lock(pending_mutex_);
     // Bounded: an application far ahead of the I/O thread or of the sockets waits
     // here (a peer that stays stuck makes its queue full, and sends to it fail).
-    if (!on_io_thread()) {
+    auto must_wait = [&] {
+      return !stopping_ && (pending_.bytes.size() >= pending_limit_ ||
+                            backlog_.load(std::memory_order_relaxed) >= backlog_limit_);
+    };
+    if (must_wait() && !on_io_thread()) {
+      // The clock is read only here: most sends never wait.
       const auto give_up = std::chrono::steady_clock::now() + kSendWait;
-      while (!stopping_ && (pending_.bytes.size() >= pending_limit_ ||
-                            backlog_.load(std::memory_order_relaxed) >= backlog_limit_)) {
+      do {
         // Sliced: the backlog is published without the mutex, so a wakeup can be missed.
         pending_room_.wait_for(lock, std::chrono::milliseconds(1));
-        if (std::chrono::steady_clock::now() > give_up)
-          break;
-      }
+      } while (must_wait() && std::chrono::steady_clock::now() <= give_up);
     }
     if (stopping_) {
       lock.unlock();
