@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <new>
+#include <vector>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -523,22 +524,68 @@ constexpr std::size_t kLargeBody = kBlockBytes / 4;
 // decrementing meanwhile) and returns the unused ones when it moves on.
 constexpr std::uint64_t kReserved = std::uint64_t{1} << 62;
 
-detail::EnvelopeBlock* new_block(std::size_t bytes, std::uint64_t refs) {
+detail::EnvelopeBlock* new_block(std::size_t bytes, std::uint64_t refs, detail::BlockPool* pool) {
   void* memory = ::operator new(sizeof(detail::EnvelopeBlock) + bytes);
   auto* block = ::new (memory) detail::EnvelopeBlock;
   block->refs.store(refs, std::memory_order_relaxed);
+  block->pool = pool;
+  block->next = nullptr;
   return block;
+}
+
+void delete_block(detail::EnvelopeBlock* block) {
+  block->~EnvelopeBlock();
+  ::operator delete(block);
 }
 
 char* bytes_of(detail::EnvelopeBlock* block) {
   return reinterpret_cast<char*>(block + 1);
 }
 
+// Blocks the parser may reuse: kept warm instead of freed into its thread's
+// malloc arena (which trims, so the next block would fault its pages in again).
+constexpr std::size_t kSpareBlocks = 16;
+
 }  // namespace
 
+// Blocks come back here from any thread (a push on a lock-free list); only the
+// parser takes them out, all at once. refs: the parser, plus every block in use.
+struct detail::BlockPool {
+  std::atomic<EnvelopeBlock*> returned{nullptr};
+  std::atomic<std::uint64_t> refs{1};
+
+  void give_back(EnvelopeBlock* block) {
+    EnvelopeBlock* head = returned.load(std::memory_order_relaxed);
+    do {
+      block->next = head;
+    } while (!returned.compare_exchange_weak(head, block, std::memory_order_release,
+                                             std::memory_order_relaxed));
+    release();
+  }
+
+  void release() {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1)
+      return;
+    // The parser is gone and so is every block in use: nobody touches the pool again.
+    free_list(returned.exchange(nullptr, std::memory_order_acquire));
+    delete this;
+  }
+
+  static void free_list(EnvelopeBlock* block) {
+    while (block != nullptr) {
+      EnvelopeBlock* next = block->next;
+      delete_block(block);
+      block = next;
+    }
+  }
+};
+
 void detail::free_envelope_block(EnvelopeBlock* block) noexcept {
-  block->~EnvelopeBlock();
-  ::operator delete(block);
+  if (block->pool != nullptr) {
+    block->pool->give_back(block);
+  } else {
+    delete_block(block);
+  }
 }
 
 struct EnvelopeParser::Impl {
@@ -548,11 +595,19 @@ struct EnvelopeParser::Impl {
   simdjson::dom::parser classifier;
   std::string escaped;  // unescaped copies of escaped strings (general path)
 
-  detail::EnvelopeBlock* block = nullptr;  // being filled
+  detail::BlockPool* pool = new detail::BlockPool;
+  std::vector<detail::EnvelopeBlock*> spare;  // taken back from the pool
+  detail::EnvelopeBlock* block = nullptr;     // being filled
   std::size_t used = 0;
   std::uint64_t handed = 0;  // references handed out of kReserved
 
-  ~Impl() { seal(); }
+  ~Impl() {
+    seal();
+    for (auto* b : spare)
+      delete_block(b);
+    detail::BlockPool::free_list(pool->returned.exchange(nullptr, std::memory_order_acquire));
+    pool->release();
+  }
 
   void seal() {
     if (block == nullptr)
@@ -563,15 +618,36 @@ struct EnvelopeParser::Impl {
     block = nullptr;
   }
 
+  detail::EnvelopeBlock* fresh_block() {
+    if (spare.empty()) {
+      for (auto* b = pool->returned.exchange(nullptr, std::memory_order_acquire); b != nullptr;) {
+        auto* next = b->next;
+        if (spare.size() < kSpareBlocks) {
+          spare.push_back(b);
+        } else {
+          delete_block(b);
+        }
+        b = next;
+      }
+    }
+    pool->refs.fetch_add(1, std::memory_order_relaxed);
+    if (spare.empty())
+      return new_block(kBlockBytes, kReserved, pool);
+    detail::EnvelopeBlock* b = spare.back();
+    spare.pop_back();
+    b->refs.store(kReserved, std::memory_order_relaxed);
+    return b;
+  }
+
   // Room for `n` bytes, and the block that holds them (one reference is the caller's).
   char* allocate(std::size_t n, detail::EnvelopeBlock*& owner) {
     if (n > kLargeBody) {
-      owner = new_block(n, 1);
+      owner = new_block(n, 1, nullptr);
       return bytes_of(owner);
     }
     if (block == nullptr || kBlockBytes - used < n) {
       seal();
-      block = new_block(kBlockBytes, kReserved);
+      block = fresh_block();
       used = 0;
       handed = 0;
     }

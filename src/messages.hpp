@@ -15,8 +15,11 @@ namespace distflow {
 
 namespace detail {
 /// The shared storage of envelopes parsed one after another (see EnvelopeParser).
+struct BlockPool;
 struct EnvelopeBlock {
   std::atomic<std::uint64_t> refs;
+  BlockPool* pool;      // where it goes back when its last envelope is gone; null: freed
+  EnvelopeBlock* next;  // in the pool
   // the bytes follow
 };
 void free_envelope_block(EnvelopeBlock* block) noexcept;

@@ -29,9 +29,11 @@ constexpr std::size_t kReadChunk = 256u << 10;
 // Messages handed to the mailbox together: one claim and at most one wake-up for
 // the lot, while the consumer can start on them before the whole read is parsed.
 constexpr std::size_t kPushBatch = 256;
-// A write buffer that grew past this is released after its batch went out; below
-// it, the capacity is reused (growing a buffer again costs copies and page faults).
-constexpr std::size_t kKeepWriteBuffer = 16u << 20;
+// While a destination is busy its outbox and write buffer keep their capacity
+// (up to the queue's own bound): growing them again, or glibc trimming the arena
+// under them, costs copies and page faults on every batch. Once the writer goes
+// idle, buffers larger than this are released (a burst is over).
+constexpr std::size_t kKeepIdleBuffer = 4u << 20;
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr std::size_t kWriteSlice = 1u << 20;
 
@@ -224,6 +226,10 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     spawn_logged(transport_.io_, watch_close(), "outbound close watch");
     while (!failed_) {
       if (out_.empty()) {
+        if (wbuf_.capacity() > kKeepIdleBuffer)
+          std::string().swap(wbuf_);
+        if (out_.capacity() > kKeepIdleBuffer)
+          std::string().swap(out_);
         idle_ = true;
         co_await signal_.async_wait(kAwait);
         idle_ = false;
@@ -254,11 +260,7 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       transport_.unwritten_ -= frames;
       transport_.counters_.sent.fetch_add(frames, std::memory_order_relaxed);
       full_warned_ = false;
-      if (wbuf_.capacity() > kKeepWriteBuffer) {
-        std::string().swap(wbuf_);
-      } else {
-        wbuf_.clear();
-      }
+      wbuf_.clear();
       while (!completions_.empty() && completions_.front().first <= written_) {
         auto done = std::move(completions_.front().second);
         completions_.pop_front();

@@ -4,6 +4,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 #include <simdjson.h>
@@ -460,4 +462,45 @@ TEST_CASE("messages: JsonValidator's one pass agrees with simdjson's DOM parser"
     const bool object = !error && root.is_object();
     REQUIRE(!validator.validate_object(view) == object);
   }
+}
+
+TEST_CASE("messages: envelopes share blocks, are freed on any thread, outlive their parser",
+          "[messages]") {
+  auto body_of = [](int i) {
+    return R"({"from":"n1","payload":{"i":)" + std::to_string(i) + R"(,"p":")" +
+           std::string(static_cast<std::size_t>(i % 300), 'x') + R"("}})";
+  };
+  std::vector<Envelope> kept;
+  std::vector<int> kept_ids;
+  {
+    EnvelopeParser parser;
+    std::vector<Envelope> window(64);
+    for (int i = 0; i < 20000; ++i) {
+      // Mostly small bodies (shared blocks), some larger than a block's share.
+      const std::string body = i % 1000 == 999 ? body_of(i) + std::string(20000, ' ') : body_of(i);
+      Envelope& slot = window[static_cast<std::size_t>(i) % window.size()];
+      REQUIRE_FALSE(parse(parser, body, slot));
+      if (i % 97 == 0) {
+        kept.push_back(slot);  // a copy shares the block
+        kept_ids.push_back(i);
+      }
+      if (i % 2000 == 1999) {
+        // Release a window's worth on another thread, as the dispatcher does.
+        std::thread([moved = std::move(window)]() mutable { moved.clear(); }).join();
+        window = std::vector<Envelope>(64);
+      }
+    }
+  }
+  // The parser is gone; what was kept is intact.
+  for (std::size_t k = 0; k < kept.size(); ++k) {
+    const int i = kept_ids[k];
+    REQUIRE(kept[k].payload() == R"({"i":)" + std::to_string(i) + R"(,"p":")" +
+                                     std::string(static_cast<std::size_t>(i % 300), 'x') + R"("})");
+  }
+  Envelope moved = std::move(kept.front());
+  REQUIRE(kept.front().payload().empty());
+  REQUIRE(moved.from() == "n1");
+  kept.front() = moved;
+  REQUIRE(kept.front().from() == "n1");
+  std::thread([&kept] { kept.clear(); }).join();
 }
