@@ -3,28 +3,59 @@
 // Node-to-node messages (PROTOCOL.md §3.1) on the data path: the payload is kept
 // as the exact JSON text received, located as a span, never rebuilt via a DOM.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 namespace distflow {
 
-/// A received message. Owns its frame body; every field is a view into it.
+namespace detail {
+/// The shared storage of envelopes parsed one after another (see EnvelopeParser).
+struct BlockPool;
+struct EnvelopeBlock {
+  std::atomic<std::uint64_t> refs;
+  BlockPool* pool;      // where it goes back when its last envelope is gone; null: freed
+  EnvelopeBlock* next;  // in the pool
+  // the bytes follow
+};
+void free_envelope_block(EnvelopeBlock* block) noexcept;
+}  // namespace detail
+
+/// A received message. Every field is a view into its frame body, which it shares
+/// (reference-counted, copies are cheap) with the messages parsed along with it.
 class Envelope {
  public:
-  std::string_view body() const { return {body_.data(), body_len_}; }
-  std::string_view from() const { return view(from_); }
-  std::string_view to() const { return view(to_); }
-  std::string_view alias() const { return view(alias_); }  ///< empty when absent
-  bool has_alias() const { return alias_.length != 0; }
-  std::string_view payload() const { return view(payload_); }  ///< exact JSON text
-  std::int64_t timestamp() const { return timestamp_; }
+  Envelope() = default;
+  Envelope(const Envelope& other) noexcept : block_(other.block_), f_(other.f_) { retain(); }
+  Envelope(Envelope&& other) noexcept
+      : block_(std::exchange(other.block_, nullptr)), f_(std::exchange(other.f_, {})) {}
+  Envelope& operator=(const Envelope& other) noexcept {
+    Envelope copy(other);
+    swap(copy);
+    return *this;
+  }
+  Envelope& operator=(Envelope&& other) noexcept {
+    Envelope taken(std::move(other));
+    swap(taken);
+    return *this;
+  }
+  ~Envelope() { release(); }
+
+  std::string_view body() const { return {f_.base, f_.body_len}; }
+  std::string_view from() const { return view(f_.from); }
+  std::string_view to() const { return view(f_.to); }
+  std::string_view alias() const { return view(f_.alias); }  ///< empty when absent
+  bool has_alias() const { return f_.alias.length != 0; }
+  std::string_view payload() const { return view(f_.payload); }  ///< exact JSON text
+  std::int64_t timestamp() const { return f_.timestamp; }
   /// The raw JSON tokens (quotes and escapes included) for re-emitting without rework.
-  std::string_view from_json() const { return view(from_raw_); }
-  std::string_view to_json() const { return view(to_raw_); }
-  std::string_view alias_json() const { return view(alias_raw_); }
+  std::string_view from_json() const { return view(f_.from_raw); }
+  std::string_view to_json() const { return view(f_.to_raw); }
+  std::string_view alias_json() const { return view(f_.alias_raw); }
 
  private:
   friend class EnvelopeParser;
@@ -32,15 +63,34 @@ class Envelope {
     std::uint32_t offset = 0;
     std::uint32_t length = 0;
   };
-  std::string_view view(Span s) const { return {body_.data() + s.offset, s.length}; }
+  // Offsets are from `base`: the body, then (rarely) unescaped copies of escaped strings.
+  struct Fields {
+    const char* base = "";
+    std::uint32_t body_len = 0;
+    Span from, to, alias, payload, from_raw, to_raw, alias_raw;
+    std::int64_t timestamp = 0;
+  };
+  std::string_view view(Span s) const { return {f_.base + s.offset, s.length}; }
+  void retain() noexcept {
+    if (block_)
+      block_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  void release() noexcept {
+    if (block_ && block_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      detail::free_envelope_block(block_);
+  }
+  void swap(Envelope& other) noexcept {
+    std::swap(block_, other.block_);
+    std::swap(f_, other.f_);
+  }
 
-  std::string body_;  // the body, then (rarely) unescaped copies of escaped strings
-  std::size_t body_len_ = 0;
-  Span from_, to_, alias_, payload_, from_raw_, to_raw_, alias_raw_;
-  std::int64_t timestamp_ = 0;
+  detail::EnvelopeBlock* block_ = nullptr;
+  Fields f_;
 };
 
-/// Parses envelopes. Reuses its buffers: keep one per thread.
+/// Parses envelopes. Reuses its buffers: keep one per thread. The envelopes it
+/// makes share blocks of ~32 KiB, each freed when the last of its envelopes is
+/// gone: copy out what must outlive its message for long.
 class EnvelopeParser {
  public:
   EnvelopeParser();
@@ -48,17 +98,25 @@ class EnvelopeParser {
   EnvelopeParser(const EnvelopeParser&) = delete;
   EnvelopeParser& operator=(const EnvelopeParser&) = delete;
 
-  /// Parses a frame body into `out`. Precondition: kFramePadding (64) readable
-  /// bytes follow `body` (FrameDecoder guarantees it). Errors: errc::bad_json,
-  /// not_an_object, missing_field (from, payload), wrong_type; `why` says more.
+  /// Parses a frame body into `out` (which gets its own copy of it) in one pass
+  /// that validates the whole body (grammar and UTF-8). Precondition:
+  /// kFramePadding (64) readable bytes follow `body` (FrameDecoder guarantees it).
+  /// Errors: errc::bad_json, not_an_object, missing_field (from, payload),
+  /// wrong_type; `why` says more.
   std::error_code parse(std::string_view body, Envelope& out, std::string* why = nullptr);
+  /// For tests: parse() without its fast path, by the general (simdjson) parser
+  /// that parse() falls back to for escaped keys and fields, surrogate escapes,
+  /// huge numbers, deep nesting and every malformed body.
+  std::error_code parse_general(std::string_view body, Envelope& out, std::string* why = nullptr);
 
  private:
   struct Impl;
+  std::error_code parse_with(std::string_view body, Envelope& out, std::string* why, bool fast);
   std::unique_ptr<Impl> impl_;
 };
 
-/// Full JSON validation (grammar and UTF-8) of text the caller keeps as text.
+/// Full JSON validation (grammar and UTF-8) of text the caller keeps as text: one
+/// pass, with simdjson's DOM parser deciding whatever that pass is not sure of.
 class JsonValidator {
  public:
   JsonValidator();
@@ -82,11 +140,15 @@ class MessageEncoder {
  public:
   /// `alias` may be empty (then no "alias" key is sent).
   MessageEncoder(std::string_view from, std::string_view to, std::string_view alias);
-  /// Appends one complete frame. Precondition: payload_json is valid JSON.
+  /// Appends one complete frame. Precondition: payload_json is valid JSON. Not for
+  /// concurrent use (it caches the rendered timestamp): one encoder per thread.
   void append(std::string& out, std::string_view payload_json, std::int64_t timestamp_ms) const;
 
  private:
   std::string prefix_;  // {"from":..,"to":..,"alias":..,"timestamp":
+  // prefix_, the last timestamp, ,"payload":
+  mutable std::string head_;
+  mutable std::int64_t head_timestamp_ = 0;
 };
 
 /// Appends one NDJSON line for a received message (the `node` mode's output):

@@ -76,6 +76,8 @@ constexpr std::size_t kMaxPendingBytes = 4u << 20;
 // for the sockets.
 constexpr std::size_t kMaxBacklogBytes = 8u << 20;
 constexpr auto kSendWait = std::chrono::seconds(5);
+// Messages the dispatcher takes from the mailbox at once.
+constexpr std::size_t kDispatchBatch = 256;
 
 std::atomic<bool> g_node_alive{false};
 
@@ -411,9 +413,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
   // ---- messages in ------------------------------------------------------------
 
   void dispatch_loop(const MessageHandler& handler) {
-    std::deque<Envelope> batch;
+    std::vector<Envelope> batch;
+    batch.reserve(kDispatchBatch);
     while (!shutdown_started_.load(std::memory_order_relaxed)) {
-      if (mailbox_.receive_batch(batch, 256, std::chrono::milliseconds(100)) == 0) {
+      if (mailbox_.receive_batch(batch, kDispatchBatch, std::chrono::milliseconds(100)) == 0) {
         if (mailbox_.drained())
           break;
         continue;
@@ -454,15 +457,17 @@ class NodeRuntimeImpl final : public NodeRuntime {
     std::unique_lock lock(pending_mutex_);
     // Bounded: an application far ahead of the I/O thread or of the sockets waits
     // here (a peer that stays stuck makes its queue full, and sends to it fail).
-    if (!on_io_thread()) {
+    auto must_wait = [&] {
+      return !stopping_ && (pending_.bytes.size() >= pending_limit_ ||
+                            backlog_.load(std::memory_order_relaxed) >= backlog_limit_);
+    };
+    if (must_wait() && !on_io_thread()) {
+      // The clock is read only here: most sends never wait.
       const auto give_up = std::chrono::steady_clock::now() + kSendWait;
-      while (!stopping_ && (pending_.bytes.size() >= pending_limit_ ||
-                            backlog_.load(std::memory_order_relaxed) >= backlog_limit_)) {
+      do {
         // Sliced: the backlog is published without the mutex, so a wakeup can be missed.
         pending_room_.wait_for(lock, std::chrono::milliseconds(1));
-        if (std::chrono::steady_clock::now() > give_up)
-          break;
-      }
+      } while (must_wait() && std::chrono::steady_clock::now() <= give_up);
     }
     if (stopping_) {
       lock.unlock();

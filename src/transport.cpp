@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <span>
 #include <utility>
 
 #include <asio/co_spawn.hpp>
@@ -25,9 +26,14 @@ namespace {
 constexpr auto kAwait = asio::experimental::as_tuple(asio::use_awaitable);
 // Large reads: one syscall brings in hundreds of small frames.
 constexpr std::size_t kReadChunk = 256u << 10;
-// A write buffer that grew past this is released after its batch went out; below
-// it, the capacity is reused (growing a buffer again costs copies and page faults).
-constexpr std::size_t kKeepWriteBuffer = 16u << 20;
+// Messages handed to the mailbox together: one claim and at most one wake-up for
+// the lot, while the consumer can start on them before the whole read is parsed.
+constexpr std::size_t kPushBatch = 256;
+// While a destination is busy its outbox and write buffer keep their capacity
+// (up to the queue's own bound): growing them again, or glibc trimming the arena
+// under them, costs copies and page faults on every batch. Once the writer goes
+// idle, buffers larger than this are released (a burst is over).
+constexpr std::size_t kKeepIdleBuffer = 4u << 20;
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr std::size_t kWriteSlice = 1u << 20;
 
@@ -220,6 +226,10 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     spawn_logged(transport_.io_, watch_close(), "outbound close watch");
     while (!failed_) {
       if (out_.empty()) {
+        if (wbuf_.capacity() > kKeepIdleBuffer)
+          std::string().swap(wbuf_);
+        if (out_.capacity() > kKeepIdleBuffer)
+          std::string().swap(out_);
         idle_ = true;
         co_await signal_.async_wait(kAwait);
         idle_ = false;
@@ -250,11 +260,7 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       transport_.unwritten_ -= frames;
       transport_.counters_.sent.fetch_add(frames, std::memory_order_relaxed);
       full_warned_ = false;
-      if (wbuf_.capacity() > kKeepWriteBuffer) {
-        std::string().swap(wbuf_);
-      } else {
-        wbuf_.clear();
-      }
+      wbuf_.clear();
       while (!completions_.empty() && completions_.front().first <= written_) {
         auto done = std::move(completions_.front().second);
         completions_.pop_front();
@@ -315,7 +321,9 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
   tcp::socket socket_;
   asio::steady_timer resume_;  // never expires; cancelled when the mailbox has room
   FrameDecoder decoder_;
-  Envelope envelope_;
+  std::vector<Envelope> batch_;  // parsed, not yet taken by the mailbox from pushed_ on
+  std::size_t pushed_ = 0;
+  bool counted_ = false;  // batch_ is in counters_.received
   std::string peer_;
   std::string why_;
   bool stopped_ = false;
@@ -325,7 +333,7 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
     auto self = shared_from_this();
     spdlog::debug("inbound connection from {}", peer_);
     auto& counters = transport_.counters_;
-    auto& mailbox = transport_.mailbox_;
+    batch_.reserve(kPushBatch);
     while (!stopped_) {
       auto room = decoder_.prepare(kReadChunk);
       auto [ec, n] =
@@ -343,31 +351,24 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
       }
       decoder_.commit(n);
       std::error_code frame_ec;
+      bool open = true;
       while (auto body = decoder_.next(frame_ec)) {
-        if (auto pec = transport_.parser_.parse(*body, envelope_, &why_)) {
+        Envelope& envelope = batch_.emplace_back();
+        if (transport_.parser_.parse(*body, envelope, &why_)) {
+          batch_.pop_back();
           counters.bad_frames.fetch_add(1, std::memory_order_relaxed);
           spdlog::info("bad message from {}: {}", peer_, why_);
           continue;
         }
-        // Counted before the push: whoever receives the message sees it counted.
-        counters.received.fetch_add(1, std::memory_order_relaxed);
-        PushResult result = mailbox.try_push(envelope_);
-        while (result == PushResult::full) {
-          // `block`: stop reading this socket until the consumer makes room.
-          resumed_ = false;
-          transport_.wait_for_space(self);
-          if (!resumed_)
-            co_await resume_.async_wait(kAwait);
-          if (stopped_)
-            co_return;
-          result = mailbox.try_push(envelope_);
+        if (batch_.size() == kPushBatch && !push_batch()) {
+          if (!(open = co_await push_rest()))
+            break;
         }
-        if (result == PushResult::closed) {
-          stop();
-          break;
-        }
-        transport_.note_push(result);
       }
+      if (!open)
+        break;
+      if (!batch_.empty() && !push_batch() && !co_await push_rest())
+        break;
       if (frame_ec) {
         counters.bad_frames.fetch_add(1, std::memory_order_relaxed);
         spdlog::info("protocol error from {}: {}; closing", peer_,
@@ -375,8 +376,51 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
         break;
       }
     }
+    batch_.clear();
     stop();
     transport_.remove(*this);
+  }
+
+  // Hands the batch to the mailbox, in order, with one claim on its slots and at
+  // most one wake-up of the consumer. True when all of it went (queued, or dropped
+  // by the policy); false when `block` found the mailbox full or it is closed.
+  bool push_batch() {
+    auto& mailbox = transport_.mailbox_;
+    if (!counted_) {
+      // Counted before the push: whoever receives a message sees it counted.
+      transport_.counters_.received.fetch_add(batch_.size(), std::memory_order_relaxed);
+      counted_ = true;
+    }
+    const bool may_drop = mailbox.policy() != OverflowPolicy::block;
+    const std::uint64_t dropped_before = may_drop ? mailbox.stats().dropped : 0;
+    pushed_ += mailbox.try_push_batch(std::span<Envelope>(batch_).subspan(pushed_));
+    if (may_drop)
+      transport_.note_drops(mailbox.stats().dropped != dropped_before);
+    if (pushed_ < batch_.size())
+      return false;
+    batch_.clear();
+    pushed_ = 0;
+    counted_ = false;
+    return true;
+  }
+
+  // The rest of a batch that found the mailbox full (`block`): stop reading this
+  // socket until the consumer makes room, nothing dropped. False: the session ends.
+  asio::awaitable<bool> push_rest() {
+    auto self = shared_from_this();
+    while (!push_batch()) {
+      if (transport_.mailbox_.closed()) {
+        stop();
+        co_return false;
+      }
+      resumed_ = false;
+      transport_.wait_for_space(self);
+      if (!resumed_)
+        co_await resume_.async_wait(kAwait);
+      if (stopped_)
+        co_return false;
+    }
+    co_return true;
   }
 };
 
@@ -486,11 +530,10 @@ void Transport::on_progress(std::function<void()> hook) {
   progress_hook_ = std::move(hook);
 }
 
-void Transport::note_push(PushResult result) {
-  if (result == PushResult::accepted) {
+void Transport::note_drops(bool dropped) {
+  if (!dropped) {
     dropping_ = false;
-  } else if ((result == PushResult::dropped || result == PushResult::accepted_evicted) &&
-             !dropping_) {
+  } else if (!dropping_) {
     dropping_ = true;
     spdlog::warn("mailbox full (max {}, policy {}): dropping messages", mailbox_.max_size(),
                  to_string(mailbox_.policy()));

@@ -106,7 +106,7 @@ class Transport {
 
   asio::awaitable<void> accept_loop();
   void wait_for_space(const std::shared_ptr<InboundSession>& session);
-  void note_push(PushResult result);
+  void note_drops(bool dropped);  // logs the first drop of an overflow episode
   void remove(const InboundSession& session);
   void remove(const Outbound& connection);
 };

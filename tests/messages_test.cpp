@@ -4,8 +4,11 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
+#include <simdjson.h>
 
 #include "errors.hpp"
 #include "framing.hpp"
@@ -253,4 +256,251 @@ TEST_CASE("messages: now_ms is milliseconds since the epoch", "[messages]") {
   const std::int64_t now = distflow::now_ms();
   REQUIRE(now > 1600000000000);  // after 2020
   REQUIRE(now < 5000000000000);
+}
+
+namespace {
+
+// parse() (the one-pass fast path, with its fallback) and parse_general() (simdjson
+// only) must agree on every body: the same outcome, the same fields.
+void require_same_outcome(EnvelopeParser& parser, std::string_view body) {
+  CAPTURE(body);
+  std::string padded(body);
+  padded.append(distflow::kFramePadding, ' ');
+  const std::string_view view = std::string_view(padded).substr(0, body.size());
+  Envelope fast, general;
+  std::string fast_why, general_why;
+  const auto fast_ec = parser.parse(view, fast, &fast_why);
+  const auto general_ec = parser.parse_general(view, general, &general_why);
+  REQUIRE(fast_ec == general_ec);
+  REQUIRE(fast_why == general_why);
+  if (fast_ec)
+    return;
+  REQUIRE(fast.body() == body);
+  REQUIRE(fast.from() == general.from());
+  REQUIRE(fast.to() == general.to());
+  REQUIRE(fast.alias() == general.alias());
+  REQUIRE(fast.has_alias() == general.has_alias());
+  REQUIRE(fast.payload() == general.payload());
+  REQUIRE(fast.timestamp() == general.timestamp());
+  REQUIRE(fast.from_json() == general.from_json());
+  REQUIRE(fast.to_json() == general.to_json());
+  REQUIRE(fast.alias_json() == general.alias_json());
+}
+
+}  // namespace
+
+TEST_CASE("messages: the fast path agrees with the general parser", "[messages]") {
+  const char* bodies[] = {
+      // Our encoder's layout, and the original node's (JSON.stringify order).
+      R"({"from":"n1","to":"n2","alias":"w","timestamp":1732300000123,"payload":{"a":1}})",
+      R"({"from":"n1","to":"n2","payload":{"s":1,"q":42,"p":"xxxx"},"timestamp":1732300000123})",
+      R"({"payload":[1,2,3],"timestamp":5,"to":"n2","from":"n1"})",
+      R"({"timestamp":-7,"payload":null,"from":"n1"})",
+      R"(  {  "from" : "n1" ,"payload" : "text" , "seq" : 17 , "ref" : {"x":[]} }  )",
+      "{\"from\":\"n1\",\"payload\":\t{\"k\"\n:\r[true,false,null]}}\n",
+      // Non-object payloads.
+      R"({"from":"a","payload":42})",
+      R"({"from":"a","payload":-0.5e-7})",
+      R"({"from":"a","payload":"a string with \"quotes\" and \u00e9 and \\ \/ \b\f\n\r\t"})",
+      R"({"from":"a","payload":true})",
+      R"({"from":"a","payload":[]})",
+      R"({"from":"a","payload":{}})",
+      // UTF-8 in payload strings and keys (valid: 2, 3 and 4 bytes).
+      "{\"from\":\"a\",\"payload\":{\"k\xc3\xa9\":\"\xe2\x82\xac \xf0\x9f\x98\x80\"}}",
+      "{\"from\":\"\xc3\xa9t\xc3\xa9\",\"payload\":1}",
+      // Duplicated keys: the last one wins in both.
+      R"({"from":"a","from":"b","payload":1,"payload":2,"timestamp":1,"timestamp":2})",
+      // Taken by the fallback: escaped fields and keys, surrogates, odd numbers.
+      R"({"from":"a\"b","to":"t\n","alias":"\u0077","payload":[]})",
+      R"({"fro\u006d":"a","payload":1})",
+      R"({"from":"a","payload":"\ud83d\ude00"})",
+      R"({"from":"a","payload":"\udc00"})",
+      R"({"from":"a","payload":1,"timestamp":1.5})",
+      R"({"from":"a","payload":1,"timestamp":1e3})",
+      R"({"from":"a","payload":1,"timestamp":12345678901234567890123})",
+      R"({"from":"a","payload":1,"timestamp":9007199254740993})",
+      R"({"from":"a","payload":123456789012345678901234567890})",
+      R"({"from":"a","payload":1e400})",
+      R"({"from":"a","payload":1,"alias":null})",
+      R"({"from":"a","payload":1,"alias":7})",
+      // Malformed: every error comes from the general parser, with its text.
+      R"({"from":"a","payload":[1,,2]})",
+      R"({"from":"a","payload":{"x":tru}})",
+      R"({"from":"a","payload":01})",
+      R"({"from":"a","payload":1.})",
+      R"({"from":"a","payload":-})",
+      R"({"from":"a","payload":"\x"})",
+      R"({"from":"a","payload":"\u12"})",
+      R"({"from":"a","payload":[1 2]})",
+      R"({"from":"a","payload":{"k" 1}})",
+      R"({"from":"a","payload":{"k":1,}})",
+      R"({"from":"a","payload":1} trailing)",
+      R"({"from":"a","payload":1}})",
+      R"({"from":"a","payload":1)",
+      R"({"from":"a","payload":1,"x":[tru,,]})",
+      "{\"from\":\"a\",\"payload\":\"tab\there\"}",
+      "{\"from\":\"a\",\"payload\":\"\xc3\x28\"}",
+      "{\"from\":\"a\",\"payload\":\"\xe0\x80\xaf\"}",
+      "{\"from\":\"a\",\"payload\":\"\xed\xa0\x80\"}",
+      "{\"from\":\"a\",\"payload\":\"\xf4\x90\x80\x80\"}",
+      "{\"from\":\"\xff\xfe\",\"payload\":1}",
+      R"({"from":1,"payload":1})",
+      R"({"from":"a","to":[],"payload":1})",
+      R"({"from":"a","payload":1,"timestamp":"x"})",
+      R"({"payload":1})",
+      R"({"from":"a"})",
+      R"({})",
+      R"([1,2])",
+      R"("text")",
+      "42",
+      "nope",
+      "",
+      "   ",
+  };
+  EnvelopeParser parser;
+  for (const char* body : bodies)
+    require_same_outcome(parser, body);
+
+  // Nesting: the fast path stops at its depth limit and hands over.
+  for (int depth : {1, 63, 64, 65, 200, 2000}) {
+    const std::string payload = std::string(static_cast<std::size_t>(depth), '[') +
+                                std::string(static_cast<std::size_t>(depth), ']');
+    require_same_outcome(parser, R"({"from":"a","payload":)" + payload + "}");
+  }
+}
+
+TEST_CASE("messages: the fast path agrees with the general parser on mutated bodies",
+          "[messages]") {
+  const std::string seeds[] = {
+      R"({"from":"n1","to":"n2","alias":"w","timestamp":1732300000123,"payload":{"s":1,"q":42,"p":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}})",
+      R"({"from":"n1","to":"n2","payload":[1,-2.5e-3,true,null,"\u00e9\n"],"timestamp":17})",
+  };
+  // Single-byte replacements, insertions and deletions with JSON's special bytes.
+  const char specials[] = {'"', '\\', '{', '}', '[', ']',    ':',    ',',    ' ',    '0',   '-',
+                           '.', 'e',  'u', 't', 'n', '\x01', '\x7f', '\x80', '\xc3', '\xff'};
+  EnvelopeParser parser;
+  std::uint32_t state = 12345;
+  auto next = [&state](std::uint32_t n) {
+    state = state * 1664525u + 1013904223u;
+    return (state >> 8) % n;
+  };
+  for (const std::string& seed : seeds) {
+    for (int round = 0; round < 3000; ++round) {
+      std::string body = seed;
+      for (std::uint32_t edits = 1 + next(3); edits > 0 && !body.empty(); --edits) {
+        const std::size_t at = next(static_cast<std::uint32_t>(body.size()));
+        const char c = specials[next(sizeof specials)];
+        switch (next(3)) {
+          case 0:
+            body[at] = c;
+            break;
+          case 1:
+            body.insert(body.begin() + static_cast<std::ptrdiff_t>(at), c);
+            break;
+          default:
+            body.erase(at, 1);
+        }
+      }
+      require_same_outcome(parser, body);
+    }
+  }
+}
+
+TEST_CASE("messages: JsonValidator's one pass agrees with simdjson's DOM parser", "[messages]") {
+  const char* texts[] = {
+      "{}",
+      "[]",
+      "0",
+      "-0",
+      "1.5e10",
+      "-12.25E-3",
+      "\"\"",
+      "\"\\u0000\"",
+      "true",
+      " null ",
+      "[1,[2,[3,{\"a\":{}}]]]",
+      "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+      "\"\\ud83d\\ude00\"",
+      "\"\\ud83d\"",
+      "123456789012345678901234567890",
+      "1e400",
+      "1e-400",
+      "",
+      " ",
+      "{",
+      "}",
+      "[1,]",
+      "[,1]",
+      "{\"a\"}",
+      "{\"a\":}",
+      "{1:2}",
+      "01",
+      "1.",
+      ".5",
+      "+1",
+      "1e",
+      "1e+",
+      "tru",
+      "truex",
+      "nul",
+      "\"\\q\"",
+      "\"\x1f\"",
+      "\"\xc0\xaf\"",
+      "\"\xf5\x80\x80\x80\"",
+      "[] []",
+      "{}x",
+      "\"unterminated",
+  };
+  distflow::JsonValidator validator;
+  simdjson::dom::parser oracle;
+  for (const char* text : texts) {
+    CAPTURE(text);
+    const std::string_view view(text);
+    simdjson::dom::element root;
+    const auto error = oracle.parse(view.data(), view.size(), true).get(root);
+    REQUIRE(!validator.validate(view) == !error);
+    const bool object = !error && root.is_object();
+    REQUIRE(!validator.validate_object(view) == object);
+  }
+}
+
+TEST_CASE("messages: envelopes share blocks, are freed on any thread, outlive their parser",
+          "[messages]") {
+  auto body_of = [](int i) {
+    return R"({"from":"n1","payload":{"i":)" + std::to_string(i) + R"(,"p":")" +
+           std::string(static_cast<std::size_t>(i % 300), 'x') + R"("}})";
+  };
+  std::vector<Envelope> kept;
+  std::vector<int> kept_ids;
+  {
+    EnvelopeParser parser;
+    std::vector<Envelope> window(64);
+    for (int i = 0; i < 20000; ++i) {
+      // Mostly small bodies (shared blocks), some larger than a block's share.
+      const std::string body = i % 1000 == 999 ? body_of(i) + std::string(20000, ' ') : body_of(i);
+      Envelope& slot = window[static_cast<std::size_t>(i) % window.size()];
+      REQUIRE_FALSE(parse(parser, body, slot));
+      if (i % 97 == 0) {
+        kept.push_back(slot);  // a copy shares the block
+        kept_ids.push_back(i);
+      }
+      if (i % 2000 == 1999) {
+        // Release a window's worth on another thread, as the dispatcher does.
+        std::thread([moved = std::move(window)]() mutable { moved.clear(); }).join();
+        window = std::vector<Envelope>(64);
+      }
+    }
+  }
+  // The parser is gone; what was kept is intact.
+  for (std::size_t k = 0; k < kept.size(); ++k) {
+    const int i = kept_ids[k];
+    REQUIRE(kept[k].payload() == R"({"i":)" + std::to_string(i) + R"(,"p":")" +
+                                     std::string(static_cast<std::size_t>(i % 300), 'x') + R"("})");
+  }
+  Envelope moved = std::move(kept.front());
+  REQUIRE(kept.front().payload().empty());
+  REQUIRE(moved.from() == "n1");
+  kept.front() = moved;
+  REQUIRE(kept.front().from() == "n1");
+  std::thread([&kept] { kept.clear(); }).join();
 }
