@@ -71,6 +71,24 @@ int unknown_mode(std::string_view name) {
   return 2;
 }
 
+/// The mode the command line runs when only root `--log-level` flags precede
+/// its name: then only that mode's subcommand is built (a start builds one
+/// CLI11 subcommand, not five). nullptr otherwise (no mode, --help, --version,
+/// a bad flag): every mode is built, for the listing and CLI11's own errors.
+const Mode* selected_mode(const std::vector<std::string>& args) {
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    const std::string_view arg = args[i];
+    if (arg == "--log-level") {
+      ++i;
+      continue;
+    }
+    if (arg.starts_with("--log-level="))
+      continue;
+    return arg.starts_with('-') ? nullptr : find_mode(arg);
+  }
+  return nullptr;
+}
+
 void setup_logging(const GlobalOptions& global) {
   auto logger = spdlog::stderr_logger_mt("distflow");
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%P] %v");
@@ -92,9 +110,15 @@ int real_main(std::vector<std::string> args) {
     return unknown_mode(args[1]);
   }
 
+  const std::string version = std::string("distflow ") + DISTFLOW_VERSION;
+  if (args.size() == 2 && args[1] == "--version") {  // what CLI11 prints, without building it
+    std::cout << version << '\n';
+    return 0;
+  }
+
   CLI::App app{"distflow: Erlang-inspired distributed messaging (port mapper, nodes, shell tools)",
                "distflow"};
-  app.set_version_flag("--version", std::string("distflow ") + DISTFLOW_VERSION);
+  app.set_version_flag("--version", version);
   app.require_subcommand(1);
   app.fallthrough();
   GlobalOptions global;
@@ -107,7 +131,10 @@ int real_main(std::vector<std::string> args) {
       "Run 'distflow <mode> --help' for a mode's flags.");
 
   std::vector<std::pair<CLI::App*, Runner>> runners;
+  const Mode* const selected = selected_mode(args);
   for (const Mode& mode : kModes) {
+    if (selected != nullptr && selected != &mode)
+      continue;
     CLI::App* sub = app.add_subcommand(std::string(mode.name), std::string(mode.summary));
     runners.emplace_back(sub, mode.setup(*sub, global));
   }

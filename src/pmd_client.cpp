@@ -1,5 +1,6 @@
 #include "pmd_client.hpp"
 
+#include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -197,63 +198,126 @@ class SocketPmdClient final : public PmdClient {
 
 void SocketPmdClient::connect_socket() {
   const std::string where = endpoint_.to_string();
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  const std::string service = std::to_string(endpoint_.port);
-  if (int rc = ::getaddrinfo(endpoint_.host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+  TcpConnection c = connect_tcp(endpoint_.host, endpoint_.port, timeout_);
+  if (!c.resolve_error.empty()) {
     throw ClientError(PmdProbe::unreachable,
-                      "cannot resolve PMD host '" + endpoint_.host + "': " + gai_strerror(rc));
+                      "cannot resolve PMD host '" + endpoint_.host + "': " + c.resolve_error);
   }
-  const auto deadline = Clock::now() + timeout_;
-  int last_error = ECONNREFUSED;
-  for (addrinfo* ai = found; ai != nullptr && fd_ < 0; ai = ai->ai_next) {
-    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-      last_error = errno;
-      continue;
-    }
-    int rc = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
-    if (rc < 0 && errno == EINPROGRESS) {
-      pollfd pfd{fd, POLLOUT, 0};
-      int ready = 0;
-      do {
-        ready = ::poll(&pfd, 1, remaining_ms(deadline));
-      } while (ready < 0 && errno == EINTR);
-      if (ready == 0) {
-        errno = ETIMEDOUT;
-        rc = -1;
-      } else {
-        int err = 0;
-        socklen_t len = sizeof err;
-        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        errno = err;
-        rc = err == 0 ? 0 : -1;
-      }
-    }
-    if (rc < 0) {
-      last_error = errno;
-      ::close(fd);
-      continue;
-    }
-    const int flags = ::fcntl(fd, F_GETFL);
-    ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    fd_ = fd;
-  }
-  ::freeaddrinfo(found);
-  if (fd_ < 0) {
-    const std::string why = last_error == ECONNREFUSED ? "connection refused"
-                            : last_error == ETIMEDOUT  ? "connection timed out"
-                                                       : std::strerror(last_error);
-    throw ClientError(last_error == ECONNREFUSED ? PmdProbe::refused : PmdProbe::unreachable,
+  if (c.fd < 0) {
+    const std::string why = c.error == ECONNREFUSED ? "connection refused"
+                            : c.error == ETIMEDOUT  ? "connection timed out"
+                                                    : std::strerror(c.error);
+    throw ClientError(c.error == ECONNREFUSED ? PmdProbe::refused : PmdProbe::unreachable,
                       "no distflow PMD on " + where + ": " + why);
   }
+  fd_ = c.fd;
+}
+
+/// One non-blocking connect() to `address`, waited for until `deadline`; the
+/// socket is made blocking again. Returns the socket, or -1 with errno set.
+int connect_one(const sockaddr* address, socklen_t length, Clock::time_point deadline) {
+  const int fd = ::socket(address->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return -1;
+  int rc = ::connect(fd, address, length);
+  if (rc < 0 && errno == EINPROGRESS) {
+    pollfd pfd{fd, POLLOUT, 0};
+    int ready = 0;
+    do {
+      ready = ::poll(&pfd, 1, remaining_ms(deadline));
+    } while (ready < 0 && errno == EINTR);
+    if (ready == 0) {
+      errno = ETIMEDOUT;
+      rc = -1;
+    } else {
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      errno = err;
+      rc = err == 0 ? 0 : -1;
+    }
+  }
+  if (rc < 0) {
+    const int saved = errno;
+    ::close(fd);
+    errno = saved;
+    return -1;
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+/// `host` as an IPv4 or IPv6 literal; false when it is not one.
+bool parse_ip_literal(const std::string& host, std::uint16_t port, sockaddr_storage& out,
+                      socklen_t& length) {
+  out = sockaddr_storage{};
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&out);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    length = sizeof(sockaddr_in);
+    return true;
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&out);
+  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    length = sizeof(sockaddr_in6);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace
+
+TcpConnection connect_tcp(const std::string& host, std::uint16_t port,
+                          std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  TcpConnection result;
+  result.error = ECONNREFUSED;
+  // The common cases need no resolver (getaddrinfo reads /etc files and, for
+  // names, may load NSS modules): a literal address, or localhost.
+  const std::vector<std::string> literals = host == "localhost"
+                                                ? std::vector<std::string>{"127.0.0.1", "::1"}
+                                                : std::vector<std::string>{host};
+  bool all_literal = true;
+  for (const std::string& literal : literals) {
+    sockaddr_storage address;
+    socklen_t length = 0;
+    if (!parse_ip_literal(literal, port, address, length)) {
+      all_literal = false;
+      break;
+    }
+    result.fd = connect_one(reinterpret_cast<const sockaddr*>(&address), length, deadline);
+    if (result.fd >= 0)
+      return result;
+    result.error = errno;
+  }
+  if (all_literal)
+    return result;
+
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+    result.resolve_error = gai_strerror(rc);
+    return result;
+  }
+  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+    result.fd = connect_one(ai->ai_addr, ai->ai_addrlen, deadline);
+    if (result.fd >= 0)
+      break;
+    result.error = errno;
+  }
+  ::freeaddrinfo(found);
+  return result;
+}
 
 std::string PmdEndpoint::to_string() const {
   if (host.find(':') != std::string::npos)

@@ -40,6 +40,19 @@ class PmdClient {
   virtual std::optional<PmdReply> next_event(std::chrono::milliseconds timeout) = 0;
 };
 
+/// Outcome of connect_tcp(): the connected socket, or why there is none.
+struct TcpConnection {
+  int fd = -1;                ///< blocking, TCP_NODELAY, close-on-exec; -1 on failure
+  int error = 0;              ///< errno of the last attempt when fd < 0 (ETIMEDOUT at the deadline)
+  std::string resolve_error;  ///< set instead when `host` does not resolve
+};
+
+/// A TCP connection to host:port within `timeout`. An IP literal (and
+/// "localhost": 127.0.0.1, then ::1) is used as is, without the resolver;
+/// other names go through getaddrinfo(). The caller owns (closes) `fd`.
+TcpConnection connect_tcp(const std::string& host, std::uint16_t port,
+                          std::chrono::milliseconds timeout);
+
 /// True when something answers the PMD protocol on `endpoint` within `timeout`.
 bool pmd_answers(const PmdEndpoint& endpoint, std::chrono::milliseconds timeout);
 

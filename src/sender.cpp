@@ -2,9 +2,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#include <asio.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -16,14 +17,14 @@
 namespace distflow {
 namespace {
 
-using asio::ip::tcp;
-
 constexpr std::size_t kReadChunk = 1u << 20;   // stdin read size
 constexpr std::size_t kWriteBatch = 1u << 20;  // frames buffered per socket write
 // Ids are at most 128 bytes (PROTOCOL.md §2.1), so the envelope fits in this.
 constexpr std::size_t kEnvelopeRoom = 4096;
 
 /// One blocking connection to the resolved target, and the encoder for its route.
+/// Plain sockets (no asio io_context): a one-shot send starts as a process, and
+/// every syscall and page it touches before its one write is start-up time.
 class Link {
  public:
   explicit Link(const SendOptions& options)
@@ -33,26 +34,37 @@ class Link {
     connect(node, options.connect_timeout);
     encoder_.emplace(from_, node.node_id, std::string_view{});
   }
+  ~Link() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
 
   const MessageEncoder& encoder() const { return *encoder_; }
 
   void write(std::string& frames, std::uint64_t sent_before) {
-    if (frames.empty())
-      return;
-    asio::error_code ec;
-    asio::write(socket_, asio::buffer(frames), ec);
-    if (ec) {
-      throw Error(fmt::format("connection to {} lost after {} messages: {}", target_, sent_before,
-                              ec.message()));
+    std::string_view rest = frames;
+    while (!rest.empty()) {
+      const ssize_t n = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0) {
+        throw Error(fmt::format("connection to {} lost after {} messages: {}", target_, sent_before,
+                                std::strerror(errno)));
+      }
+      rest.remove_prefix(static_cast<std::size_t>(n));
     }
     frames.clear();
   }
 
   /// Half-closes: the kernel still delivers everything written.
   void close() {
-    asio::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_send, ignored);
-    socket_.close(ignored);
+    if (fd_ < 0)
+      return;
+    ::shutdown(fd_, SHUT_WR);
+    ::close(fd_);
+    fd_ = -1;
   }
 
  private:
@@ -67,29 +79,17 @@ class Link {
   }
 
   void connect(const NodeInfo& node, std::chrono::milliseconds timeout) {
-    tcp::resolver resolver(io_);
-    asio::error_code ec;
-    const auto endpoints = resolver.resolve(node.host, std::to_string(node.port), ec);
-    if (ec)
-      throw Error(fmt::format("cannot resolve host of {}: {}", target_, ec.message()));
-    asio::error_code result = asio::error::timed_out;
-    asio::async_connect(socket_, endpoints,
-                        [&](const asio::error_code& e, const tcp::endpoint&) { result = e; });
-    io_.run_for(timeout);
-    if (!io_.stopped()) {
-      socket_.close(ec);
-      io_.run();
-      result = asio::error::timed_out;
-    }
-    if (result)
-      throw Error(fmt::format("cannot connect to {}: {}", target_, result.message()));
-    socket_.set_option(tcp::no_delay(true), ec);
+    TcpConnection c = connect_tcp(node.host, node.port, timeout);
+    if (!c.resolve_error.empty())
+      throw Error(fmt::format("cannot resolve host of {}: {}", target_, c.resolve_error));
+    if (c.fd < 0)
+      throw Error(fmt::format("cannot connect to {}: {}", target_, std::strerror(c.error)));
+    fd_ = c.fd;
   }
 
   std::string from_;
   std::string target_;
-  asio::io_context io_{1};
-  tcp::socket socket_{io_};
+  int fd_ = -1;
   std::optional<MessageEncoder> encoder_;
 };
 
