@@ -14,19 +14,9 @@
 #include <unistd.h>
 
 #include "errors.hpp"
+#include "process.hpp"
 
 namespace distflow {
-namespace {
-
-int exit_code_of(int status) {
-  if (WIFEXITED(status))
-    return WEXITSTATUS(status);
-  if (WIFSIGNALED(status))
-    return 128 + WTERMSIG(status);
-  return -1;
-}
-
-}  // namespace
 
 std::uint64_t resident_kib(int pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");

@@ -25,6 +25,10 @@ int spawn_detached(const std::vector<std::string>& argv, const std::string& log_
 void ensure_pmd(const PmdEndpoint& endpoint, std::chrono::milliseconds deadline,
                 const std::string& exe = {});
 
+/// A waitpid() status as a shell reports it: the exit code, or 128 + the signal.
+/// Anything else (stopped, continued) is 1.
+int exit_code_of(int wait_status);
+
 /// Where an auto-started PMD logs: $XDG_RUNTIME_DIR, else $TMPDIR, else /tmp.
 std::string pmd_log_path(std::uint16_t port);
 

@@ -13,19 +13,12 @@
 #include <fmt/format.h>
 
 #include "errors.hpp"
+#include "process.hpp"
 
 extern char** environ;  // NOLINT: POSIX declares it nowhere else
 
 namespace distflow {
 namespace {
-
-int exit_code_of(int status) {
-  if (WIFEXITED(status))
-    return WEXITSTATUS(status);
-  if (WIFSIGNALED(status))
-    return 128 + WTERMSIG(status);
-  return 1;
-}
 
 int pidfd_open(pid_t pid) {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
