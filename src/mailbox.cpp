@@ -1,13 +1,12 @@
 #include "mailbox.hpp"
 
+#include <cerrno>
+#include <climits>
+#include <ctime>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <climits>
-#include <ctime>
 
 namespace distflow {
 

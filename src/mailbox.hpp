@@ -295,7 +295,6 @@ class Mailbox {
 
 // ---- implementation -------------------------------------------------------------
 
-
 template <class T>
 Mailbox<T>::Mailbox(std::size_t max_size, OverflowPolicy policy)
     : max_size_(max_size == 0 ? 1 : max_size), policy_(policy) {
