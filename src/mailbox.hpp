@@ -181,7 +181,9 @@ class Mailbox {
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
 
-  /// Applies the policy. Under `block` it waits for room (or close); nothing dropped.
+  /// Applies the policy. Under `block` it waits for room (or close); nothing dropped. A
+  /// producer that had to sleep is woken once a run of slots is free (see
+  /// notify_when_space), not for each one.
   PushResult push(T&& item);
   /// Never waits. Under `block` a full mailbox returns `full` and leaves `item` as it was.
   PushResult try_push(T& item);
@@ -189,8 +191,9 @@ class Mailbox {
   /// many leading items were taken (queued or dropped by the policy); under `block` it stops
   /// at the first item that finds the mailbox full, and on close, leaving the rest untouched.
   std::size_t try_push_batch(std::span<T> items);
-  /// Registers a one-shot callback run (on the consumer's thread) as soon as room
-  /// appears; if there is room already it runs at once on the caller's thread.
+  /// Registers a one-shot callback run (on the consumer's thread) as soon as a run of
+  /// room appears (min(capacity / 4 + 1, 64) free slots, or the mailbox closes); if
+  /// there is room already it runs at once on the caller's thread.
   /// For the I/O thread under `block`: stop reading, resume when called.
   void notify_when_space(std::function<void()> callback);
 
@@ -265,6 +268,7 @@ class Mailbox {
   std::uint64_t one_lap_;
   unsigned lap_shift_;
   std::size_t chunk_count_;
+  std::uint64_t wake_run_;  // free slots that wake (or end the spin of) a waiting producer
   std::unique_ptr<std::atomic<Slot*>[]> chunks_;
 
   // Producers' line. head_seen_ is a recent head_ (acquired there, released here):
@@ -306,6 +310,7 @@ Mailbox<T>::Mailbox(std::size_t max_size, OverflowPolicy policy)
   while ((std::uint64_t{1} << lap_shift_) < one_lap_)
     ++lap_shift_;
   chunk_count_ = (max_size_ + kChunkSlots - 1) >> kChunkShift;
+  wake_run_ = std::min<std::uint64_t>(max_size_ / 4 + 1, 64);
   chunks_ = std::make_unique<std::atomic<Slot*>[]>(chunk_count_);
   for (std::size_t i = 0; i < chunk_count_; ++i)
     chunks_[i].store(nullptr, std::memory_order_relaxed);
@@ -579,8 +584,16 @@ void Mailbox<T>::after_receive(std::size_t n) {
   // Only the consumer writes delivered_: no read-modify-write needed.
   delivered_.store(delivered_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   // Follows our seq_cst head CAS; a producer registers before its seq_cst look at the head.
-  if (waiters_.load(std::memory_order_seq_cst) != 0)
-    wake_producers();
+  // Sleeping producers are woken once a run of slots is free, not per freed slot: woken
+  // for one slot, a producer fills it and sleeps again, and both sides pay a system
+  // call per item. A consumer that keeps receiving frees the run (it is at most a
+  // quarter of the capacity); one that drains the mailbox frees all of it.
+  if (waiters_.load(std::memory_order_seq_cst) != 0) {
+    const std::uint64_t tail = tail_.load(std::memory_order_seq_cst);
+    const std::uint64_t head = head_.load(std::memory_order_relaxed);
+    if ((tail & mark_bit_) || count_of(tail) + wake_run_ <= count_of(head) + max_size_)
+      wake_producers();
+  }
 }
 
 template <class T>
@@ -603,7 +616,7 @@ void Mailbox<T>::wait_for_space() {
   // While spinning, wait for a run of free slots rather than the first one: a
   // producer that retries per freed slot reads the head line the consumer writes
   // per item, and both slow down. Asleep, any room will do.
-  const std::uint64_t run = std::min<std::uint64_t>(max_size_ / 4 + 1, 64);
+  const std::uint64_t run = wake_run_;
   if (producer_spin_.spin([&] {
         const std::uint64_t tail = tail_.load(std::memory_order_seq_cst);
         const std::uint64_t head = head_.load(std::memory_order_seq_cst);
