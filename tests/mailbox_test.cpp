@@ -714,9 +714,11 @@ TEST_CASE("mailbox: on one CPU nobody spins, and ping-pong and streams lose noth
 
 TEST_CASE("mailbox: receive with an unbounded timeout is woken by a push", "[mailbox]") {
   Mailbox<int> mailbox(4);
-  std::thread producer([&] { REQUIRE_NOTHROW(mailbox.push(7)); });
+  std::atomic<bool> accepted{false};
+  std::thread producer([&] { accepted.store(mailbox.push(7) == PushResult::accepted); });
   REQUIRE(mailbox.receive(std::chrono::nanoseconds::max()) == 7);
   producer.join();
+  REQUIRE(accepted.load());
   std::thread closer([&] { mailbox.close(); });
   REQUIRE_FALSE(mailbox.receive(std::chrono::nanoseconds::max()).has_value());
   closer.join();
