@@ -3,6 +3,7 @@
 // Every run moves kItemsPerIteration items per iteration with the `block`
 // policy (nothing dropped), so items/s is what the consumer received.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -35,6 +36,20 @@ class BaselineQueue {
     items_.push_back(item);
     lock.unlock();
     not_empty_.notify_one();
+  }
+
+  /// Up to `max` items under one lock (as the mailbox's receive_batch): appends to `out`.
+  std::size_t pop_batch(std::vector<std::uint64_t>& out, std::size_t max) {
+    std::unique_lock lock(mutex_);
+    not_empty_.wait(lock, [&] { return !items_.empty(); });
+    const std::size_t n = std::min(max, items_.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      out.push_back(items_.front());
+      items_.pop_front();
+    }
+    lock.unlock();
+    not_full_.notify_all();
+    return n;
   }
 
   std::uint64_t pop() {
@@ -168,6 +183,26 @@ void BM_Baseline_MutexDeque(benchmark::State& state) {
       });
 }
 
+// The same queue with the consumer taking up to 256 per lock: the fair match of
+// BM_Mailbox_Batch (BM_Baseline_MutexDeque is the match of BM_Mailbox_Single).
+void BM_Baseline_MutexDeque_Batch(benchmark::State& state) {
+  BaselineQueue queue(static_cast<std::size_t>(state.range(1)));
+  std::vector<std::uint64_t> batch;
+  batch.reserve(256);
+  run_threads(
+      state, [&](std::uint64_t i) { queue.push(i); },
+      [&](std::uint64_t n) {
+        std::uint64_t sum = 0;
+        for (std::uint64_t got = 0; got < n;) {
+          batch.clear();
+          got += queue.pop_batch(batch, 256);
+          for (std::uint64_t v : batch)
+            sum += v;
+        }
+        return sum;
+      });
+}
+
 // Args: {producers, capacity}. 1000 is the node's default mailbox size.
 void mailbox_args(benchmark::internal::Benchmark* b) {
   for (std::int64_t producers : {1, 2}) {
@@ -183,3 +218,4 @@ BENCHMARK(BM_Mailbox_Batch)->Apply(mailbox_args);
 BENCHMARK(BM_Mailbox_PushBatch)->Apply(mailbox_args);
 BENCHMARK(BM_Mailbox_Single)->Apply(mailbox_args);
 BENCHMARK(BM_Baseline_MutexDeque)->Apply(mailbox_args);
+BENCHMARK(BM_Baseline_MutexDeque_Batch)->Apply(mailbox_args);

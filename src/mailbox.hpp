@@ -8,8 +8,11 @@
 // ArrayQueue and Dmitry Vyukov's bounded queue). A push is one CAS on the tail
 // plus the slot's stores; the consumer takes every ready item per call and
 // publishes its head once per run. Nobody takes a lock or makes a system call
-// on the fast path: threads sleep on a mutex + condition variable only when
-// they must wait, and are woken only when a flag says they sleep. The I/O
+// on the fast path: the consumer sleeps on a futex and producers on a mutex +
+// condition variable only when they must wait, and are woken only when a flag
+// says they sleep. A waiting thread spins first only while spinning pays: when
+// another CPU can run the thread it waits for, and recent spins succeeded (see
+// AdaptiveSpin). The I/O
 // thread should push what one read decoded with try_push_batch(): one CAS for
 // the whole run is several times cheaper than a push() per item.
 
@@ -32,6 +35,133 @@
 #include <vector>
 
 namespace distflow {
+
+namespace mailbox_detail {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+/// Spins briefly, then yields: for the short windows in which another thread is in
+/// the middle of publishing or freeing a slot.
+class Backoff {
+ public:
+  void pause() {
+    if (step_ < 6) {
+      for (unsigned i = 0; i < (1u << step_); ++i)
+        cpu_relax();
+      ++step_;
+    } else {
+      std::this_thread::yield();
+    }
+  }
+
+ private:
+  unsigned step_ = 0;
+};
+
+/// Asks for the cache line at `p` in exclusive state ahead of a store. PREFETCHW
+/// decodes as a NOP on x86-64 CPUs that lack it, so no target flag is needed.
+inline void prefetch_for_write(const void* p) {
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1);
+#endif
+}
+
+// How long a waiting thread polls before it sleeps, at most: a consumer that keeps
+// up with its producer would otherwise sleep, and be woken by a system call, for
+// nearly every item. Short against any timeout a caller passes.
+inline constexpr std::chrono::microseconds kSpinTime{20};
+// The shortest spin worth making, and the length of a probe (see AdaptiveSpin).
+inline constexpr std::chrono::microseconds kMinSpin{2};
+
+/// Polls `ready` for up to `budget`; true as soon as it holds. The pauses between
+/// polls grow (to ~1.5 µs): each poll reads a line the other side is writing and so
+/// slows it down, and a consumer that waits a little finds a batch instead of one item.
+template <class Ready>
+bool spin_until(Ready&& ready, std::chrono::nanoseconds budget) {
+  const auto until = std::chrono::steady_clock::now() + budget;
+  for (unsigned pauses = 1;; pauses = pauses < 32 ? pauses * 2 : pauses) {
+    if (ready())
+      return true;
+    for (unsigned i = 0; i < pauses; ++i)
+      cpu_relax();
+    if (std::chrono::steady_clock::now() >= until)
+      return ready();
+  }
+}
+
+/// False when this thread and the whole process may only run on one and the same
+/// CPU: then the thread we wait for cannot run while we spin. Cached per thread,
+/// re-read every 256 calls (mailbox.cpp).
+bool other_cpu_usable();
+
+/// Futex wait on `word` while it holds `expected`, until `deadline` (steady_clock;
+/// time_point::max() waits forever). False on timeout; true when woken, interrupted,
+/// or when `word` no longer held `expected`.
+bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                std::chrono::steady_clock::time_point deadline);
+/// Wakes one (or every) thread in futex_wait on `word`.
+void futex_wake(std::atomic<std::uint32_t>& word, bool all);
+
+/// When a thread about to sleep should spin first, and for how long. A spin pays
+/// only when the thread it waits for runs meanwhile on another CPU: never spin when
+/// this process has one CPU; otherwise spin up to kSpinTime, and after kGiveUpAfter
+/// spins in a row that found nothing (a peer that answers slower than that, or
+/// that shares our CPU) sleep at once, except that every 16th wait probes with
+/// kMinSpin; any spin that succeeds restores the full budget. (Halving the budget
+/// per failure cost the node->node throughput bench ~20 %: its dispatcher's spins
+/// fail now and then between reads, and a spinning consumer also keeps the
+/// scheduler from stacking it on its producer's CPU.) Relaxed counters: several
+/// producers may share one; a lost update only makes a spin a little longer or
+/// shorter.
+class AdaptiveSpin {
+ public:
+  template <class Ready>
+  bool spin(Ready&& ready) {
+    if (!other_cpu_usable())
+      return false;
+    std::uint32_t budget = budget_ns_.load(std::memory_order_relaxed);
+    if (budget == 0) {
+      const std::uint32_t probe = probes_.load(std::memory_order_relaxed) + 1;
+      probes_.store(probe, std::memory_order_relaxed);
+      if (probe % 16 != 0)
+        return false;
+      budget = kMin;
+    }
+    const bool ok = spin_until(ready, std::chrono::nanoseconds(budget));
+    if (ok) {
+      budget_ns_.store(kMax, std::memory_order_relaxed);
+      failures_.store(0, std::memory_order_relaxed);
+    } else {
+      const std::uint32_t failures = failures_.load(std::memory_order_relaxed) + 1;
+      failures_.store(failures, std::memory_order_relaxed);
+      if (failures >= kGiveUpAfter)
+        budget_ns_.store(0, std::memory_order_relaxed);
+    }
+    return ok;
+  }
+  /// The current budget in nanoseconds (for tests).
+  std::uint32_t budget_ns() const { return budget_ns_.load(std::memory_order_relaxed); }
+
+ private:
+  static constexpr auto kMax = static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(kSpinTime).count());
+  static constexpr std::uint32_t kGiveUpAfter = 32;  // spins in a row that found nothing
+  static constexpr auto kMin = static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(kMinSpin).count());
+  std::atomic<std::uint32_t> budget_ns_{kMax};
+  std::atomic<std::uint32_t> probes_{0};
+  std::atomic<std::uint32_t> failures_{0};
+};
+
+}  // namespace mailbox_detail
 
 enum class OverflowPolicy { drop_newest, drop_oldest, block };
 
@@ -64,7 +194,9 @@ class Mailbox {
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
 
-  /// Applies the policy. Under `block` it waits for room (or close); nothing dropped.
+  /// Applies the policy. Under `block` it waits for room (or close); nothing dropped. A
+  /// producer that had to sleep is woken once a run of slots is free (see
+  /// notify_when_space), not for each one.
   PushResult push(T&& item);
   /// Never waits. Under `block` a full mailbox returns `full` and leaves `item` as it was.
   PushResult try_push(T& item);
@@ -72,8 +204,9 @@ class Mailbox {
   /// many leading items were taken (queued or dropped by the policy); under `block` it stops
   /// at the first item that finds the mailbox full, and on close, leaving the rest untouched.
   std::size_t try_push_batch(std::span<T> items);
-  /// Registers a one-shot callback run (on the consumer's thread) as soon as room
-  /// appears; if there is room already it runs at once on the caller's thread.
+  /// Registers a one-shot callback run (on the consumer's thread) as soon as a run of
+  /// room appears (min(capacity / 4 + 1, 64) free slots, or the mailbox closes); if
+  /// there is room already it runs at once on the caller's thread.
   /// For the I/O thread under `block`: stop reading, resume when called.
   void notify_when_space(std::function<void()> callback);
 
@@ -148,6 +281,7 @@ class Mailbox {
   std::uint64_t one_lap_;
   unsigned lap_shift_;
   std::size_t chunk_count_;
+  std::uint64_t wake_run_;  // free slots that wake (or end the spin of) a waiting producer
   std::unique_ptr<std::atomic<Slot*>[]> chunks_;
 
   // Producers' line. head_seen_ is a recent head_ (acquired there, released here):
@@ -155,11 +289,15 @@ class Mailbox {
   // writing, only when it says full.
   alignas(kCacheLine) std::atomic<std::uint64_t> tail_{0};
   std::atomic<std::uint64_t> head_seen_{0};
+  // Shared by producers that wait for room (block).
+  mailbox_detail::AdaptiveSpin producer_spin_;
   // Consumer's line (drop-oldest producers also advance head_ when they evict).
   alignas(kCacheLine) std::atomic<std::uint64_t> head_{0};
   std::atomic<std::uint64_t> delivered_{0};
-  // Read by producers on every push, written only when the consumer goes to sleep.
-  alignas(kCacheLine) std::atomic<bool> consumer_sleeping_{false};
+  mailbox_detail::AdaptiveSpin consumer_spin_;
+  // The consumer's futex word: 1 while it sleeps or is about to. Read by producers on
+  // every push, written only when the consumer goes to sleep (and by its waker).
+  alignas(kCacheLine) std::atomic<std::uint32_t> consumer_sleeping_{0};
   // Set by close() after the tail's mark bit: what a polling consumer reads instead
   // of the tail, whose line every push writes.
   std::atomic<bool> closed_hint_{false};
@@ -168,73 +306,11 @@ class Mailbox {
   // Slow paths only.
   alignas(kCacheLine) std::atomic<std::uint64_t> dropped_{0};
   mutable std::mutex wait_mutex_;
-  std::condition_variable item_ready_;
   std::condition_variable space_ready_;
   std::function<void()> space_callback_;  // guarded by wait_mutex_
 };
 
 // ---- implementation -------------------------------------------------------------
-
-namespace mailbox_detail {
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-/// Spins briefly, then yields: for the short windows in which another thread is in
-/// the middle of publishing or freeing a slot.
-class Backoff {
- public:
-  void pause() {
-    if (step_ < 6) {
-      for (unsigned i = 0; i < (1u << step_); ++i)
-        cpu_relax();
-      ++step_;
-    } else {
-      std::this_thread::yield();
-    }
-  }
-
- private:
-  unsigned step_ = 0;
-};
-
-/// Asks for the cache line at `p` in exclusive state ahead of a store. PREFETCHW
-/// decodes as a NOP on x86-64 CPUs that lack it, so no target flag is needed.
-inline void prefetch_for_write(const void* p) {
-#if defined(__x86_64__)
-  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p, 1);
-#endif
-}
-
-// How long a waiting thread polls before it sleeps: a consumer that keeps up
-// with its producer would otherwise sleep, and be woken by a system call, for
-// nearly every item. Short against any timeout a caller passes.
-inline constexpr std::chrono::microseconds kSpinTime{20};
-
-/// Polls `ready` for up to kSpinTime; true as soon as it holds. The pauses between
-/// polls grow: each poll reads a line the other side is writing and so slows it
-/// down, and a consumer that waits a little finds a batch instead of one item.
-template <class Ready>
-bool spin_until(Ready&& ready) {
-  const auto until = std::chrono::steady_clock::now() + kSpinTime;
-  for (unsigned pauses = 1;; pauses = pauses < 512 ? pauses * 2 : pauses) {
-    if (ready())
-      return true;
-    for (unsigned i = 0; i < pauses; ++i)
-      cpu_relax();
-    if (std::chrono::steady_clock::now() >= until)
-      return ready();
-  }
-}
-
-}  // namespace mailbox_detail
 
 template <class T>
 Mailbox<T>::Mailbox(std::size_t max_size, OverflowPolicy policy)
@@ -247,6 +323,7 @@ Mailbox<T>::Mailbox(std::size_t max_size, OverflowPolicy policy)
   while ((std::uint64_t{1} << lap_shift_) < one_lap_)
     ++lap_shift_;
   chunk_count_ = (max_size_ + kChunkSlots - 1) >> kChunkShift;
+  wake_run_ = std::min<std::uint64_t>(max_size_ / 4 + 1, 64);
   chunks_ = std::make_unique<std::atomic<Slot*>[]>(chunk_count_);
   for (std::size_t i = 0; i < chunk_count_; ++i)
     chunks_[i].store(nullptr, std::memory_order_relaxed);
@@ -492,11 +569,12 @@ bool Mailbox<T>::head_ready_or_closed() const {
 template <class T>
 void Mailbox<T>::wake_consumer() {
   // The load follows our seq_cst tail CAS; the consumer stores the flag before
-  // its seq_cst look at the tail. One of the two sees the other (Dekker).
-  if (!consumer_sleeping_.load(std::memory_order_seq_cst))
+  // its seq_cst look at the tail. One of the two sees the other (Dekker). Of several
+  // producers that see it set, the one that clears it makes the system call.
+  if (consumer_sleeping_.load(std::memory_order_seq_cst) == 0)
     return;
-  { std::lock_guard lock(wait_mutex_); }  // the consumer is inside wait() once we get it
-  item_ready_.notify_one();
+  if (consumer_sleeping_.exchange(0, std::memory_order_seq_cst) != 0)
+    mailbox_detail::futex_wake(consumer_sleeping_, false);
 }
 
 template <class T>
@@ -519,24 +597,31 @@ void Mailbox<T>::after_receive(std::size_t n) {
   // Only the consumer writes delivered_: no read-modify-write needed.
   delivered_.store(delivered_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   // Follows our seq_cst head CAS; a producer registers before its seq_cst look at the head.
-  if (waiters_.load(std::memory_order_seq_cst) != 0)
-    wake_producers();
+  // Sleeping producers are woken once a run of slots is free, not per freed slot: woken
+  // for one slot, a producer fills it and sleeps again, and both sides pay a system
+  // call per item. A consumer that keeps receiving frees the run (it is at most a
+  // quarter of the capacity); one that drains the mailbox frees all of it.
+  if (waiters_.load(std::memory_order_seq_cst) != 0) {
+    const std::uint64_t tail = tail_.load(std::memory_order_seq_cst);
+    const std::uint64_t head = head_.load(std::memory_order_relaxed);
+    if ((tail & mark_bit_) || count_of(tail) + wake_run_ <= count_of(head) + max_size_)
+      wake_producers();
+  }
 }
 
 template <class T>
 void Mailbox<T>::wait_for_item(std::chrono::steady_clock::time_point deadline) {
   // Polls the head slot, not the tail: see closed_hint_.
-  if (mailbox_detail::spin_until([&] { return head_ready_or_closed(); }))
+  if (consumer_spin_.spin([&] { return head_ready_or_closed(); }))
     return;
-  std::unique_lock lock(wait_mutex_);
-  for (;;) {
-    consumer_sleeping_.store(true, std::memory_order_seq_cst);
-    if (has_item_or_closed())
-      break;
-    if (item_ready_.wait_until(lock, deadline) == std::cv_status::timeout)
-      break;
-  }
-  consumer_sleeping_.store(false, std::memory_order_relaxed);
+  // Set, then look: a producer that pushes after our look sees the flag (see
+  // wake_consumer) and clears it, so the futex wait returns at once or is woken.
+  // Any return goes back to the caller, which looks again (a spurious one costs
+  // one empty dequeue).
+  consumer_sleeping_.store(1, std::memory_order_seq_cst);
+  if (!has_item_or_closed())
+    mailbox_detail::futex_wait(consumer_sleeping_, 1, deadline);
+  consumer_sleeping_.store(0, std::memory_order_relaxed);
 }
 
 template <class T>
@@ -544,8 +629,8 @@ void Mailbox<T>::wait_for_space() {
   // While spinning, wait for a run of free slots rather than the first one: a
   // producer that retries per freed slot reads the head line the consumer writes
   // per item, and both slow down. Asleep, any room will do.
-  const std::uint64_t run = std::min<std::uint64_t>(max_size_ / 4 + 1, 64);
-  if (mailbox_detail::spin_until([&] {
+  const std::uint64_t run = wake_run_;
+  if (producer_spin_.spin([&] {
         const std::uint64_t tail = tail_.load(std::memory_order_seq_cst);
         const std::uint64_t head = head_.load(std::memory_order_seq_cst);
         return (tail & mark_bit_) || count_of(tail) + run <= count_of(head) + max_size_;
@@ -681,7 +766,10 @@ std::size_t Mailbox<T>::receive_into(Sink&& sink, std::size_t max,
     return 0;
   std::size_t n = dequeue_run(sink, max);
   if (n == 0 && timeout > std::chrono::nanoseconds::zero()) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto now = std::chrono::steady_clock::now();
+    const auto deadline = timeout < std::chrono::steady_clock::time_point::max() - now
+                              ? now + timeout
+                              : std::chrono::steady_clock::time_point::max();
     for (;;) {
       wait_for_item(deadline);
       n = dequeue_run(sink, max);
@@ -730,7 +818,8 @@ void Mailbox<T>::close() {
       waiters_.fetch_sub(1, std::memory_order_seq_cst);
     }
   }
-  item_ready_.notify_all();
+  if (consumer_sleeping_.exchange(0, std::memory_order_seq_cst) != 0)
+    mailbox_detail::futex_wake(consumer_sleeping_, true);
   space_ready_.notify_all();
   if (callback)
     callback();

@@ -7,6 +7,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <sched.h>
 #include <span>
 #include <string>
 #include <thread>
@@ -541,4 +542,184 @@ TEST_CASE("mailbox: block with an I/O-style producer using notify_when_space", "
   REQUIRE(errors.load() == 0);
   REQUIRE(next == kCount);
   REQUIRE(mailbox.stats().dropped == 0);
+}
+
+TEST_CASE("mailbox: a sleeping producer is woken once a run of slots is free", "[mailbox]") {
+  // Capacity 8: the run is 8 / 4 + 1 = 3. The callback runs on the consumer's thread
+  // inside receive, so what it has seen after each receive is exact.
+  Mailbox<int> mailbox(8, OverflowPolicy::block);
+  for (int i = 0; i < 8; ++i)
+    REQUIRE(mailbox.push(int{i}) == PushResult::accepted);
+  int calls = 0;
+  mailbox.notify_when_space([&] { ++calls; });
+  REQUIRE(calls == 0);
+  REQUIRE(mailbox.try_receive() == 0);
+  REQUIRE(mailbox.try_receive() == 1);
+  REQUIRE(calls == 0);  // two free slots: not yet
+  REQUIRE(mailbox.try_receive() == 2);
+  REQUIRE(calls == 1);
+  REQUIRE(mailbox.try_receive() == 3);
+  REQUIRE(calls == 1);  // one-shot
+
+  // A batch that frees the run at once runs it once, and a blocked push() resumes.
+  for (int i = 8; i < 12; ++i)
+    REQUIRE(mailbox.push(int{i}) == PushResult::accepted);
+  std::atomic<bool> pushed{false};
+  std::thread producer([&] { pushed.store(mailbox.push(12) == PushResult::accepted); });
+  std::vector<int> out;
+  std::size_t got = 0;
+  while (got < 9)
+    got += mailbox.receive_batch(out, 9, 10s);
+  producer.join();
+  REQUIRE(pushed.load());
+  REQUIRE(out == range(4, 13));
+}
+
+TEST_CASE("mailbox: adaptive spin gives up after failures in a row, probes, comes back",
+          "[mailbox]") {
+  // On a thread that may run elsewhere (skipped on a one-CPU machine or process).
+  std::thread([] {
+    if (!distflow::mailbox_detail::other_cpu_usable())
+      return;
+    distflow::mailbox_detail::AdaptiveSpin spin;
+    int polls = 0;
+    auto never = [&] {
+      ++polls;
+      return false;
+    };
+    auto always = [&] {
+      ++polls;
+      return true;
+    };
+    const std::uint32_t full = 20000;  // kSpinTime in ns
+    CHECK(spin.budget_ns() == full);
+    // A success in between resets the count of failures.
+    for (int i = 0; i < 31; ++i)
+      CHECK_FALSE(spin.spin(never));
+    CHECK(spin.budget_ns() == full);
+    CHECK(spin.spin(always));
+    for (int i = 0; i < 31; ++i)
+      CHECK_FALSE(spin.spin(never));
+    CHECK(spin.budget_ns() == full);
+    CHECK_FALSE(spin.spin(never));  // the 32nd in a row
+    CHECK(spin.budget_ns() == 0);
+    // No budget: 15 waits sleep at once (never poll), the 16th probes.
+    polls = 0;
+    for (int i = 0; i < 15; ++i)
+      CHECK_FALSE(spin.spin(never));
+    CHECK(polls == 0);
+    CHECK(spin.spin(always));
+    CHECK(polls == 1);
+    CHECK(spin.budget_ns() == full);
+  }).join();
+}
+
+namespace {
+
+// Pins the calling thread to the first CPU it may use; restores the old mask on
+// destruction. Threads started meanwhile inherit the pinned mask.
+class PinToOneCpu {
+ public:
+  PinToOneCpu() {
+    CPU_ZERO(&old_);
+    ok_ = ::sched_getaffinity(0, sizeof old_, &old_) == 0;
+    if (!ok_)
+      return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (std::size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &old_)) {
+        CPU_SET(cpu, &one);
+        break;
+      }
+    }
+    ok_ = ::sched_setaffinity(0, sizeof one, &one) == 0;
+  }
+  ~PinToOneCpu() {
+    if (ok_)
+      ::sched_setaffinity(0, sizeof old_, &old_);
+  }
+  PinToOneCpu(const PinToOneCpu&) = delete;
+  PinToOneCpu& operator=(const PinToOneCpu&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  cpu_set_t old_;
+  bool ok_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("mailbox: on one CPU nobody spins, and ping-pong and streams lose nothing", "[mailbox]") {
+  // The test thread is the process's main thread: pinning it pins the process as
+  // other_cpu_usable() sees it, and the threads below inherit the mask.
+  PinToOneCpu pin;
+  if (!pin.ok())
+    return;
+  std::atomic<int> spins_allowed{-1};
+  std::atomic<int> errors{0};
+  std::thread([&] {
+    spins_allowed.store(distflow::mailbox_detail::other_cpu_usable() ? 1 : 0);
+    distflow::mailbox_detail::AdaptiveSpin spin;
+    int polls = 0;
+    for (int i = 0; i < 32; ++i) {
+      if (spin.spin([&] { return ++polls > 0; }))
+        errors.fetch_add(1);
+    }
+    if (polls != 0)
+      errors.fetch_add(1);
+  }).join();
+  REQUIRE(spins_allowed.load() == 0);
+  REQUIRE(errors.load() == 0);
+
+  // Ping-pong: every hand-off puts the waiting thread to sleep.
+  constexpr int kTrips = 2000;
+  Mailbox<int> ping(4, OverflowPolicy::block), pong(4, OverflowPolicy::block);
+  std::thread echo([&] {
+    for (int i = 0; i < kTrips; ++i) {
+      auto v = ping.receive(10s);
+      if (!v || *v != i || pong.push(int{*v}) != PushResult::accepted)
+        errors.fetch_add(1);
+    }
+  });
+  for (int i = 0; i < kTrips; ++i) {
+    REQUIRE(ping.push(int{i}) == PushResult::accepted);
+    REQUIRE(pong.receive(10s) == i);
+  }
+  echo.join();
+
+  // A stream through a small block mailbox: producer and consumer both sleep.
+  constexpr int kCount = 50000;
+  Mailbox<int> stream(16, OverflowPolicy::block);
+  std::thread producer([&] {
+    for (int i = 0; i < kCount; ++i) {
+      if (stream.push(int{i}) != PushResult::accepted)
+        errors.fetch_add(1);
+    }
+  });
+  std::vector<int> out;
+  int next = 0;
+  while (next < kCount) {
+    out.clear();
+    if (stream.receive_batch(out, 7, 10s) == 0)
+      break;
+    for (int v : out)
+      REQUIRE(v == next++);
+  }
+  producer.join();
+  REQUIRE(next == kCount);
+  REQUIRE(errors.load() == 0);
+  REQUIRE(stream.stats().delivered == kCount);
+}
+
+TEST_CASE("mailbox: receive with an unbounded timeout is woken by a push", "[mailbox]") {
+  Mailbox<int> mailbox(4);
+  std::atomic<bool> accepted{false};
+  std::thread producer([&] { accepted.store(mailbox.push(7) == PushResult::accepted); });
+  REQUIRE(mailbox.receive(std::chrono::nanoseconds::max()) == 7);
+  producer.join();
+  REQUIRE(accepted.load());
+  std::thread closer([&] { mailbox.close(); });
+  REQUIRE_FALSE(mailbox.receive(std::chrono::nanoseconds::max()).has_value());
+  closer.join();
 }
