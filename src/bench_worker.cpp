@@ -230,6 +230,45 @@ int run_ping(const BenchWorkerConfig& config, std::ostream& out) {
   return 0;
 }
 
+// The regular path: the echo on the dispatcher thread, the pings from this thread.
+int run_pong_regular(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::block);
+  NodeRuntime* self = node.get();
+  node->on_message(
+      [self](const Envelope& message) { self->send(message.from(), message.payload()); });
+  out << "ready " << node->alias() << std::endl;
+  std::this_thread::sleep_for(config.timeout);
+  node->shutdown();
+  return 0;
+}
+
+int run_ping_regular(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::block);
+  std::string payload;
+  make_bench_payload(payload, 0, 0, config.size);
+  node->send_sync(config.target, payload);
+  if (!node->receive(std::chrono::seconds(5)))
+    throw Error("ping: no answer from the pong");
+  out << "ready " << node->alias() << std::endl;
+  std::vector<std::uint64_t> samples;
+  samples.reserve(config.msgs);
+  const auto deadline = Clock::now() + config.timeout;
+  for (std::uint64_t i = 0; i < kWarmupRoundTrips + config.msgs; ++i) {
+    const std::uint64_t t0 = monotonic_ns();
+    node->send(config.target, payload);
+    if (!node->receive(std::chrono::seconds(5)))
+      throw Error("ping: round trip " + std::to_string(i) + " timed out after 5 s");
+    const std::uint64_t t1 = monotonic_ns();
+    if (i >= kWarmupRoundTrips)
+      samples.push_back(t1 - t0);
+    if ((i & 1023) == 0 && Clock::now() > deadline)
+      break;
+  }
+  node->shutdown();
+  print_latencies(out, samples);
+  return 0;
+}
+
 int run_idle(const BenchWorkerConfig& config, std::ostream& out) {
   auto node = start_node(config, 1000, OverflowPolicy::drop_newest);
   out << "ready " << node->alias() << std::endl;
@@ -385,6 +424,10 @@ int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
     return run_pong(config, out);
   if (config.role == "ping")
     return run_ping(config, out);
+  if (config.role == "pong-regular")
+    return run_pong_regular(config, out);
+  if (config.role == "ping-regular")
+    return run_ping_regular(config, out);
   if (config.role == "idle")
     return run_idle(config, out);
   if (config.role == "raw-pong")
@@ -392,7 +435,8 @@ int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
   if (config.role == "raw-ping")
     return run_raw_ping(config, out);
   throw Error("unknown bench worker role '" + config.role +
-              "': expected rx, tx, pong, ping, idle, raw-pong or raw-ping");
+              "': expected rx, tx, pong, ping, pong-regular, ping-regular, idle, raw-pong or "
+              "raw-ping");
 }
 
 }  // namespace distflow
