@@ -257,10 +257,11 @@ class NodeRuntimeImpl final : public NodeRuntime {
     };
     auto install = [this, run = std::move(run)]() mutable {
       // What arrived before goes first; from here on the read loop calls it.
-      transport_->defer_writes();
-      while (auto message = mailbox_.try_receive())
-        run(*message);
-      transport_->write_deferred();
+      {
+        DeferredWrites writes(*transport_);
+        while (auto message = mailbox_.try_receive())
+          run(*message);
+      }
       transport_->set_inline_handler(std::move(run));
     };
     if (on_io_thread()) {
@@ -547,9 +548,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
                "cannot send to '" + std::string(target) + "': node is shut down");
       return;
     }
-    transport_->defer_writes();
-    dispatch(target, payload, now_ms(), std::move(done));
-    transport_->write_deferred();
+    {
+      DeferredWrites writes(*transport_);
+      dispatch(target, payload, now_ms(), std::move(done));
+    }
     publish_backlog();
     check_flush();
   }
@@ -568,22 +570,23 @@ class NodeRuntimeImpl final : public NodeRuntime {
     Route* last_route = nullptr;
     std::size_t at = 0;
     draining_now_ = true;
-    transport_->defer_writes();
-    for (const auto& item : draining_.items) {
-      std::string_view target(draining_.bytes.data() + at, item.target_len);
-      std::string_view payload(target.data() + item.target_len, item.payload_len);
-      at += item.target_len + item.payload_len;
-      SendCompletion done;
-      if (item.done != PendingBatch::kNone)
-        done = std::move(draining_.completions[item.done]);
-      if (last_route != nullptr && last_route->resolved && target == last_target) {
-        transport_->enqueue(*last_route->connection, payload, timestamp, std::move(done));
-        continue;
+    {
+      DeferredWrites writes(*transport_);  // one send per idle connection, at the end
+      for (const auto& item : draining_.items) {
+        std::string_view target(draining_.bytes.data() + at, item.target_len);
+        std::string_view payload(target.data() + item.target_len, item.payload_len);
+        at += item.target_len + item.payload_len;
+        SendCompletion done;
+        if (item.done != PendingBatch::kNone)
+          done = std::move(draining_.completions[item.done]);
+        if (last_route != nullptr && last_route->resolved && target == last_target) {
+          transport_->enqueue(*last_route->connection, payload, timestamp, std::move(done));
+          continue;
+        }
+        last_route = dispatch(target, payload, timestamp, std::move(done));
+        last_target = target;
       }
-      last_route = dispatch(target, payload, timestamp, std::move(done));
-      last_target = target;
     }
-    transport_->write_deferred();
     draining_.clear();
     draining_now_ = false;
     publish_backlog();

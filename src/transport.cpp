@@ -433,7 +433,7 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
   // are written once the whole read is handled.
   void deliver_inline(std::error_code& frame_ec) {
     auto& counters = transport_.counters_;
-    transport_.defer_writes();
+    DeferredWrites writes(transport_);
     while (!stopped_) {
       auto body = decoder_.next(frame_ec);
       if (!body)
@@ -447,7 +447,6 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
       counters.received.fetch_add(1, std::memory_order_relaxed);
       transport_.inline_handler_(envelope);
     }
-    transport_.write_deferred();
   }
 
   // Hands the batch to the mailbox, in order, with one claim on its slots and at
@@ -462,10 +461,9 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
     }
     if (transport_.inline_handler_) {
       // Installed while this batch waited for mailbox room: the rest goes inline.
-      transport_.defer_writes();
+      DeferredWrites writes(transport_);
       for (; pushed_ < batch_.size(); ++pushed_)
         transport_.inline_handler_(batch_[pushed_]);
-      transport_.write_deferred();
       batch_.clear();
       pushed_ = 0;
       counted_ = false;
@@ -600,6 +598,18 @@ std::shared_ptr<Outbound> Transport::connection(const NodeInfo& node) {
 void Transport::enqueue(Outbound& connection, std::string_view payload_json,
                         std::int64_t timestamp_ms, SendCompletion done) {
   connection.enqueue(payload_json, timestamp_ms, std::move(done));
+}
+
+DeferredWrites::DeferredWrites(Transport& transport) : transport_(transport) {
+  transport_.defer_writes();
+}
+
+DeferredWrites::~DeferredWrites() {
+  try {
+    transport_.write_deferred();
+  } catch (const std::exception& e) {
+    spdlog::error("writing deferred frames failed (a bug): {}", e.what());
+  }
 }
 
 void Transport::set_inline_handler(InlineHandler handler) {

@@ -53,6 +53,20 @@ void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* 
 
 class Outbound;
 class InboundSession;
+class Transport;
+
+/// Transport::defer_writes() for a scope; write_deferred() at its end, even when
+/// what ran inside threw (a write error there is logged, never thrown).
+class DeferredWrites {
+ public:
+  explicit DeferredWrites(Transport& transport);
+  ~DeferredWrites();
+  DeferredWrites(const DeferredWrites&) = delete;
+  DeferredWrites& operator=(const DeferredWrites&) = delete;
+
+ private:
+  Transport& transport_;
+};
 
 class Transport {
  public:
