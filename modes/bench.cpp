@@ -80,6 +80,8 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "same", "different"}));
   latency->add_flag("!--no-raw", f->latency.raw_baseline, "skip the raw TCP baseline");
+  latency->add_flag("--regular", f->latency.regular_path,
+                    "measure on_message()/receive() instead of the inline-handler path");
 
   auto* pmd = app.add_subcommand("pmd", "PMD resolve rate, registration churn, crash->leave");
   add_common(*pmd, f->pmd.common, f->timeout_s, true);

@@ -650,7 +650,10 @@ BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& ou
   report.params = {{"round trips", count_param(config.msgs)},
                    {"size", std::to_string(config.size) + " B"},
                    {"pin", pin},
+                   {"path", config.regular_path ? "regular" : "inline"},
                    {"reps", std::to_string(config.common.reps)}};
+  const std::string pong_role = config.regular_path ? "pong-regular" : "pong";
+  const std::string ping_role = config.regular_path ? "ping-regular" : "ping";
   begin(report, config.common, out);
   const int cpu_a = config.pin == PinMode::none ? -1 : 0;
   const int cpu_b = config.pin == PinMode::different ? 1 : cpu_a;
@@ -661,10 +664,10 @@ BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& ou
     ProgressBar progress(err, config.common.progress, "latency rep " + std::to_string(rep + 1));
     {
       const std::string alias = unique_alias("pong", rep);
-      BenchChild pong(worker_argv(config.common, pmd.port(), "pong", {"--alias", alias}), cpu_a);
+      BenchChild pong(worker_argv(config.common, pmd.port(), pong_role, {"--alias", alias}), cpu_a);
       expect_ready(pong, "pong");
       BenchChild ping(
-          worker_argv(config.common, pmd.port(), "ping",
+          worker_argv(config.common, pmd.port(), ping_role,
                       {"--alias", unique_alias("ping", rep), "--target", alias, "--msgs",
                        std::to_string(config.msgs), "--size", std::to_string(config.size)}),
           cpu_b);

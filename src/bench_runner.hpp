@@ -59,6 +59,9 @@ struct LatencyBenchConfig {
   std::size_t size = 100;
   PinMode pin = PinMode::none;
   bool raw_baseline = true;  ///< also run the raw-TCP ping-pong
+  /// The regular API path (pong: on_message() on the dispatcher; ping: send() then
+  /// receive() on its main thread) instead of on_message_inline() on both sides.
+  bool regular_path = false;
 };
 
 struct PmdBenchConfig {

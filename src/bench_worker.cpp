@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <ostream>
@@ -149,7 +151,8 @@ int run_tx(const BenchWorkerConfig& config, std::ostream& out) {
 int run_pong(const BenchWorkerConfig& config, std::ostream& out) {
   auto node = start_node(config, 1000, OverflowPolicy::block);
   NodeRuntime* self = node.get();
-  node->on_message(
+  // The quick-handler opt-in: the echo runs on the I/O thread, in its read loop.
+  node->on_message_inline(
       [self](const Envelope& message) { self->send(message.from(), message.payload()); });
   out << "ready " << node->alias() << std::endl;
   // Until the bench stops us (SIGTERM) or the deadline.
@@ -173,15 +176,88 @@ int run_ping(const BenchWorkerConfig& config, std::ostream& out) {
   if (!node->receive(std::chrono::seconds(5)))
     throw Error("ping: no answer from the pong");
   out << "ready " << node->alias() << std::endl;
+  // Round trips driven by the quick-handler opt-in (NodeRuntime::on_message_inline):
+  // each reply is timed and the next ping sent on the I/O thread, from its read
+  // loop; this thread only waits for the end.
+  struct Run {
+    std::mutex mutex;
+    std::condition_variable finished;
+    bool done = false;
+    std::atomic<std::uint64_t> round_trips{0};
+    std::uint64_t t0 = 0;
+    std::vector<std::uint64_t> samples;
+  } run;
+  run.samples.reserve(config.msgs);
+  const std::uint64_t total = kWarmupRoundTrips + config.msgs;
+  const auto deadline = Clock::now() + config.timeout;
+  NodeRuntime* self = node.get();
+  node->on_message_inline([&run, &config, &payload, self, total, deadline](const Envelope&) {
+    const std::uint64_t t1 = monotonic_ns();
+    const std::uint64_t i = run.round_trips.load(std::memory_order_relaxed);
+    if (i >= total)
+      return;
+    if (i >= kWarmupRoundTrips)
+      run.samples.push_back(t1 - run.t0);
+    run.round_trips.store(i + 1, std::memory_order_relaxed);
+    if (i + 1 == total || ((i & 1023) == 0 && Clock::now() > deadline)) {
+      std::lock_guard lock(run.mutex);
+      run.done = true;
+      run.finished.notify_all();
+      return;
+    }
+    run.t0 = monotonic_ns();
+    self->send(config.target, payload);
+  });
+  std::uint64_t stuck_at = 0;
+  bool stuck = false;
+  {
+    std::unique_lock lock(run.mutex);
+    run.t0 = monotonic_ns();
+    node->send(config.target, payload);
+    std::uint64_t seen = 0;
+    while (!run.done && !stuck) {
+      if (!run.finished.wait_for(lock, std::chrono::seconds(5), [&] { return run.done; })) {
+        stuck_at = run.round_trips.load(std::memory_order_relaxed);
+        stuck = stuck_at == seen;
+        seen = stuck_at;
+      }
+    }
+  }
+  node->shutdown();  // before `run` goes: the handler uses it
+  if (stuck)
+    throw Error("ping: round trip " + std::to_string(stuck_at) + " timed out after 5 s");
+  print_latencies(out, run.samples);
+  return 0;
+}
+
+// The regular path: the echo on the dispatcher thread, the pings from this thread.
+int run_pong_regular(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::block);
+  NodeRuntime* self = node.get();
+  node->on_message(
+      [self](const Envelope& message) { self->send(message.from(), message.payload()); });
+  out << "ready " << node->alias() << std::endl;
+  std::this_thread::sleep_for(config.timeout);
+  node->shutdown();
+  return 0;
+}
+
+int run_ping_regular(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::block);
+  std::string payload;
+  make_bench_payload(payload, 0, 0, config.size);
+  node->send_sync(config.target, payload);
+  if (!node->receive(std::chrono::seconds(5)))
+    throw Error("ping: no answer from the pong");
+  out << "ready " << node->alias() << std::endl;
   std::vector<std::uint64_t> samples;
   samples.reserve(config.msgs);
   const auto deadline = Clock::now() + config.timeout;
   for (std::uint64_t i = 0; i < kWarmupRoundTrips + config.msgs; ++i) {
     const std::uint64_t t0 = monotonic_ns();
     node->send(config.target, payload);
-    if (!node->receive(std::chrono::seconds(5))) {
+    if (!node->receive(std::chrono::seconds(5)))
       throw Error("ping: round trip " + std::to_string(i) + " timed out after 5 s");
-    }
     const std::uint64_t t1 = monotonic_ns();
     if (i >= kWarmupRoundTrips)
       samples.push_back(t1 - t0);
@@ -348,6 +424,10 @@ int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
     return run_pong(config, out);
   if (config.role == "ping")
     return run_ping(config, out);
+  if (config.role == "pong-regular")
+    return run_pong_regular(config, out);
+  if (config.role == "ping-regular")
+    return run_ping_regular(config, out);
   if (config.role == "idle")
     return run_idle(config, out);
   if (config.role == "raw-pong")
@@ -355,7 +435,8 @@ int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
   if (config.role == "raw-ping")
     return run_raw_ping(config, out);
   throw Error("unknown bench worker role '" + config.role +
-              "': expected rx, tx, pong, ping, idle, raw-pong or raw-ping");
+              "': expected rx, tx, pong, ping, pong-regular, ping-regular, idle, raw-pong or "
+              "raw-ping");
 }
 
 }  // namespace distflow

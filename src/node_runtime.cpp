@@ -235,6 +235,42 @@ class NodeRuntimeImpl final : public NodeRuntime {
     dispatcher_ = std::thread([this, h = std::move(handler)] { dispatch_loop(h); });
   }
 
+  void on_message_inline(MessageHandler handler) override {
+    std::lock_guard lock(handler_mutex_);
+    if (has_handler_.load())
+      throw Error("on_message_inline: a message handler is already set");
+    if (shutdown_started_.load())
+      return;
+    has_handler_.store(true);
+    auto run = [this, h = std::move(handler)](const Envelope& message) {
+      if (shutdown_started_.load(std::memory_order_relaxed))
+        return;
+      try {
+        h(message);
+      } catch (const std::exception& e) {
+        handler_errors_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("message handler threw: {}", e.what());
+      } catch (...) {
+        handler_errors_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("message handler threw a non-exception");
+      }
+    };
+    auto install = [this, run = std::move(run)]() mutable {
+      // What arrived before goes first; from here on the read loop calls it.
+      {
+        DeferredWrites writes(*transport_);
+        while (auto message = mailbox_.try_receive())
+          run(*message);
+      }
+      transport_->set_inline_handler(std::move(run));
+    };
+    if (on_io_thread()) {
+      install();
+    } else {
+      asio::post(io_, std::move(install));
+    }
+  }
+
   std::optional<Envelope> receive(std::chrono::milliseconds timeout) override {
     if (has_handler_.load()) {
       throw Error("receive: not available once on_message() has set a handler");
@@ -454,6 +490,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
         return;
       }
     }
+    if (on_io_thread()) {
+      send_from_io(target, payload, std::move(done));
+      return;
+    }
     std::unique_lock lock(pending_mutex_);
     // Bounded: an application far ahead of the I/O thread or of the sockets waits
     // here (a peer that stays stuck makes its queue full, and sends to it fail).
@@ -494,6 +534,28 @@ class NodeRuntimeImpl final : public NodeRuntime {
     asio::post(io_, [this] { drain(); });
   }
 
+  // send() on the I/O thread (inline handlers, completions, peer events): straight
+  // to the route, no pending batch, no post; an idle connection writes it at the end
+  // of the current bracket (Transport::defer_writes), here or in the caller's.
+  void send_from_io(std::string_view target, std::string_view payload, SendCompletion done) {
+    bool stopping = false;
+    {
+      std::lock_guard lock(pending_mutex_);
+      stopping = stopping_;
+    }
+    if (stopping) {
+      fail_one(std::move(done), errc::closed,
+               "cannot send to '" + std::string(target) + "': node is shut down");
+      return;
+    }
+    {
+      DeferredWrites writes(*transport_);
+      dispatch(target, payload, now_ms(), std::move(done));
+    }
+    publish_backlog();
+    check_flush();
+  }
+
   void drain() {
     {
       std::lock_guard lock(pending_mutex_);
@@ -508,19 +570,22 @@ class NodeRuntimeImpl final : public NodeRuntime {
     Route* last_route = nullptr;
     std::size_t at = 0;
     draining_now_ = true;
-    for (const auto& item : draining_.items) {
-      std::string_view target(draining_.bytes.data() + at, item.target_len);
-      std::string_view payload(target.data() + item.target_len, item.payload_len);
-      at += item.target_len + item.payload_len;
-      SendCompletion done;
-      if (item.done != PendingBatch::kNone)
-        done = std::move(draining_.completions[item.done]);
-      if (last_route != nullptr && last_route->resolved && target == last_target) {
-        transport_->enqueue(*last_route->connection, payload, timestamp, std::move(done));
-        continue;
+    {
+      DeferredWrites writes(*transport_);  // one send per idle connection, at the end
+      for (const auto& item : draining_.items) {
+        std::string_view target(draining_.bytes.data() + at, item.target_len);
+        std::string_view payload(target.data() + item.target_len, item.payload_len);
+        at += item.target_len + item.payload_len;
+        SendCompletion done;
+        if (item.done != PendingBatch::kNone)
+          done = std::move(draining_.completions[item.done]);
+        if (last_route != nullptr && last_route->resolved && target == last_target) {
+          transport_->enqueue(*last_route->connection, payload, timestamp, std::move(done));
+          continue;
+        }
+        last_route = dispatch(target, payload, timestamp, std::move(done));
+        last_target = target;
       }
-      last_route = dispatch(target, payload, timestamp, std::move(done));
-      last_target = target;
     }
     draining_.clear();
     draining_now_ = false;

@@ -73,6 +73,17 @@ class NodeRuntime {
   /// Runs `handler` for every message on a dispatcher thread that drains the mailbox.
   /// Exceptions from it are logged and counted; delivery goes on. Set once.
   virtual void on_message(MessageHandler handler) = 0;
+  /// Opt-in for quick handlers: runs `handler` on the node's I/O thread, straight from
+  /// the transport's read loop, with no mailbox and no thread hand-off (the lowest
+  /// latency). It must not block (every connection and timer of the node waits while
+  /// it runs) and should be short. Exceptions from it are logged and counted
+  /// (handler_errors); delivery goes on. The mailbox's size, overflow policy and
+  /// stats do not apply: nothing is queued, and a slow handler slows down the reads
+  /// (TCP flow control pushes back on the senders). send() from inside it queues
+  /// without a wake-up; the frames are written once the current read is handled.
+  /// Messages received before it is installed are handed to it first, in order.
+  /// Set once, and not together with on_message() or receive().
+  virtual void on_message_inline(MessageHandler handler) = 0;
   /// Without a handler: the next message, waiting up to `timeout`.
   virtual std::optional<Envelope> receive(std::chrono::milliseconds timeout) = 0;
 

@@ -36,6 +36,8 @@ constexpr std::size_t kPushBatch = 256;
 constexpr std::size_t kKeepIdleBuffer = 4u << 20;
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr std::size_t kWriteSlice = 1u << 20;
+// write_deferred() sends at most this much itself; a larger backlog goes to the writer.
+constexpr std::size_t kDirectWriteMax = 64u << 10;
 
 std::string describe_endpoint(const tcp::socket& socket) {
   std::error_code ec;
@@ -106,10 +108,44 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     ++transport_.unwritten_;
     if (done)
       completions_.emplace_back(queued_, std::move(done));
-    if (idle_) {
-      idle_ = false;
-      signal_.cancel_one();
+    if (!idle_)
+      return;
+    if (transport_.defer_depth_ > 0) {
+      if (!deferred_) {
+        deferred_ = true;
+        transport_.deferred_.push_back(shared_from_this());
+      }
+      return;
     }
+    idle_ = false;
+    signal_.cancel_one();
+  }
+
+  /// On the I/O thread, with the writer parked (idle, nothing in flight): one
+  /// non-blocking send of the queued frames; what the socket does not take goes to
+  /// the writer. Saves the writer's resumption (and its own send) per message.
+  void write_deferred() {
+    deferred_ = false;
+    if (failed_ || !idle_ || out_.empty())
+      return;
+    std::error_code ec;
+    std::size_t n = 0;
+    if (out_.size() <= kDirectWriteMax)
+      n = socket_.write_some(asio::buffer(out_), ec);  // the socket is non-blocking
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+      fail(ec, "connection lost to");
+      return;
+    }
+    backlog_bytes_ -= n;
+    transport_.unwritten_bytes_ -= n;
+    if (n == out_.size()) {
+      out_.clear();
+      frames_written(queued_);
+      return;
+    }
+    out_.erase(0, n);
+    idle_ = false;
+    signal_.cancel_one();
   }
 
   /// Fails whatever is unwritten and closes; the connection leaves the transport.
@@ -168,6 +204,7 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   bool idle_ = false;
   bool failed_ = false;
   bool full_warned_ = false;
+  bool deferred_ = false;  // in transport_.deferred_
   char discard_[512] = {};
 
   std::string describe() const {
@@ -222,6 +259,7 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     }
     std::error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);
+    socket_.non_blocking(true, ignored);  // write_deferred()'s sends never block
     spdlog::debug("connected to {}", describe());
     spawn_logged(transport_.io_, watch_close(), "outbound close watch");
     while (!failed_) {
@@ -255,20 +293,25 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
         if (at < wbuf_.size() && transport_.progress_hook_)
           transport_.progress_hook_();
       }
-      const std::uint64_t frames = batch_end - written_;
-      written_ = batch_end;
-      transport_.unwritten_ -= frames;
-      transport_.counters_.sent.fetch_add(frames, std::memory_order_relaxed);
-      full_warned_ = false;
       wbuf_.clear();
-      while (!completions_.empty() && completions_.front().first <= written_) {
-        auto done = std::move(completions_.front().second);
-        completions_.pop_front();
-        call(done, {}, {});
-      }
-      if (transport_.progress_hook_)
-        transport_.progress_hook_();
+      frames_written(batch_end);
     }
+  }
+
+  // Frames up to `batch_end` are on the wire: counters, completions, progress.
+  void frames_written(std::uint64_t batch_end) {
+    const std::uint64_t frames = batch_end - written_;
+    written_ = batch_end;
+    transport_.unwritten_ -= frames;
+    transport_.counters_.sent.fetch_add(frames, std::memory_order_relaxed);
+    full_warned_ = false;
+    while (!completions_.empty() && completions_.front().first <= written_) {
+      auto done = std::move(completions_.front().second);
+      completions_.pop_front();
+      call(done, {}, {});
+    }
+    if (transport_.progress_hook_)
+      transport_.progress_hook_();
   }
 
   // Peers never talk on our outbound connection: reading only reveals its end.
@@ -352,6 +395,11 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
       decoder_.commit(n);
       std::error_code frame_ec;
       bool open = true;
+      if (transport_.inline_handler_ && batch_.empty()) {
+        deliver_inline(frame_ec);
+        if (stopped_)
+          break;
+      }
       while (auto body = decoder_.next(frame_ec)) {
         Envelope& envelope = batch_.emplace_back();
         if (transport_.parser_.parse(*body, envelope, &why_)) {
@@ -381,6 +429,26 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
     transport_.remove(*this);
   }
 
+  // Every complete frame of this read to the inline handler, in order; their replies
+  // are written once the whole read is handled.
+  void deliver_inline(std::error_code& frame_ec) {
+    auto& counters = transport_.counters_;
+    DeferredWrites writes(transport_);
+    while (!stopped_) {
+      auto body = decoder_.next(frame_ec);
+      if (!body)
+        break;
+      Envelope envelope;
+      if (transport_.parser_.parse(*body, envelope, &why_)) {
+        counters.bad_frames.fetch_add(1, std::memory_order_relaxed);
+        spdlog::info("bad message from {}: {}", peer_, why_);
+        continue;
+      }
+      counters.received.fetch_add(1, std::memory_order_relaxed);
+      transport_.inline_handler_(envelope);
+    }
+  }
+
   // Hands the batch to the mailbox, in order, with one claim on its slots and at
   // most one wake-up of the consumer. True when all of it went (queued, or dropped
   // by the policy); false when `block` found the mailbox full or it is closed.
@@ -390,6 +458,16 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
       // Counted before the push: whoever receives a message sees it counted.
       transport_.counters_.received.fetch_add(batch_.size(), std::memory_order_relaxed);
       counted_ = true;
+    }
+    if (transport_.inline_handler_) {
+      // Installed while this batch waited for mailbox room: the rest goes inline.
+      DeferredWrites writes(transport_);
+      for (; pushed_ < batch_.size(); ++pushed_)
+        transport_.inline_handler_(batch_[pushed_]);
+      batch_.clear();
+      pushed_ = 0;
+      counted_ = false;
+      return true;
     }
     const bool may_drop = mailbox.policy() != OverflowPolicy::block;
     const std::uint64_t dropped_before = may_drop ? mailbox.stats().dropped : 0;
@@ -520,6 +598,36 @@ std::shared_ptr<Outbound> Transport::connection(const NodeInfo& node) {
 void Transport::enqueue(Outbound& connection, std::string_view payload_json,
                         std::int64_t timestamp_ms, SendCompletion done) {
   connection.enqueue(payload_json, timestamp_ms, std::move(done));
+}
+
+DeferredWrites::DeferredWrites(Transport& transport) : transport_(transport) {
+  transport_.defer_writes();
+}
+
+DeferredWrites::~DeferredWrites() {
+  try {
+    transport_.write_deferred();
+  } catch (const std::exception& e) {
+    spdlog::error("writing deferred frames failed (a bug): {}", e.what());
+  }
+}
+
+void Transport::set_inline_handler(InlineHandler handler) {
+  inline_handler_ = std::move(handler);
+}
+
+void Transport::write_deferred() {
+  if (defer_depth_ > 0)
+    --defer_depth_;
+  if (defer_depth_ > 0)
+    return;
+  // A write can fail its connection, whose hooks may queue more: take the list first.
+  while (!deferred_.empty()) {
+    auto connections = std::move(deferred_);
+    deferred_.clear();
+    for (auto& connection : connections)
+      connection->write_deferred();
+  }
 }
 
 void Transport::on_connection_failed(std::function<void(const std::string&)> hook) {

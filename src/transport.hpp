@@ -25,6 +25,10 @@
 
 namespace distflow {
 
+/// Runs on the I/O thread for each message parsed, in the transport's read loop,
+/// instead of the mailbox push (NodeRuntime::on_message_inline). It must not throw.
+using InlineHandler = std::function<void(const Envelope& message)>;
+
 /// Outcome of one queued message: empty error code once written to the socket.
 using SendCompletion = std::function<void(std::error_code, const std::string& message)>;
 
@@ -49,6 +53,20 @@ void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* 
 
 class Outbound;
 class InboundSession;
+class Transport;
+
+/// Transport::defer_writes() for a scope; write_deferred() at its end, even when
+/// what ran inside threw (a write error there is logged, never thrown).
+class DeferredWrites {
+ public:
+  explicit DeferredWrites(Transport& transport);
+  ~DeferredWrites();
+  DeferredWrites(const DeferredWrites&) = delete;
+  DeferredWrites& operator=(const DeferredWrites&) = delete;
+
+ private:
+  Transport& transport_;
+};
 
 class Transport {
  public:
@@ -68,6 +86,16 @@ class Transport {
   /// refused or broken) are counted, logged, and given to `done`.
   void enqueue(Outbound& connection, std::string_view payload_json, std::int64_t timestamp_ms,
                SendCompletion done);
+
+  /// From now on, messages go to `handler` on the I/O thread instead of the mailbox.
+  void set_inline_handler(InlineHandler handler);
+  /// Between defer_writes() and the matching write_deferred() (nestable), messages
+  /// enqueued on an idle connection are not handed to its writer: write_deferred()
+  /// writes them to the socket directly, one non-blocking send per connection (the
+  /// rest, if the socket takes less, goes to the writer). A read batch of inline
+  /// handlers and a drain of application sends are such brackets.
+  void defer_writes() { ++defer_depth_; }
+  void write_deferred();
 
   /// Runs after a connection to `node_id` failed (the caller invalidates its caches).
   void on_connection_failed(std::function<void(const std::string& node_id)> hook);
@@ -96,6 +124,9 @@ class Transport {
   std::unordered_map<std::string, std::shared_ptr<Outbound>> outbound_;
   std::vector<std::shared_ptr<InboundSession>> inbound_;
   std::vector<std::weak_ptr<InboundSession>> blocked_;  // readers waiting for mailbox room
+  InlineHandler inline_handler_;
+  int defer_depth_ = 0;
+  std::vector<std::shared_ptr<Outbound>> deferred_;  // idle connections with frames queued
   bool space_requested_ = false;
   bool dropping_ = false;  // inside an overflow episode (logged once per episode)
   bool stopped_ = false;

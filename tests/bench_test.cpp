@@ -244,3 +244,14 @@ TEST_CASE("bench: latency smoke run through the binary", "[bench][modes]") {
   REQUIRE(latency.code == 0);
   CHECK(nlohmann::json::parse(latency.out)["latencies"].size() == 2);
 }
+
+TEST_CASE("bench: latency smoke run of the regular API path", "[bench][modes]") {
+  const auto latency =
+      test::run({test::distflow_binary(), "bench", "latency", "--msgs", "200", "--reps", "1",
+                 "--json", "--regular", "--no-raw", "--timeout", "30"});
+  INFO(latency.err);
+  REQUIRE(latency.code == 0);
+  const auto doc = nlohmann::json::parse(latency.out);
+  CHECK(doc["latencies"].size() == 1);
+  CHECK(doc["params"]["path"] == "regular");
+}

@@ -325,6 +325,92 @@ TEST_CASE("node_runtime: on_message handler keeps delivering after a throw", "[n
   CHECK(node->stats().handler_errors == 1);
 }
 
+TEST_CASE("node_runtime: inline handler: in order, replies from inside, exceptions counted",
+          "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-i", "tsi");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-inline"));
+  RawClient out("127.0.0.1", node->port());
+  // Received before the handler is installed: handed to it first, in order.
+  for (int i = 0; i < 3; ++i)
+    out.send_frame(ts.frame_to(node->node_id(), i));
+  REQUIRE(eventually([&] { return node->stats().received == 3; }));
+
+  constexpr int kCount = 3000;
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  NodeRuntime* self = node.get();
+  node->on_message_inline([&](const Envelope& message) {
+    {
+      std::lock_guard lock(mutex);
+      seen.emplace_back(message.payload());
+    }
+    if (message.payload() == "13")
+      throw std::runtime_error("inline handler failure");
+    self->send("tsi", R"({"echo":)" + std::string(message.payload()) + "}");
+  });
+  CHECK_THROWS_WITH(node->on_message_inline([](const Envelope&) {}),
+                    Catch::Contains("already set"));
+  CHECK_THROWS_WITH(node->on_message([](const Envelope&) {}), Catch::Contains("already set"));
+  CHECK_THROWS_WITH(node->receive(1ms), Catch::Contains("on_message"));
+
+  std::string bytes;
+  for (int i = 3; i < kCount; ++i)
+    bytes += framed(ts.frame_to(node->node_id(), i));
+  out.send_raw(bytes);  // many frames per read: one batch of replies per read
+  CHECK(eventually([&] {
+    std::lock_guard lock(mutex);
+    return seen.size() == kCount;
+  }));
+  {
+    std::lock_guard lock(mutex);
+    REQUIRE(seen.size() == kCount);
+    for (int i = 0; i < kCount; ++i)
+      REQUIRE(seen[static_cast<std::size_t>(i)] == std::to_string(i));
+  }
+  CHECK(node->stats().handler_errors == 1);
+  CHECK(node->stats().mailbox.accepted == 3);  // only those went through the mailbox
+
+  // Every reply sent from inside the handler arrives, in order, on one connection.
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  for (int i = 0; i < kCount; ++i) {
+    if (i == 13)
+      continue;
+    auto frame = inbound->read_frame();
+    REQUIRE(frame);
+    REQUIRE(json::parse(*frame)["payload"]["echo"] == i);
+  }
+  node->flush();
+  CHECK(node->stats().sent == kCount - 1);
+  CHECK(ts.accept(100ms) == nullptr);
+}
+
+TEST_CASE("node_runtime: shutdown while inline handlers run", "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-j", "tsj");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-inline-stop"));
+  std::atomic<int> seen{0};
+  NodeRuntime* self = node.get();
+  node->on_message_inline([&](const Envelope& message) {
+    ++seen;
+    self->send("tsj", message.payload());
+  });
+  RawClient out("127.0.0.1", node->port());
+  std::string bytes;
+  for (int i = 0; i < 20000; ++i)
+    bytes += framed(ts.frame_to(node->node_id(), i));
+  out.send_raw(bytes);
+  REQUIRE(eventually([&] { return seen.load() > 100; }));
+  node->shutdown();
+  const int after = seen.load();
+  CHECK(out.wait_closed(5s));
+  CHECK(seen.load() == after);  // nothing runs once shutdown() returned
+  node->shutdown();             // idempotent
+  CHECK_THROWS_WITH(node->send_sync("tsj", "2"), Catch::Contains("shut down"));
+  node.reset();
+}
+
 TEST_CASE("node_runtime: sends to an original peer, which replies on its own connection",
           "[node_runtime]") {
   PmdProcess pmd;
