@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstdlib>
 #include <iostream>
 #include <string_view>
@@ -177,6 +178,24 @@ std::uint16_t default_pmd_port() {
     return 4369;
   }
   return static_cast<std::uint16_t>(port);
+}
+
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
+  long long value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || value < 0)
+    return std::nullopt;
+  const std::string_view unit(ptr, static_cast<std::size_t>(end - ptr));
+  if (unit == "ms")
+    return std::chrono::milliseconds(value);
+  if (unit == "s")
+    return std::chrono::seconds(value);
+  if (unit == "m" || unit == "min")
+    return std::chrono::minutes(value);
+  if (unit == "h")
+    return std::chrono::hours(value);
+  return std::nullopt;
 }
 
 int usage_error(const CLI::App& app, const std::string& message) {

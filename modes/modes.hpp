@@ -3,7 +3,9 @@
 // The modes of the distflow executable. Each declares its flags on a CLI11
 // subcommand and returns the closure that runs it (STYLE.md §5).
 
+#include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -31,6 +33,9 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd);
 
 /// The PMD port from DISTFLOW_PMD_PORT, else 4369 (used as every --port default).
 std::uint16_t default_pmd_port();
+
+/// "30s", "500ms", "2m", "1h" (flags such as --stall-timeout); nullopt for anything else.
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text);
 
 /// Usage error for a bad flag combination found after parsing: prints
 /// "distflow <mode>: <message>" and returns 2.

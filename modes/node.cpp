@@ -16,6 +16,7 @@ struct NodeFlags {
   std::string restart = "never";
   double restart_window_s = 10;
   double stop_timeout_s = 5;
+  std::string stall_timeout = "30s";
   bool exec = false;
   bool no_auto_pmd = false;
 };
@@ -87,6 +88,10 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
                  "inbound peer connections served at once; more are closed on accept")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--stall-timeout", flags->stall_timeout,
+                 "close an inbound peer that stops inside a frame this long (e.g. 30s, 500ms; "
+                 "0s: never)")
+      ->capture_default_str();
   app.add_option("--max-outbox", node.max_outbox_bytes,
                  "bytes queued for one destination before sends to it fail")
       ->capture_default_str()
@@ -104,6 +109,12 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
       return usage_error(app, "invalid --max-frame: expected 16 bytes to 1 GiB");
     if (options.node.max_outbox_bytes < 1024)
       return usage_error(app, "invalid --max-outbox: expected at least 1 KiB");
+    auto stall_timeout = parse_duration(flags->stall_timeout);
+    if (!stall_timeout) {
+      return usage_error(app, "invalid --stall-timeout '" + flags->stall_timeout +
+                                  "': expected e.g. 30s, 500ms, 0s");
+    }
+    options.node.stall_timeout = *stall_timeout;
     options.node.overflow = *parse_overflow_policy(flags->overflow);
     options.node.auto_start_pmd = !flags->no_auto_pmd;
     options.restart = *parse_restart_policy(flags->restart);

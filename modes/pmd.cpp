@@ -1,6 +1,5 @@
 // `distflow pmd`: runs the port mapper daemon, or (with a subcommand) administers one.
 
-#include <charconv>
 #include <iostream>
 #include <optional>
 
@@ -10,25 +9,6 @@
 
 namespace distflow::modes {
 namespace {
-
-/// "30s", "500ms", "2m", "1h"; nullopt for anything else.
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
-  long long value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || value < 0)
-    return std::nullopt;
-  const std::string_view unit(ptr, static_cast<std::size_t>(end - ptr));
-  if (unit == "ms")
-    return std::chrono::milliseconds(value);
-  if (unit == "s")
-    return std::chrono::seconds(value);
-  if (unit == "m" || unit == "min")
-    return std::chrono::minutes(value);
-  if (unit == "h")
-    return std::chrono::hours(value);
-  return std::nullopt;
-}
 
 struct PmdFlags {
   PmdConfig config;

@@ -197,6 +197,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   void begin() {
     TransportConfig config{node_id_, alias_, options_.max_frame_bytes, options_.max_outbox_bytes,
                            options_.max_connections};
+    config.stall_timeout = options_.stall_timeout;
     transport_ = std::make_unique<Transport>(io_, std::move(config), mailbox_, counters_);
     port_ = transport_->listen(options_.listen_host, options_.listen_port);
     transport_->on_connection_failed([this](const std::string& id) { forget_routes(id); });

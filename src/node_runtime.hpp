@@ -35,6 +35,8 @@ struct NodeOptions {
   OverflowPolicy overflow = OverflowPolicy::drop_newest;
   std::size_t max_frame_bytes = kDefaultNodeFrameLimit;
   std::size_t max_connections = 1024;  ///< inbound peer connections at once; more are closed
+  /// An inbound peer that stops inside a frame for this long is closed (0: never).
+  std::chrono::milliseconds stall_timeout{30000};
   /// Per destination; beyond it sends fail. send() waits (up to 5 s) while 8 MiB (at
   /// most half of it), summed over destinations, are still unwritten.
   std::size_t max_outbox_bytes = 64u << 20;

@@ -338,6 +338,7 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
       : transport_(transport),
         socket_(std::move(socket)),
         resume_(transport.io_),
+        stall_(transport.io_),
         decoder_(transport.config_.max_frame_bytes),
         peer_(describe_endpoint(socket_)) {
     resume_.expires_at(asio::steady_timer::time_point::max());
@@ -352,6 +353,7 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
     std::error_code ignored;
     socket_.close(ignored);
     resume_.cancel();
+    stall_.cancel();
   }
 
   void resume() {
@@ -363,6 +365,7 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
   Transport& transport_;
   tcp::socket socket_;
   asio::steady_timer resume_;  // never expires; cancelled when the mailbox has room
+  asio::steady_timer stall_;   // closes a peer that stops inside a frame
   FrameDecoder decoder_;
   std::vector<Envelope> batch_;  // parsed, not yet taken by the mailbox from pushed_ on
   std::size_t pushed_ = 0;
@@ -371,6 +374,38 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
   std::string why_;
   bool stopped_ = false;
   bool resumed_ = false;
+  bool reading_ = false;          // waiting in async_read_some (only then can the peer stall)
+  bool stall_armed_ = false;      // stall_ has a wait pending
+  std::uint64_t stall_wait_ = 0;  // which wait is the current one
+
+  // Before a read that follows a partial frame: the peer has the stall timeout to
+  // send more. Re-armed per read that leaves a partial frame, never per message.
+  // While push_rest() waits for mailbox room (`block`) the node is not reading:
+  // a wait that expires then is ignored, and the next read re-arms.
+  void arm_stall() {
+    const auto timeout = transport_.config_.stall_timeout;
+    if (timeout.count() <= 0)
+      return;
+    stall_armed_ = true;
+    stall_.expires_after(timeout);
+    stall_.async_wait([weak = weak_from_this(), wait = ++stall_wait_](std::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self || self->stopped_ || wait != self->stall_wait_ || !self->reading_)
+        return;
+      spdlog::info("inbound connection from {} stalled {} ms inside a frame (buffered={}); closing",
+                   self->peer_, self->transport_.config_.stall_timeout.count(),
+                   self->decoder_.buffered());
+      self->stop();
+    });
+  }
+
+  void disarm_stall() {
+    if (!stall_armed_)
+      return;
+    stall_armed_ = false;
+    ++stall_wait_;
+    stall_.cancel();
+  }
 
   asio::awaitable<void> read_loop() {
     auto self = shared_from_this();
@@ -378,9 +413,16 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
     auto& counters = transport_.counters_;
     batch_.reserve(kPushBatch);
     while (!stopped_) {
+      if (decoder_.buffered() > 0) {
+        arm_stall();
+      } else {
+        disarm_stall();
+      }
       auto room = decoder_.prepare(kReadChunk);
+      reading_ = true;
       auto [ec, n] =
           co_await socket_.async_read_some(asio::buffer(room.data(), room.size()), kAwait);
+      reading_ = false;
       if (stopped_)
         break;
       if (ec) {

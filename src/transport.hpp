@@ -5,6 +5,7 @@
 // node's I/O thread; no member is called from any other thread.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -46,6 +47,9 @@ struct TransportConfig {
   std::size_t max_frame_bytes = 16u << 20;
   std::size_t max_outbox_bytes = 64u << 20;    ///< per destination
   std::size_t max_inbound_connections = 1024;  ///< more are closed on accept
+  /// An inbound peer that makes no progress inside a frame for this long is closed
+  /// (0: never). Not counted while the node itself stops reading (`block`, mailbox full).
+  std::chrono::milliseconds stall_timeout{30000};
 };
 
 /// Spawns `task` on `io`; an exception escaping it is logged at error (a bug), never lost.

@@ -402,8 +402,11 @@ TEST_CASE("faults: block: nothing dropped, the sender is held back, a third node
           "[faults]") {
   std::uint16_t port = 0;
   auto pmd = start_pmd(0, port);
-  auto receiver =
-      start_node(port, "sink", "id-sink", {"--mailbox-size", "100", "--overflow", "block"}, "info");
+  // A short stall timeout: while the mailbox is full the node stops reading the
+  // sender's connection, often inside a frame; that is not the peer stalling.
+  auto receiver = start_node(
+      port, "sink", "id-sink",
+      {"--mailbox-size", "100", "--overflow", "block", "--stall-timeout", "300ms"}, "info");
   REQUIRE(wait_registered(port, 10s * kSlowdown, [](const auto& view) {
             return view.count("id-sink") == 1;
           }).count("id-sink") == 1);
@@ -454,7 +457,10 @@ TEST_CASE("faults: block: nothing dropped, the sender is held back, a third node
   CHECK(sender.wait(20s * kSlowdown) == 0);
   receiver->close_stdin();
   REQUIRE(receiver->wait(10s * kSlowdown) == 0);
-  const auto stats = final_stats(receiver->stderr_text());
+  const std::string log = receiver->stderr_text();
+  INFO(log);
+  CHECK_FALSE(contains(log, "stalled"));
+  const auto stats = final_stats(log);
   REQUIRE(stats.count("dropped") == 1);
   CHECK(stats.at("dropped") == 0);
   CHECK(stats.at("received") == kMessages + 1);
@@ -527,7 +533,7 @@ TEST_CASE("faults: node: bad bytes on its port cost one connection, it keeps rec
           "[faults]") {
   std::uint16_t port = 0;
   auto pmd = start_pmd(0, port);
-  auto node = start_node(port, "target", "id-target", {}, "info");
+  auto node = start_node(port, "target", "id-target", {"--stall-timeout", "300ms"}, "info");
   REQUIRE(wait_registered(port, 10s * kSlowdown, [](const auto& view) {
             return view.count("id-target") == 1;
           }).count("id-target") == 1);
@@ -555,10 +561,13 @@ TEST_CASE("faults: node: bad bytes on its port cost one connection, it keeps rec
   REQUIRE(send_nosignal(zero.fd(), std::string(4, '\0')));
   CHECK(zero.wait_closed(5s * kSlowdown));
 
-  // Half a frame, then silence: the others are not held up.
+  // Half a frame, then silence: the others are not held up, and the stalled peer
+  // is closed after --stall-timeout.
   RawClient stalled("127.0.0.1", listen);
   REQUIRE(send_nosignal(stalled.fd(), std::string("\x00\x00\x10\x00{\"from\":", 12)));
   CHECK(delivered("while-stalled"));
+  CHECK(stalled.wait_closed(10s * kSlowdown));
+  CHECK(delivered("after-stall"));
 
   // Not JSON, then a good frame on the same connection: counted, connection kept.
   RawClient sloppy("127.0.0.1", listen);
@@ -573,6 +582,7 @@ TEST_CASE("faults: node: bad bytes on its port cost one connection, it keeps rec
   const std::string log = node->stderr_text();
   INFO(log);
   CHECK(contains(log, "frame length 4294967295 exceeds limit"));
+  CHECK(contains(log, "stalled 300 ms inside a frame (buffered=12); closing"));
   const auto stats = final_stats(log);
   REQUIRE(stats.count("received") == 1);
   CHECK(stats.at("received") == static_cast<std::uint64_t>(expected) + 1);

@@ -56,6 +56,12 @@ TEST_CASE("modes: no mode and bad flags are usage errors (exit 2)", "[modes]") {
   CHECK(run({distflow_binary(), "--no-such-flag"}).code == 2);
   CHECK(run({distflow_binary(), "send", "--no-such-flag", "x"}).code == 2);
   CHECK(run({distflow_binary(), "--log-level", "loud", "watch"}).code == 2);
+  // Durations as the pmd mode parses them (checked before anything starts).
+  const auto stall = run({distflow_binary(), "node", "--stall-timeout", "5x"});
+  CHECK(stall.code == 2);
+  CHECK(stall.err.find("invalid --stall-timeout '5x'") != std::string::npos);
+  CHECK(run({distflow_binary(), "node", "--help"}).out.find("--stall-timeout") !=
+        std::string::npos);
 }
 
 TEST_CASE("modes: the exact basename of argv[0] selects the mode", "[modes]") {

@@ -1,14 +1,42 @@
-// Fuzzes the node message parser (EnvelopeParser) on arbitrary frame bodies, and
-// checks that every accepted envelope re-encodes to a frame that parses back to
-// the same fields and the same payload text.
+// Fuzzes the node message parser (EnvelopeParser) on arbitrary frame bodies:
+// * differential: the one-pass parse() and the general parse_general() agree on
+//   every body (accept/reject, error code and reason, every field, payload text);
+// * differential: JsonValidator agrees with simdjson's DOM parser on validity;
+// * every accepted envelope re-encodes to a frame that parses back to the same
+//   fields and the same payload text.
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include <simdjson.h>
+
 #include "framing.hpp"
 #include "messages.hpp"
+
+namespace {
+
+bool same_fields(const distflow::Envelope& a, const distflow::Envelope& b) {
+  return a.body() == b.body() && a.from() == b.from() && a.to() == b.to() &&
+         a.alias() == b.alias() && a.has_alias() == b.has_alias() && a.payload() == b.payload() &&
+         a.timestamp() == b.timestamp() && a.from_json() == b.from_json() &&
+         a.to_json() == b.to_json() && a.alias_json() == b.alias_json();
+}
+
+// JsonValidator must accept exactly what simdjson's DOM parser accepts.
+void check_validator(distflow::JsonValidator& validator, std::string_view text) {
+  static simdjson::dom::parser dom;
+  simdjson::dom::element root;
+  const bool dom_ok = !dom.parse(text.data(), text.size(), true).get(root);
+  const bool is_object = dom_ok && root.is_object();
+  if (!validator.validate(text) != dom_ok)
+    __builtin_trap();
+  if (!validator.validate_object(text) != is_object)
+    __builtin_trap();
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static distflow::EnvelopeParser parser;
@@ -18,10 +46,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   padded.append(distflow::kFramePadding, '\0');
   const std::string_view body(padded.data(), size);
 
-  distflow::Envelope envelope;
-  std::string why;
-  if (parser.parse(body, envelope, &why))
+  check_validator(validator, body);
+
+  distflow::Envelope envelope, general;
+  std::string why, general_why;
+  const auto ec = parser.parse(body, envelope, &why);
+  const auto general_ec = parser.parse_general(body, general, &general_why);
+  if (ec != general_ec || why != general_why)
+    __builtin_trap();
+  if (ec)
     return 0;
+  if (!same_fields(envelope, general) || envelope.body() != body)
+    __builtin_trap();
+
+  check_validator(validator, envelope.payload());
   // Only envelopes with a payload that is really valid JSON are re-encoded: the
   // receive path checks structure, the sender validates payloads (PROTOCOL.md §3).
   if (validator.validate(envelope.payload()))
@@ -32,8 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   encoder.append(frame, envelope.payload(), envelope.timestamp());
   distflow::FrameDecoder decoder(distflow::kDefaultNodeFrameLimit);
   decoder.feed(frame);
-  std::error_code ec;
-  const auto again_body = decoder.next(ec);
+  std::error_code frame_ec;
+  const auto again_body = decoder.next(frame_ec);
   if (!again_body)
     __builtin_trap();
   distflow::Envelope again;
