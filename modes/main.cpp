@@ -181,21 +181,26 @@ std::uint16_t default_pmd_port() {
 }
 
 std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
+  constexpr long long kLimitMs = 366LL * 24 * 3600 * 1000;  // a year: ample, and no overflow
   long long value = 0;
   const char* end = text.data() + text.size();
   auto [ptr, ec] = std::from_chars(text.data(), end, value);
   if (ec != std::errc() || value < 0)
     return std::nullopt;
   const std::string_view unit(ptr, static_cast<std::size_t>(end - ptr));
-  if (unit == "ms")
-    return std::chrono::milliseconds(value);
-  if (unit == "s")
-    return std::chrono::seconds(value);
-  if (unit == "m" || unit == "min")
-    return std::chrono::minutes(value);
-  if (unit == "h")
-    return std::chrono::hours(value);
-  return std::nullopt;
+  long long unit_ms = 0;
+  if (unit == "ms") {
+    unit_ms = 1;
+  } else if (unit == "s") {
+    unit_ms = 1000;
+  } else if (unit == "m" || unit == "min") {
+    unit_ms = 60 * 1000;
+  } else if (unit == "h") {
+    unit_ms = 3600 * 1000;
+  }
+  if (unit_ms == 0 || value > kLimitMs / unit_ms)
+    return std::nullopt;
+  return std::chrono::milliseconds(value * unit_ms);
 }
 
 int usage_error(const CLI::App& app, const std::string& message) {

@@ -34,7 +34,8 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd);
 /// The PMD port from DISTFLOW_PMD_PORT, else 4369 (used as every --port default).
 std::uint16_t default_pmd_port();
 
-/// "30s", "500ms", "2m", "1h" (flags such as --stall-timeout); nullopt for anything else.
+/// "30s", "500ms", "2m", "1h" (flags such as --stall-timeout), at most 366 days; nullopt
+/// for anything else.
 std::optional<std::chrono::milliseconds> parse_duration(const std::string& text);
 
 /// Usage error for a bad flag combination found after parsing: prints

@@ -111,8 +111,9 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
       return usage_error(app, "invalid --max-outbox: expected at least 1 KiB");
     auto stall_timeout = parse_duration(flags->stall_timeout);
     if (!stall_timeout) {
-      return usage_error(app, "invalid --stall-timeout '" + flags->stall_timeout +
-                                  "': expected e.g. 30s, 500ms, 0s");
+      return usage_error(app,
+                         "invalid --stall-timeout '" + flags->stall_timeout +
+                             "': expected e.g. 30s, 500ms, 0s (ms, s, m, h; at most 366 days)");
     }
     options.node.stall_timeout = *stall_timeout;
     options.node.overflow = *parse_overflow_policy(flags->overflow);

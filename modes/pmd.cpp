@@ -60,16 +60,17 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
       return runner();
     auto ttl = parse_duration(flags->ttl);
     if (!ttl)
-      return usage_error(app, "invalid --ttl '" + flags->ttl + "': expected e.g. 15s or 500ms");
+      return usage_error(app, "invalid --ttl '" + flags->ttl +
+                                  "': expected e.g. 15s or 500ms (ms, s, m, h; at most 366 days)");
     auto auto_shutdown = parse_duration(flags->auto_shutdown);
     if (!auto_shutdown) {
       return usage_error(app, "invalid --auto-shutdown '" + flags->auto_shutdown +
-                                  "': expected e.g. 30s or 500ms");
+                                  "': expected e.g. 30s or 500ms (ms, s, m, h; at most 366 days)");
     }
     auto stall_timeout = parse_duration(flags->stall_timeout);
     if (!stall_timeout) {
       return usage_error(app, "invalid --stall-timeout '" + flags->stall_timeout +
-                                  "': expected e.g. 30s or 500ms");
+                                  "': expected e.g. 30s or 500ms (ms, s, m, h; at most 366 days)");
     }
     if (flags->config.max_frame_bytes < 16 || flags->config.max_frame_bytes > (1u << 30)) {
       return usage_error(app, "invalid --max-frame: expected 16 bytes to 1 GiB");

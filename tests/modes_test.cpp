@@ -62,6 +62,10 @@ TEST_CASE("modes: no mode and bad flags are usage errors (exit 2)", "[modes]") {
   CHECK(stall.err.find("invalid --stall-timeout '5x'") != std::string::npos);
   CHECK(run({distflow_binary(), "node", "--help"}).out.find("--stall-timeout") !=
         std::string::npos);
+  // A duration that would overflow is refused with the limit, not wrapped around.
+  const auto huge = run({distflow_binary(), "pmd", "--port", "0", "--ttl", "1000000000000h"});
+  CHECK(huge.code == 2);
+  CHECK(huge.err.find("at most 366 days") != std::string::npos);
 }
 
 TEST_CASE("modes: the exact basename of argv[0] selects the mode", "[modes]") {
