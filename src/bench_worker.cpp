@@ -148,12 +148,17 @@ int run_tx(const BenchWorkerConfig& config, std::ostream& out) {
 
 // ---- pong, ping, idle -------------------------------------------------------------
 
-int run_pong(const BenchWorkerConfig& config, std::ostream& out) {
+// Echoes every message to its sender. `inline_handler`: the quick-handler opt-in, the
+// echo runs on the I/O thread in its read loop; else the regular dispatcher thread.
+int run_pong(const BenchWorkerConfig& config, std::ostream& out, bool inline_handler) {
   auto node = start_node(config, 1000, OverflowPolicy::block);
   NodeRuntime* self = node.get();
-  // The quick-handler opt-in: the echo runs on the I/O thread, in its read loop.
-  node->on_message_inline(
-      [self](const Envelope& message) { self->send(message.from(), message.payload()); });
+  auto echo = [self](const Envelope& message) { self->send(message.from(), message.payload()); };
+  if (inline_handler) {
+    node->on_message_inline(std::move(echo));
+  } else {
+    node->on_message(std::move(echo));
+  }
   out << "ready " << node->alias() << std::endl;
   // Until the bench stops us (SIGTERM) or the deadline.
   std::this_thread::sleep_for(config.timeout);
@@ -230,18 +235,7 @@ int run_ping(const BenchWorkerConfig& config, std::ostream& out) {
   return 0;
 }
 
-// The regular path: the echo on the dispatcher thread, the pings from this thread.
-int run_pong_regular(const BenchWorkerConfig& config, std::ostream& out) {
-  auto node = start_node(config, 1000, OverflowPolicy::block);
-  NodeRuntime* self = node.get();
-  node->on_message(
-      [self](const Envelope& message) { self->send(message.from(), message.payload()); });
-  out << "ready " << node->alias() << std::endl;
-  std::this_thread::sleep_for(config.timeout);
-  node->shutdown();
-  return 0;
-}
-
+// The regular path: the pings from this thread, the replies through receive().
 int run_ping_regular(const BenchWorkerConfig& config, std::ostream& out) {
   auto node = start_node(config, 1000, OverflowPolicy::block);
   std::string payload;
@@ -421,11 +415,11 @@ int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
   if (config.role == "tx")
     return run_tx(config, out);
   if (config.role == "pong")
-    return run_pong(config, out);
+    return run_pong(config, out, true);
   if (config.role == "ping")
     return run_ping(config, out);
   if (config.role == "pong-regular")
-    return run_pong_regular(config, out);
+    return run_pong(config, out, false);
   if (config.role == "ping-regular")
     return run_ping_regular(config, out);
   if (config.role == "idle")

@@ -244,17 +244,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
       return;
     has_handler_.store(true);
     auto run = [this, h = std::move(handler)](const Envelope& message) {
-      if (shutdown_started_.load(std::memory_order_relaxed))
-        return;
-      try {
-        h(message);
-      } catch (const std::exception& e) {
-        handler_errors_.fetch_add(1, std::memory_order_relaxed);
-        spdlog::warn("message handler threw: {}", e.what());
-      } catch (...) {
-        handler_errors_.fetch_add(1, std::memory_order_relaxed);
-        spdlog::warn("message handler threw a non-exception");
-      }
+      if (!shutdown_started_.load(std::memory_order_relaxed))
+        call_handler(h, message);
     };
     auto install = [this, run = std::move(run)]() mutable {
       // What arrived before goes first; from here on the read loop calls it.
@@ -449,6 +440,19 @@ class NodeRuntimeImpl final : public NodeRuntime {
 
   // ---- messages in ------------------------------------------------------------
 
+  /// Runs the application's handler: an exception is logged and counted, never fatal.
+  void call_handler(const MessageHandler& handler, const Envelope& message) {
+    try {
+      handler(message);
+    } catch (const std::exception& e) {
+      handler_errors_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("message handler threw: {}", e.what());
+    } catch (...) {
+      handler_errors_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("message handler threw a non-exception");
+    }
+  }
+
   void dispatch_loop(const MessageHandler& handler) {
     std::vector<Envelope> batch;
     batch.reserve(kDispatchBatch);
@@ -461,15 +465,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
       for (const Envelope& message : batch) {
         if (shutdown_started_.load(std::memory_order_relaxed))
           break;
-        try {
-          handler(message);
-        } catch (const std::exception& e) {
-          handler_errors_.fetch_add(1, std::memory_order_relaxed);
-          spdlog::warn("message handler threw: {}", e.what());
-        } catch (...) {
-          handler_errors_.fetch_add(1, std::memory_order_relaxed);
-          spdlog::warn("message handler threw a non-exception");
-        }
+        call_handler(handler, message);
       }
       batch.clear();
     }
