@@ -173,14 +173,22 @@ void print_latencies(std::ostream& out, std::vector<std::uint64_t>& samples) {
   out << result.dump() << std::endl;
 }
 
-int run_ping(const BenchWorkerConfig& config, std::ostream& out) {
+// Starts the ping node and makes one round trip (connection and route warm), then says
+// ready. `payload` gets the bench payload of --size bytes.
+std::unique_ptr<NodeRuntime> start_ping_node(const BenchWorkerConfig& config, std::ostream& out,
+                                             std::string& payload) {
   auto node = start_node(config, 1000, OverflowPolicy::block);
-  std::string payload;
   make_bench_payload(payload, 0, 0, config.size);
   node->send_sync(config.target, payload);
   if (!node->receive(std::chrono::seconds(5)))
     throw Error("ping: no answer from the pong");
   out << "ready " << node->alias() << std::endl;
+  return node;
+}
+
+int run_ping(const BenchWorkerConfig& config, std::ostream& out) {
+  std::string payload;
+  auto node = start_ping_node(config, out, payload);
   // Round trips driven by the quick-handler opt-in (NodeRuntime::on_message_inline):
   // each reply is timed and the next ping sent on the I/O thread, from its read
   // loop; this thread only waits for the end.
@@ -237,13 +245,8 @@ int run_ping(const BenchWorkerConfig& config, std::ostream& out) {
 
 // The regular path: the pings from this thread, the replies through receive().
 int run_ping_regular(const BenchWorkerConfig& config, std::ostream& out) {
-  auto node = start_node(config, 1000, OverflowPolicy::block);
   std::string payload;
-  make_bench_payload(payload, 0, 0, config.size);
-  node->send_sync(config.target, payload);
-  if (!node->receive(std::chrono::seconds(5)))
-    throw Error("ping: no answer from the pong");
-  out << "ready " << node->alias() << std::endl;
+  auto node = start_ping_node(config, out, payload);
   std::vector<std::uint64_t> samples;
   samples.reserve(config.msgs);
   const auto deadline = Clock::now() + config.timeout;
