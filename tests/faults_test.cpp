@@ -418,11 +418,28 @@ TEST_CASE("faults: block: nothing dropped, the sender is held back, a third node
     flood += "{\"n\":" + std::to_string(i) + ",\"pad\":\"" + pad + "\"}\n";
   ChildProcess sender({distflow_binary(), "send", "--port", std::to_string(port), "sink", "-"});
   std::atomic<bool> written{false};
+  std::string feed_error;  // read after join()
   std::thread feeder([&] {
-    sender.write(flood);  // blocks while the sender is held back
+    try {
+      sender.write(flood);  // blocks while the sender is held back
+      written = true;
+    } catch (const std::exception& e) {
+      feed_error = e.what();  // the sender exited early: reported below
+    }
     sender.close_stdin();
-    written = true;
   });
+  // A failed REQUIRE below unwinds past the feeder: kill the sender so its
+  // blocked write ends (EPIPE), then join, instead of std::terminate.
+  struct JoinFeeder {
+    ChildProcess& sender;
+    std::thread& feeder;
+    ~JoinFeeder() {
+      if (feeder.joinable()) {
+        sender.signal(SIGKILL);
+        feeder.join();
+      }
+    }
+  } join_feeder{sender, feeder};
   // The receiver reads nothing out: the sender cannot finish.
   CHECK_FALSE(sender.wait(2s).has_value());
   // A third node's messages are queued behind nobody: they arrive before the flood ends.
@@ -449,6 +466,7 @@ TEST_CASE("faults: block: nothing dropped, the sender is held back, a third node
     ++next;
   }
   feeder.join();
+  INFO(feed_error);
   CHECK(written);
   CHECK(next == kMessages);
   INFO("the third node's message came out after " << third_at << " flood messages");

@@ -89,4 +89,13 @@ TEST_CASE("modes: the exact basename of argv[0] selects the mode", "[modes]") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("support: writing to a child that has exited fails with EPIPE, not SIGPIPE",
+          "[support]") {
+  ChildProcess child({"/bin/sh", "-c", "exit 0"});
+  REQUIRE(child.wait(std::chrono::seconds(10)) == 0);
+  // More than a pipe holds, so the write cannot just sit in the buffer.
+  const std::string bytes(1 << 20, 'x');
+  CHECK_THROWS_WITH(child.write(bytes), Catch::Contains("Broken pipe"));
+}
+
 }  // namespace distflow::test

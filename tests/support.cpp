@@ -24,13 +24,38 @@ int remaining_ms(Clock::time_point deadline) {
   return left.count() < 0 ? 0 : static_cast<int>(left.count());
 }
 
+// Blocks SIGPIPE on this thread while it writes to a child's pipe, so a child
+// that has exited makes write() fail with EPIPE (and the test fail cleanly)
+// instead of killing the test binary. A SIGPIPE raised meanwhile is consumed.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    ::pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeBlocked() {
+    const timespec zero{0, 0};
+    while (::sigtimedwait(&pipe_, nullptr, &zero) == SIGPIPE) {
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t pipe_{};
+  sigset_t old_{};
+};
+
 void write_all(int fd, const char* data, std::size_t size) {
+  SigpipeBlocked blocked;
   while (size > 0) {
     const ssize_t n = ::write(fd, data, size);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
-      throw std::runtime_error(std::string("write: ") + std::strerror(errno));
+      throw std::runtime_error(std::string("write to a child's stdin: ") + std::strerror(errno));
     data += n;
     size -= static_cast<std::size_t>(n);
   }
