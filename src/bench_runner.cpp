@@ -331,7 +331,10 @@ class BenchPmd {
 std::vector<std::string> worker_argv(const BenchCommon& common, std::uint16_t pmd_port,
                                      std::string_view role,
                                      std::initializer_list<std::string> extra) {
+  // Warnings only: a node logs every connection a finished peer closes at info.
   std::vector<std::string> argv{executable_of(common),
+                                "--log-level",
+                                "warn",
                                 "bench",
                                 "worker",
                                 "--role",
