@@ -143,6 +143,10 @@ class MessageEncoder {
   /// Appends one complete frame. Precondition: payload_json is valid JSON. Not for
   /// concurrent use (it caches the rendered timestamp): one encoder per thread.
   void append(std::string& out, std::string_view payload_json, std::int64_t timestamp_ms) const;
+  /// At least the bytes append() adds for a payload of `payload_bytes`.
+  std::size_t max_frame_bytes(std::size_t payload_bytes) const {
+    return prefix_.size() + payload_bytes + 64;  // header, timestamp, ,"payload": and }
+  }
 
  private:
   std::string prefix_;  // {"from":..,"to":..,"alias":..,"timestamp":

@@ -32,8 +32,13 @@ constexpr std::size_t kPushBatch = 256;
 // While a destination is busy its outbox and write buffer keep their capacity
 // (up to the queue's own bound): growing them again, or glibc trimming the arena
 // under them, costs copies and page faults on every batch. Once the writer goes
-// idle, buffers larger than this are released (a burst is over).
+// idle, spare outbox chunks beyond this are released (a burst is over).
 constexpr std::size_t kKeepIdleBuffer = 4u << 20;
+// The outbox is a queue of chunks of this capacity, reused once written: frames are
+// encoded straight into the last one (a frame never straddles two; a larger frame
+// gets a chunk of its own), so a burst neither grows nor copies a buffer and,
+// once warm, touches no new page.
+constexpr std::size_t kChunkBytes = 1u << 20;
 constexpr auto kConnectTimeout = std::chrono::seconds(5);
 constexpr std::size_t kWriteSlice = 1u << 20;
 // write_deferred() sends at most this much itself; a larger backlog goes to the writer.
@@ -91,7 +96,7 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       report_one(std::move(done), errc::closed, "connection to " + describe() + " is closed");
       return;
     }
-    if (out_.size() + payload.size() > transport_.config_.max_outbox_bytes) {
+    if (queued_bytes_ + payload.size() > transport_.config_.max_outbox_bytes) {
       std::string message = "outbound queue to " + describe() + " is full (limit " +
                             std::to_string(transport_.config_.max_outbox_bytes) + " bytes)";
       if (!full_warned_)
@@ -100,11 +105,15 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
       report_one(std::move(done), errc::queue_full, message);
       return;
     }
-    const std::size_t before = out_.size();
-    encoder_.append(out_, payload, timestamp);
-    backlog_bytes_ += out_.size() - before;
-    transport_.unwritten_bytes_ += out_.size() - before;
+    Chunk& tail = chunk_for(encoder_.max_frame_bytes(payload.size()));
+    const std::size_t before = tail.bytes.size();
+    encoder_.append(tail.bytes, payload, timestamp);
+    const std::size_t added = tail.bytes.size() - before;
+    queued_bytes_ += added;
+    backlog_bytes_ += added;
+    transport_.unwritten_bytes_ += added;
     ++queued_;
+    tail.frames_end = queued_;
     ++transport_.unwritten_;
     if (done)
       completions_.emplace_back(queued_, std::move(done));
@@ -126,24 +135,27 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   /// the writer. Saves the writer's resumption (and its own send) per message.
   void write_deferred() {
     deferred_ = false;
-    if (failed_ || !idle_ || out_.empty())
+    if (failed_ || !idle_ || chunks_.empty())
       return;
     std::error_code ec;
     std::size_t n = 0;
-    if (out_.size() <= kDirectWriteMax)
-      n = socket_.write_some(asio::buffer(out_), ec);  // the socket is non-blocking
+    std::string& out = chunks_.front().bytes;
+    if (chunks_.size() == 1 && out.size() <= kDirectWriteMax)
+      n = socket_.write_some(asio::buffer(out), ec);  // the socket is non-blocking
     if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
       fail(ec, "connection lost to");
       return;
     }
     backlog_bytes_ -= n;
+    queued_bytes_ -= n;
     transport_.unwritten_bytes_ -= n;
-    if (n == out_.size()) {
-      out_.clear();
+    if (n == out.size()) {
+      recycle(std::move(out));
+      chunks_.pop_front();
       frames_written(queued_);
       return;
     }
-    out_.erase(0, n);
+    out.erase(0, n);
     idle_ = false;
     signal_.cancel_one();
   }
@@ -175,7 +187,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     } else {
       spdlog::info("{}", message);
     }
-    out_.clear();
+    chunks_.clear();
+    queued_bytes_ = 0;
     auto completions = std::move(completions_);
     completions_.clear();
     transport_.remove(*this);
@@ -195,11 +208,17 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   tcp::resolver resolver_;
   asio::steady_timer signal_;  // never expires; cancel_one() wakes the writer
   asio::steady_timer connect_deadline_;
-  std::string out_;                // frames queued for the next write
-  std::string wbuf_;               // the batch being written
-  std::uint64_t queued_ = 0;       // frames ever queued
-  std::uint64_t written_ = 0;      // frames written or failed
-  std::size_t backlog_bytes_ = 0;  // bytes of those frames not yet written
+  struct Chunk {
+    std::string bytes;             // whole frames
+    std::uint64_t frames_end = 0;  // queued_ after its last frame
+  };
+  std::deque<Chunk> chunks_;        // frames queued for writing, oldest first
+  std::vector<std::string> spare_;  // written chunks, cleared, capacity kept
+  std::size_t queued_bytes_ = 0;    // bytes in chunks_
+  std::string wbuf_;                // the chunk being written
+  std::uint64_t queued_ = 0;        // frames ever queued
+  std::uint64_t written_ = 0;       // frames written or failed
+  std::size_t backlog_bytes_ = 0;   // bytes of those frames not yet written
   std::deque<std::pair<std::uint64_t, SendCompletion>> completions_;
   bool idle_ = false;
   bool failed_ = false;
@@ -210,6 +229,30 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   std::string describe() const {
     std::string text = "'" + (node_.alias.empty() ? node_.node_id : node_.alias) + "'";
     return text + " at " + node_.host + ":" + std::to_string(node_.port);
+  }
+
+  // The last chunk if the frame fits in it, else a new one (a spare if there is one).
+  Chunk& chunk_for(std::size_t frame_bytes) {
+    if (!chunks_.empty()) {
+      Chunk& last = chunks_.back();
+      if (last.bytes.size() + frame_bytes <= last.bytes.capacity())
+        return last;
+    }
+    Chunk& chunk = chunks_.emplace_back();
+    if (!spare_.empty()) {
+      chunk.bytes = std::move(spare_.back());
+      spare_.pop_back();
+    }
+    chunk.bytes.reserve(std::max(kChunkBytes, frame_bytes));
+    return chunk;
+  }
+
+  // A written chunk goes back to the spares, unless it was one of its own (large).
+  void recycle(std::string&& bytes) {
+    if (bytes.capacity() > 2 * kChunkBytes)
+      return;
+    bytes.clear();
+    spare_.push_back(std::move(bytes));
   }
 
   static void call(SendCompletion& done, const std::error_code& ec, const std::string& message) {
@@ -263,18 +306,20 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     spdlog::debug("connected to {}", describe());
     spawn_logged(transport_.io_, watch_close(), "outbound close watch");
     while (!failed_) {
-      if (out_.empty()) {
-        if (wbuf_.capacity() > kKeepIdleBuffer)
-          std::string().swap(wbuf_);
-        if (out_.capacity() > kKeepIdleBuffer)
-          std::string().swap(out_);
+      if (chunks_.empty()) {
+        if (spare_.size() > kKeepIdleBuffer / kChunkBytes)
+          spare_.resize(kKeepIdleBuffer / kChunkBytes);
         idle_ = true;
         co_await signal_.async_wait(kAwait);
         idle_ = false;
         continue;
       }
-      wbuf_.swap(out_);
-      const std::uint64_t batch_end = queued_;
+      // One chunk per write (at most kChunkBytes but for a large frame's own chunk):
+      // the next frames go to a fresh chunk meanwhile.
+      wbuf_ = std::move(chunks_.front().bytes);
+      const std::uint64_t batch_end = chunks_.front().frames_end;
+      chunks_.pop_front();
+      queued_bytes_ -= wbuf_.size();
       // Written in slices so the backlog shrinks (and waiting senders resume) while
       // a large batch is still going out.
       for (std::size_t at = 0; at < wbuf_.size();) {
@@ -293,7 +338,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
         if (at < wbuf_.size() && transport_.progress_hook_)
           transport_.progress_hook_();
       }
-      wbuf_.clear();
+      recycle(std::move(wbuf_));
+      wbuf_ = std::string();
       frames_written(batch_end);
     }
   }

@@ -481,6 +481,43 @@ TEST_CASE("node_runtime: racing senders share one connection, FIFO per sender", 
   CHECK(node->stats().send_failures == 0);
 }
 
+TEST_CASE("node_runtime: frames around and above the outbox chunk size arrive whole, in order",
+          "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-9", "ts9");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-chunks"));
+
+  // The outbox is a queue of 1 MiB chunks: small frames fill several, a payload just
+  // under a chunk cannot share one, a 1.5 MiB payload gets a chunk of its own, and the
+  // small frames after it go on in order. All sent before the first is read.
+  auto big = [](std::size_t bytes, char fill) { return '"' + std::string(bytes - 2, fill) + '"'; };
+  std::vector<std::string> payloads;
+  for (int i = 0; i < 30000; ++i)
+    payloads.push_back("[" + std::to_string(i) + ",\"" + std::string(40, 'x') + "\"]");
+  payloads.push_back(big((1u << 20) - 200, 'a'));
+  payloads.push_back("[-1]");
+  payloads.push_back(big(3u << 19, 'b'));
+  for (int i = 0; i < 30000; ++i)
+    payloads.push_back("[" + std::to_string(i) + "]");
+  for (const auto& payload : payloads)
+    node->send("ts9", payload);
+
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  for (const auto& expected : payloads) {
+    auto frame = inbound->read_frame();
+    REQUIRE(frame);
+    const auto at = frame->find(R"("payload":)");
+    REQUIRE(at != std::string::npos);
+    const std::string_view payload = std::string_view(*frame).substr(at + 10);
+    REQUIRE(payload.size() == expected.size() + 1);  // and the envelope's closing brace
+    REQUIRE(payload.substr(0, expected.size()) == expected);
+  }
+  node->flush();
+  CHECK(node->stats().sent == payloads.size());
+  CHECK(node->stats().send_failures == 0);
+}
+
 TEST_CASE("node_runtime: send failures are reported, never silent", "[node_runtime]") {
   PmdProcess pmd;
   auto node = NodeRuntime::start(options_for(pmd, "rt-fail"));
