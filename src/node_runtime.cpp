@@ -318,11 +318,17 @@ class NodeRuntimeImpl final : public NodeRuntime {
     return peers_;
   }
 
+  // Installed under the lock that guards peers_, at once: a peer either is in
+  // peers_ already (discover() shows it) or its event reaches this handler.
   void on_peer_join(PeerHandler handler) override {
-    asio::post(io_, [this, h = std::move(handler)]() mutable { join_handler_ = std::move(h); });
+    auto h = std::make_shared<const PeerHandler>(std::move(handler));
+    std::lock_guard lock(peers_mutex_);
+    join_handler_ = std::move(h);
   }
   void on_peer_leave(PeerHandler handler) override {
-    asio::post(io_, [this, h = std::move(handler)]() mutable { leave_handler_ = std::move(h); });
+    auto h = std::make_shared<const PeerHandler>(std::move(handler));
+    std::lock_guard lock(peers_mutex_);
+    leave_handler_ = std::move(h);
   }
 
   NodeStats stats() const override {
@@ -415,7 +421,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
   bool io_stopping_ = false;  // begin_stop() ran
   bool closing_ = false;      // unregister sent
   bool finished_ = false;     // finish_stop() ran
-  PeerHandler join_handler_, leave_handler_;
+  // Guarded by peers_mutex_; taken together with the peers_ change they report.
+  std::shared_ptr<const PeerHandler> join_handler_, leave_handler_;
   std::thread pmd_starter_;
   std::atomic<bool> pmd_starting_{false};
 
@@ -986,8 +993,11 @@ class NodeRuntimeImpl final : public NodeRuntime {
         fresh.push_back(node);
     }
     std::vector<NodeInfo> joined, left;
+    std::shared_ptr<const PeerHandler> on_join, on_leave;
     {
       std::lock_guard lock(peers_mutex_);
+      on_join = join_handler_;
+      on_leave = leave_handler_;
       for (const auto& node : fresh) {
         if (std::none_of(peers_.begin(), peers_.end(),
                          [&](const NodeInfo& p) { return p.node_id == node.node_id; })) {
@@ -1010,11 +1020,11 @@ class NodeRuntimeImpl final : public NodeRuntime {
     }
     for (const auto& peer : left) {
       forget_routes(peer.node_id);
-      call_peer_handler(leave_handler_, peer, "pmd_resync");
+      call_peer_handler(on_leave, peer, "pmd_resync");
     }
     for (const auto& peer : joined) {
       forget_routes(peer.node_id);
-      call_peer_handler(join_handler_, peer, "");
+      call_peer_handler(on_join, peer, "");
     }
   }
 
@@ -1023,10 +1033,12 @@ class NodeRuntimeImpl final : public NodeRuntime {
       return;
     const NodeInfo& peer = *event.peer;
     forget_routes(peer.node_id);
+    std::shared_ptr<const PeerHandler> handler;
     if (event.event == "peer:join") {
       bool known = false;
       {
         std::lock_guard lock(peers_mutex_);
+        handler = join_handler_;
         for (auto& p : peers_) {
           if (p.node_id == peer.node_id) {
             p = peer;
@@ -1037,25 +1049,26 @@ class NodeRuntimeImpl final : public NodeRuntime {
           peers_.push_back(peer);
       }
       if (!known)
-        call_peer_handler(join_handler_, peer, event.reason);
+        call_peer_handler(handler, peer, event.reason);
     } else if (event.event == "peer:leave") {
       bool known = false;
       {
         std::lock_guard lock(peers_mutex_);
+        handler = leave_handler_;
         known =
             std::erase_if(peers_, [&](const NodeInfo& p) { return p.node_id == peer.node_id; }) > 0;
       }
       if (known)
-        call_peer_handler(leave_handler_, peer, event.reason);
+        call_peer_handler(handler, peer, event.reason);
     }
   }
 
-  static void call_peer_handler(const PeerHandler& handler, const NodeInfo& peer,
-                                std::string_view reason) {
-    if (!handler)
+  static void call_peer_handler(const std::shared_ptr<const PeerHandler>& handler,
+                                const NodeInfo& peer, std::string_view reason) {
+    if (!handler || !*handler)
       return;
     try {
-      handler(peer, reason);
+      (*handler)(peer, reason);
     } catch (const std::exception& e) {
       spdlog::warn("peer handler threw: {}", e.what());
     }

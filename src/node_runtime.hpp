@@ -103,7 +103,9 @@ class NodeRuntime {
 
   /// The registered peers, this node excluded.
   virtual std::vector<NodeInfo> discover() = 0;
-  /// Peer events, run on the I/O thread: keep them short.
+  /// Peer events, run on the I/O thread: keep them short. The handler is in
+  /// place when the call returns: a peer that joins after it and is not yet in
+  /// discover()'s list reaches the handler (install it first, then discover()).
   virtual void on_peer_join(PeerHandler handler) = 0;
   virtual void on_peer_leave(PeerHandler handler) = 0;
 

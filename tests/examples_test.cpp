@@ -37,7 +37,9 @@ TEST_CASE("examples: multi_node instances discover each other and broadcast", "[
   ChildProcess c({example("multi_node"), "c", "3"}, env);
   for (auto* node : {&a, &b, &c}) {
     const std::string out = node->read_all(15s);
-    CHECK(node->wait(5s) == 0);
+    const auto code = node->wait(5s);
+    INFO(out << node->stderr_text());
+    CHECK(code == 0);
     int heard = 0;
     for (const char* peer : {"a", "b", "c"}) {
       heard += out.find(std::string("got hello from ") + peer) != std::string::npos;
