@@ -5,9 +5,11 @@
 // scanner's documented rules on top:
 // * numbers are checked by the grammar only, as JSON.parse does: where nlohmann
 //   refuses a number outside double's range ("number overflow", 406), that
-//   token is replaced by 0 and the text checked again;
+//   token is replaced by null (which, unlike a digit, nothing after it can
+//   extend) and the text checked again;
 // * at most distflow::kJsonMaxDepth levels of arrays and objects;
-// * a UTF-8 byte order mark is not whitespace (nlohmann skips one).
+// * a UTF-8 byte order mark is not whitespace (nlohmann skips one);
+// * a NUL byte is never valid (nlohmann takes one outside strings as the end).
 
 #include <cstddef>
 #include <string>
@@ -60,6 +62,8 @@ inline JsonVerdict oracle_parse(std::string_view input) {
   };
   if (input.size() >= 3 && input.substr(0, 3) == "\xEF\xBB\xBF")
     return {};
+  if (input.find('\0') != std::string_view::npos)
+    return {};
   std::string text(input);
   for (;;) {
     Sax sax;
@@ -70,7 +74,7 @@ inline JsonVerdict oracle_parse(std::string_view input) {
     }
     if (sax.error_id != 406 || sax.error_length == 0 || sax.error_end < sax.error_length)
       return {};
-    text.replace(sax.error_end - sax.error_length, sax.error_length, "0");
+    text.replace(sax.error_end - sax.error_length, sax.error_length, "null");
   }
 }
 
