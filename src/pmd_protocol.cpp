@@ -98,11 +98,12 @@ bool read_bool(std::string_view value, std::optional<bool>& out) {
   return true;
 }
 
-bool read_payload(std::string_view value, JsonObjectWalker& walker, Strings& strings,
+/// `padded`: 16 readable bytes follow `value` (it lies inside a padded body).
+bool read_payload(std::string_view value, bool padded, JsonObjectWalker& walker, Strings& strings,
                   PmdRequestView& out) {
   if (value == "null")
     return true;
-  if (value.front() != '{' || walker.walk(value, false))
+  if (value.front() != '{' || walker.walk(value, padded))
     return false;
   out.payload = true;
   bool alias_seen = false;
@@ -230,8 +231,12 @@ bool PmdRequestParser::parse(std::string_view body, bool padded, PmdRequestView&
         return false;
       out.request_id = value;
     } else if (member.key == "payload") {
-      if (payload_seen || !read_payload(value, impl_->payload, impl_->strings, out))
+      // The payload is followed by the rest of the body (and the padding, if any).
+      const auto after = body.data() + body.size() - (value.data() + value.size());
+      if (payload_seen ||
+          !read_payload(value, padded || after >= 16, impl_->payload, impl_->strings, out)) {
         return false;
+      }
       payload_seen = true;
     } else {
       return false;
