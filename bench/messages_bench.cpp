@@ -1,6 +1,6 @@
 // The data path's per-message work: building a frame around a payload
 // (MessageEncoder), parsing a received envelope in one pass (EnvelopeParser; and
-// its simdjson fallback for comparison),
+// its general JsonObjectWalker path for comparison),
 // and validating payload text (JsonValidator). ~100-byte JSON payload.
 
 #include <cstdint>
@@ -70,7 +70,7 @@ void BM_EnvelopeParser_Parse(benchmark::State& state) {
   BM_EnvelopeParser<false>(state);
 }
 BENCHMARK(BM_EnvelopeParser_Parse)->Arg(0)->Arg(1);
-// parse_general(): simdjson on-demand plus a DOM pass over the payload (the fallback).
+// parse_general(): the JsonObjectWalker pass plus field interpretation (the fallback).
 void BM_EnvelopeParser_ParseGeneral(benchmark::State& state) {
   BM_EnvelopeParser<true>(state);
 }

@@ -17,7 +17,8 @@ namespace distflow {
 inline constexpr std::size_t kFrameHeaderBytes = 4;
 inline constexpr std::size_t kDefaultPmdFrameLimit = 1u << 20;    ///< 1 MiB
 inline constexpr std::size_t kDefaultNodeFrameLimit = 16u << 20;  ///< 16 MiB
-/// Readable bytes guaranteed after every body the decoder returns (simdjson's padding).
+/// Readable bytes guaranteed after every body the decoder returns (room for the scanners' 16-byte
+/// loads).
 inline constexpr std::size_t kFramePadding = 64;
 
 /// Incremental decoder: bytes in (any chunking), frame bodies out.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <vector>
@@ -11,23 +12,13 @@
 #endif
 
 #include <nlohmann/json.hpp>
-#include <simdjson.h>
 
 #include "errors.hpp"
 #include "framing.hpp"
 
 namespace distflow {
-namespace ondemand = simdjson::ondemand;
 
 namespace {
-
-std::string_view trim_right(std::string_view s) {
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
 
 std::error_code fail(std::error_code ec, std::string* why, std::string_view text) {
   if (why)
@@ -35,50 +26,33 @@ std::error_code fail(std::error_code ec, std::string* why, std::string_view text
   return ec;
 }
 
-std::error_code fail(simdjson::error_code e, std::string* why) {
-  return fail(errc::bad_json, why, simdjson::error_message(e));
-}
-
-// On-demand checks only the nesting of what it skips ("[tru,,]" passes), and a
-// scalar's token is not parsed until asked for: parse it once, build nothing.
-// Objects and arrays are validated by the caller (a DOM pass over their span).
-simdjson::error_code validate_scalar(ondemand::value& value, ondemand::json_type type) {
-  switch (type) {
-    case ondemand::json_type::object:
-    case ondemand::json_type::array:
-      return simdjson::INCORRECT_TYPE;
-    case ondemand::json_type::string: {
-      std::string_view text;
-      return value.get_string().get(text);
-    }
-    case ondemand::json_type::number: {
-      ondemand::number number;
-      return value.get_number().get(number);
-    }
-    case ondemand::json_type::boolean: {
-      bool flag = false;
-      return value.get_bool().get(flag);
-    }
-    case ondemand::json_type::null: {
-      bool is_null = false;
-      if (auto e = value.is_null().get(is_null))
-        return e;
-      return is_null ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
-    }
-  }
-  return simdjson::TAPE_ERROR;
-}
-
 // ---- the one-pass scanner ---------------------------------------------------------
 //
-// A validating JSON scanner for the data path: one pass over the bytes, no
-// tape, no DOM, no allocation. It accepts only what it is sure of, a subset of
-// what simdjson accepts (nesting up to kMaxDepth, numbers well inside double's
-// range, no surrogate escapes); for anything else it says "not sure" and the
-// caller falls back to simdjson, which then accepts or names the error. So the
-// fast path never changes an outcome, it only makes the common one cheap.
+// A validating JSON scanner: one pass over the bytes, no tape, no DOM, no
+// allocation. It decides every input by itself: RFC 8259's grammar, UTF-8
+// well-formedness (no overlongs, no encoded surrogates, nothing above
+// U+10FFFF), \u escapes (a high surrogate must be followed by a low one),
+// nesting up to kJsonMaxDepth levels. Numbers are checked against the grammar
+// only, as JSON.parse does: 1e400 is valid JSON text (the payload is forwarded
+// as its text, never converted).
+//
+// Failures return nullptr. The Diagnose instantiation, run again over the
+// input only once it failed, also records where and why.
 
-constexpr unsigned kMaxDepth = 64;
+constexpr unsigned kMaxDepth = kJsonMaxDepth;
+
+struct ScanFailure {
+  const char* at = nullptr;
+  const char* reason = nullptr;
+};
+thread_local ScanFailure g_failure;
+
+template <bool Diagnose>
+inline const char* failed(const char* at, const char* reason) {
+  if constexpr (Diagnose)
+    g_failure = {at, reason};
+  return nullptr;
+}
 
 inline bool is_space(char c) {
   return c == ' ' || c == '\n' || c == '\r' || c == '\t';
@@ -102,6 +76,18 @@ int hex_value(char c) {
   if (c >= 'A' && c <= 'F')
     return c - 'A' + 10;
   return -1;
+}
+
+// Four hex digits at p (the caller checked they are there): the code unit, or -1.
+int hex4(const char* p) {
+  int code = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int digit = hex_value(p[i]);
+    if (digit < 0)
+      return -1;
+    code = code << 4 | digit;
+  }
+  return code;
 }
 
 bool in_range(const char* p, unsigned char lo, unsigned char hi) {
@@ -133,10 +119,13 @@ const char* skip_utf8(const char* p, const char* end) {
   return nullptr;
 }
 
-// An escape sequence at p (a backslash): the byte after it, or nullptr.
+// An escape sequence at p (a backslash): the byte after it, or nullptr. A \u
+// escape of a high surrogate must be followed by one of a low surrogate (the
+// pair is one code point); a lone half has no UTF-8 form and is refused.
+template <bool Diagnose>
 const char* skip_escape(const char* p, const char* end) {
   if (end - p < 2)
-    return nullptr;
+    return failed<Diagnose>(p, "unterminated string");
   switch (p[1]) {
     case '"':
     case '\\':
@@ -148,20 +137,20 @@ const char* skip_escape(const char* p, const char* end) {
     case 't':
       return p + 2;
     case 'u': {
-      if (end - p < 6)
-        return nullptr;
-      int code = 0;
-      for (int i = 2; i < 6; ++i) {
-        const int digit = hex_value(p[i]);
-        if (digit < 0)
-          return nullptr;
-        code = code << 4 | digit;
-      }
-      // Pairs and lone halves: simdjson's rules decide.
-      return code >= 0xd800 && code <= 0xdfff ? nullptr : p + 6;
+      const int code = end - p >= 6 ? hex4(p + 2) : -1;
+      if (code < 0)
+        return failed<Diagnose>(p, "invalid \\u escape");
+      if (code >= 0xdc00 && code <= 0xdfff)
+        return failed<Diagnose>(p, "lone low surrogate in a \\u escape");
+      if (code < 0xd800 || code > 0xdbff)
+        return p + 6;
+      const int low = end - p >= 12 && p[6] == '\\' && p[7] == 'u' ? hex4(p + 8) : -1;
+      if (low < 0xdc00 || low > 0xdfff)
+        return failed<Diagnose>(p, "high surrogate in a \\u escape without a low one");
+      return p + 12;
     }
     default:
-      return nullptr;
+      return failed<Diagnose>(p, "invalid escape in a string");
   }
 }
 
@@ -175,7 +164,7 @@ struct NumberToken {
 // The scanner proper. Padded: the caller guarantees 16 readable bytes after
 // `end` (frame bodies have kFramePadding), so every look at the bytes is a
 // 16-byte vector load; otherwise the last partial block is copied first.
-template <bool Padded>
+template <bool Padded, bool Diagnose = false>
 struct Scanner {
 #if defined(__SSE2__)
   static __m128i load(const char* p, const char* end) {
@@ -187,6 +176,14 @@ struct Scanner {
     return _mm_load_si128(reinterpret_cast<const __m128i*>(block));
   }
 #endif
+
+  static const char* fail(const char* at, const char* reason) {
+    return failed<Diagnose>(at, reason);
+  }
+  // `what` was expected at p: the reason when it is not there.
+  static const char* expected(const char* p, const char* end, const char* what) {
+    return fail(p, p == end ? "unexpected end of input" : what);
+  }
 
   // The first byte in [p, end) a string scan must look at: '"', '\\', a control
   // character or a non-ASCII byte; `end` if none.
@@ -242,27 +239,29 @@ struct Scanner {
     for (;;) {
       p = find_special(p, end);
       if (p == end)
-        return nullptr;
+        return fail(p, "unterminated string");
       const auto c = static_cast<unsigned char>(*p);
       if (c == '"')
         return p;
       if (c == '\\') {
         escaped = true;
-        p = skip_escape(p, end);
+        p = skip_escape<Diagnose>(p, end);
       } else if (c < 0x20) {
-        return nullptr;
+        return fail(p, "unescaped control character in a string");
       } else {
-        p = skip_utf8(p, end);
+        const char* next = skip_utf8(p, end);
+        if (next == nullptr)
+          return fail(p, "invalid UTF-8 in a string");
+        p = next;
       }
       if (p == nullptr)
         return nullptr;
     }
   }
 
-  // A number at p: the byte after it, or nullptr. Only numbers with at most 18
-  // digits before and after the point and an exponent of at most 280 are taken:
-  // those are far from double's overflow and underflow, where parsers differ.
+  // A number at p (a '-' or a digit): the byte after it, or nullptr.
   static const char* number(const char* p, const char* end, NumberToken& token) {
+    const char* start = p;
     token.negative = *p == '-';
     if (token.negative)
       ++p;
@@ -273,15 +272,15 @@ struct Scanner {
       p = skip_digits(p, end);
     }
     token.int_digits = static_cast<std::size_t>(p - token.digits);
-    if (token.int_digits == 0 || token.int_digits > 18)
-      return nullptr;
+    if (token.int_digits == 0)
+      return fail(start, "invalid number");
     token.integer = true;
     if (p < end && *p == '.') {
       token.integer = false;
       const char* fraction = ++p;
       p = skip_digits(p, end);
-      if (p == fraction || p - fraction > 18)
-        return nullptr;
+      if (p == fraction)
+        return fail(start, "invalid number");
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
       token.integer = false;
@@ -289,14 +288,9 @@ struct Scanner {
       if (p < end && (*p == '+' || *p == '-'))
         ++p;
       const char* exponent = p;
-      int magnitude = 0;
-      for (; p < end && is_digit(*p); ++p) {
-        if (p - exponent >= 3)
-          return nullptr;
-        magnitude = magnitude * 10 + (*p - '0');
-      }
-      if (p == exponent || magnitude > 280)
-        return nullptr;
+      p = skip_digits(p, end);
+      if (p == exponent)
+        return fail(start, "invalid number");
     }
     return p;
   }
@@ -304,44 +298,42 @@ struct Scanner {
   static const char* literal(const char* p, const char* end, std::string_view word) {
     if (static_cast<std::size_t>(end - p) < word.size() ||
         std::memcmp(p, word.data(), word.size()) != 0) {
-      return nullptr;
+      return fail(p, "invalid literal");
     }
     return p + word.size();
   }
 
   static const char* object(const char* p, const char* end, unsigned depth) {
     if (depth >= kMaxDepth)
-      return nullptr;
+      return fail(p, "nesting deeper than 1024 levels");
     p = skip_space(p + 1, end);
     if (p < end && *p == '}')
       return p + 1;
     for (;;) {
       if (p == end || *p != '"')
-        return nullptr;
+        return expected(p, end, "expected a string key");
       bool escaped = false;
       p = string(p + 1, end, escaped);
       if (p == nullptr)
         return nullptr;
       p = skip_space(p + 1, end);
       if (p == end || *p != ':')
-        return nullptr;
+        return expected(p, end, "expected ':' after a key");
       p = value(skip_space(p + 1, end), end, depth + 1);
       if (p == nullptr)
         return nullptr;
       p = skip_space(p, end);
-      if (p == end)
-        return nullptr;
+      if (p == end || (*p != '}' && *p != ','))
+        return expected(p, end, "expected ',' or '}' in an object");
       if (*p == '}')
         return p + 1;
-      if (*p != ',')
-        return nullptr;
       p = skip_space(p + 1, end);
     }
   }
 
   static const char* array(const char* p, const char* end, unsigned depth) {
     if (depth >= kMaxDepth)
-      return nullptr;
+      return fail(p, "nesting deeper than 1024 levels");
     p = skip_space(p + 1, end);
     if (p < end && *p == ']')
       return p + 1;
@@ -350,20 +342,19 @@ struct Scanner {
       if (p == nullptr)
         return nullptr;
       p = skip_space(p, end);
-      if (p == end)
-        return nullptr;
+      if (p == end || (*p != ']' && *p != ','))
+        return expected(p, end, "expected ',' or ']' in an array");
       if (*p == ']')
         return p + 1;
-      if (*p != ',')
-        return nullptr;
       p = skip_space(p + 1, end);
     }
   }
 
-  // One value at p (no leading space): the byte after it, or nullptr.
+  // One value at p (no leading space): the byte after it, or nullptr. `depth`:
+  // the number of arrays and objects around it.
   static const char* value(const char* p, const char* end, unsigned depth) {
     if (p == end)
-      return nullptr;
+      return fail(p, "unexpected end of input");
     switch (*p) {
       case '"': {
         bool escaped = false;
@@ -382,25 +373,202 @@ struct Scanner {
         return literal(p, end, "null");
       default: {
         if (*p != '-' && !is_digit(*p))
-          return nullptr;
+          return fail(p, "unexpected character");
         NumberToken token;
         return number(p, end, token);
       }
     }
   }
+
+  // One JSON value with optional space around it: true when it is the whole text.
+  static bool document(const char* p, const char* end) {
+    p = value(skip_space(p, end), end, 0);
+    if (p == nullptr)
+      return false;
+    if (skip_space(p, end) != end) {
+      fail(skip_space(p, end), "trailing content after the JSON value");
+      return false;
+    }
+    return true;
+  }
+
+  // An object at p ('{'), as the whole text (space around it allowed): its
+  // top-level members in order, escaped keys unescaped into `keys`.
+  static bool members(const char* p, const char* end, std::vector<JsonMember>& out,
+                      std::string& keys, std::vector<detail::JsonEscapedKey>& escaped_keys) {
+    p = skip_space(p + 1, end);
+    if (p < end && *p == '}') {
+      ++p;
+    } else {
+      for (;;) {
+        if (p == end || *p != '"')
+          return expected(p, end, "expected a string key") != nullptr;
+        bool escaped = false;
+        const char* key = p + 1;
+        p = string(key, end, escaped);
+        if (p == nullptr)
+          return false;
+        std::string_view name(key, static_cast<std::size_t>(p - key));
+        if (escaped) {
+          // Unescaped into `keys`; the view is set after the walk (`keys` may move).
+          const std::size_t at = keys.size();
+          append_json_unescaped(keys, name);
+          escaped_keys.push_back({out.size(), at, keys.size() - at});
+          name = {};
+        }
+        p = skip_space(p + 1, end);
+        if (p == end || *p != ':')
+          return expected(p, end, "expected ':' after a key") != nullptr;
+        const char* value_begin = skip_space(p + 1, end);
+        p = value(value_begin, end, 1);
+        if (p == nullptr)
+          return false;
+        const std::string_view raw(value_begin, static_cast<std::size_t>(p - value_begin));
+        out.push_back({name, raw, escaped});
+        p = skip_space(p, end);
+        if (p == end || (*p != '}' && *p != ','))
+          return expected(p, end, "expected ',' or '}' in an object") != nullptr;
+        if (*p == '}') {
+          ++p;
+          break;
+        }
+        p = skip_space(p + 1, end);
+      }
+    }
+    if (skip_space(p, end) != end) {
+      fail(skip_space(p, end), "trailing content after the JSON value");
+      return false;
+    }
+    return true;
+  }
 };
 
-// True when `text` is certainly one valid JSON value (with optional space around).
-bool scan_document(std::string_view text, bool object_only) {
+std::error_code bad_json(std::string_view text, std::string* why) {
+  if (why) {
+    const ScanFailure f = g_failure;
+    if (f.reason == nullptr) {
+      why->assign("invalid JSON");
+    } else {
+      *why = f.reason;
+      *why += " at byte ";
+      *why += std::to_string(f.at - text.data());
+    }
+  }
+  return errc::bad_json;
+}
+
+// errc::bad_json with the reason, or {} when `text` is one JSON value.
+std::error_code check_document(std::string_view text, std::string* why) {
   const char* end = text.data() + text.size();
-  const char* p = skip_space(text.data(), end);
-  if (object_only && (p == end || *p != '{'))
-    return false;
-  p = Scanner<false>::value(p, end, 0);
-  return p != nullptr && skip_space(p, end) == end;
+  if (Scanner<false>::document(text.data(), end))
+    return {};
+  g_failure = {};
+  Scanner<false, true>::document(text.data(), end);
+  return bad_json(text, why);
+}
+
+// The value of `text` is not an object: not_an_object if it is valid JSON, else bad_json.
+std::error_code not_an_object(std::string_view text, std::string* why) {
+  if (auto ec = check_document(text, why))
+    return ec;
+  return fail(errc::not_an_object, why, "not a JSON object");
 }
 
 }  // namespace
+
+void append_json_unescaped(std::string& out, std::string_view text) {
+  const char* p = text.data();
+  const char* end = p + text.size();
+  while (p < end) {
+    const char* slash =
+        static_cast<const char*>(std::memchr(p, '\\', static_cast<std::size_t>(end - p)));
+    if (slash == nullptr)
+      slash = end;
+    out.append(p, slash);
+    if (slash == end)
+      break;
+    p = slash + 2;
+    switch (slash[1]) {
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'u': {
+        auto code = static_cast<std::uint32_t>(hex4(slash + 2));
+        p = slash + 6;
+        if (code >= 0xd800 && code <= 0xdbff) {
+          const auto low = static_cast<std::uint32_t>(hex4(slash + 8));
+          code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+          p = slash + 12;
+        }
+        if (code < 0x80) {
+          out += static_cast<char>(code);
+        } else if (code < 0x800) {
+          out += static_cast<char>(0xc0 | code >> 6);
+          out += static_cast<char>(0x80 | (code & 0x3f));
+        } else if (code < 0x10000) {
+          out += static_cast<char>(0xe0 | code >> 12);
+          out += static_cast<char>(0x80 | (code >> 6 & 0x3f));
+          out += static_cast<char>(0x80 | (code & 0x3f));
+        } else {
+          out += static_cast<char>(0xf0 | code >> 18);
+          out += static_cast<char>(0x80 | (code >> 12 & 0x3f));
+          out += static_cast<char>(0x80 | (code >> 6 & 0x3f));
+          out += static_cast<char>(0x80 | (code & 0x3f));
+        }
+        break;
+      }
+      default:  // '"', '\\', '/'
+        out += slash[1];
+    }
+  }
+}
+
+std::string_view json_string_text(std::string_view token, std::string& storage) {
+  const std::string_view inner = token.substr(1, token.size() - 2);
+  if (inner.find('\\') == std::string_view::npos)
+    return inner;
+  storage.clear();
+  append_json_unescaped(storage, inner);
+  return storage;
+}
+
+// ---- JsonObjectWalker ---------------------------------------------------------
+
+std::error_code JsonObjectWalker::walk(std::string_view text, bool padded, std::string* why) {
+  members_.clear();
+  keys_.clear();
+  escaped_keys_.clear();
+  const char* end = text.data() + text.size();
+  const char* p = skip_space(text.data(), end);
+  if (p == end || *p != '{')
+    return not_an_object(text, why);
+  const bool ok = padded ? Scanner<true>::members(p, end, members_, keys_, escaped_keys_)
+                         : Scanner<false>::members(p, end, members_, keys_, escaped_keys_);
+  if (!ok) {
+    members_.clear();
+    keys_.clear();
+    escaped_keys_.clear();
+    g_failure = {};
+    Scanner<false, true>::members(p, end, members_, keys_, escaped_keys_);
+    members_.clear();
+    return bad_json(text, why);
+  }
+  for (const detail::JsonEscapedKey& k : escaped_keys_)
+    members_[k.member].key = std::string_view(keys_).substr(k.offset, k.length);
+  return {};
+}
 
 // ---- envelopes ---------------------------------------------------------------
 
@@ -431,9 +599,9 @@ std::int64_t timestamp_of(const NumberToken& token) {
 }
 
 // The fast path: the whole body in one pass, fields in any order, extension keys
-// validated and skipped. False means "not sure" (see the scanner): the general
-// path decides, so escaped keys and fields, a non-string alias, a timestamp with
-// a fraction, and every error take it.
+// validated and skipped. False hands the body to the general path, which
+// decides: escaped keys and fields, a non-string alias, a timestamp with a
+// fraction or more than 18 digits, and every error take it.
 bool scan_envelope(std::string_view body, ParsedFields& out) {
   static_assert(kFramePadding >= 16);
   using Scan = Scanner<true>;  // the frame padding follows the body
@@ -486,7 +654,7 @@ bool scan_envelope(std::string_view body, ParsedFields& out) {
       *raw = span(value, p);
       *text = span(value + 1, p - 1);
     } else if (name == "payload") {
-      p = Scan::value(value, end, 0);
+      p = Scan::value(value, end, 1);
       if (p == nullptr)
         return false;
       out.payload = span(value, p);
@@ -496,11 +664,11 @@ bool scan_envelope(std::string_view body, ParsedFields& out) {
         return false;
       NumberToken token;
       p = Scan::number(value, end, token);
-      if (p == nullptr || !token.integer)
+      if (p == nullptr || !token.integer || token.int_digits > 18)
         return false;
       out.timestamp = timestamp_of(token);
     } else {
-      p = Scan::value(value, end, 0);
+      p = Scan::value(value, end, 1);
       if (p == nullptr)
         return false;
     }
@@ -589,11 +757,8 @@ void detail::free_envelope_block(EnvelopeBlock* block) noexcept {
 }
 
 struct EnvelopeParser::Impl {
-  ondemand::parser parser;
-  // Validates object/array payloads (on-demand skips them unchecked) and, on the
-  // error path, tells bad JSON from a valid non-object.
-  simdjson::dom::parser classifier;
-  std::string escaped;  // unescaped copies of escaped strings (general path)
+  JsonObjectWalker walker;  // the general path
+  std::string escaped;      // unescaped copies of escaped strings (general path)
 
   detail::BlockPool* pool = new detail::BlockPool;
   std::vector<detail::EnvelopeBlock*> spare;  // taken back from the pool
@@ -709,124 +874,58 @@ std::error_code EnvelopeParser::parse_with(std::string_view body, Envelope& out,
 
 std::error_code EnvelopeParser::Impl::parse_general(std::string_view body, ParsedFields& out,
                                                     std::string* why) {
-  static_assert(kFramePadding >= simdjson::SIMDJSON_PADDING);
   escaped.clear();
-  // Parsed in place: the caller guarantees the padding after the body.
+  // The caller guarantees the padding after the body.
+  if (auto ec = walker.walk(body, true, why))
+    return ec;
   const char* base = body.data();
-  ondemand::document doc;
-  if (auto e = parser.iterate(base, body.size(), body.size() + kFramePadding).get(doc)) {
-    return fail(e, why);
-  }
-  ondemand::object object;
-  if (auto e = doc.get_object().get(object)) {
-    if (e != simdjson::INCORRECT_TYPE)
-      return fail(e, why);
-    // On-demand only looked at the first byte ("nope" looks like null): a full
-    // parse tells a valid non-object from garbage.
-    simdjson::dom::element root;
-    if (auto de = classifier.parse(body.data(), body.size(), true).get(root)) {
-      return fail(de, why);
-    }
-    return fail(errc::not_an_object, why, "not a JSON object");
-  }
-
   auto span_of = [&](std::string_view v) {
     return FieldSpan{static_cast<std::uint32_t>(v.data() - base),
                      static_cast<std::uint32_t>(v.size())};
   };
   // A string field: raw token span, plus the unescaped text (a span of the raw
   // token when it has no escapes, else an unescaped copy kept after the body).
-  auto string_field = [&](ondemand::value& value, FieldSpan& raw,
-                          FieldSpan& text) -> simdjson::error_code {
-    std::string_view token = trim_right(value.raw_json_token());
-    std::string_view unescaped;
-    if (auto e = value.get_string().get(unescaped))
-      return e;
+  auto string_field = [&](std::string_view token, FieldSpan& raw, FieldSpan& text) {
     raw = span_of(token);
-    if (token.size() >= 2 && token.substr(1, token.size() - 2) == unescaped) {
-      text = span_of(token.substr(1, token.size() - 2));
-    } else {
-      text = {static_cast<std::uint32_t>(body.size() + escaped.size()),
-              static_cast<std::uint32_t>(unescaped.size())};
-      escaped.append(unescaped);
+    const std::string_view inner = token.substr(1, token.size() - 2);
+    if (inner.find('\\') == std::string_view::npos) {
+      text = span_of(inner);
+      return;
     }
-    return simdjson::SUCCESS;
+    const std::size_t at = escaped.size();
+    append_json_unescaped(escaped, inner);
+    text = {static_cast<std::uint32_t>(body.size() + at),
+            static_cast<std::uint32_t>(escaped.size() - at)};
   };
-
   bool have_from = false, have_payload = false;
-  for (auto field_result : object) {
-    ondemand::field field;
-    if (auto e = std::move(field_result).get(field))
-      return fail(e, why);
-    std::string_view key;
-    if (auto e = field.unescaped_key().get(key))
-      return fail(e, why);
-    ondemand::value value = field.value();
-    simdjson::error_code e = simdjson::SUCCESS;
+  for (const JsonMember& member : walker.members()) {
+    const std::string_view key = member.key;
+    const std::string_view value = member.value;
     if (key == "payload") {
-      // A scalar is its token; an object or array runs from its first byte to
-      // the token after it, where the walk leaves the iterator.
-      const std::string_view token = value.raw_json_token();
-      ondemand::json_type type;
-      if ((e = value.type().get(type)))
-        return fail(e, why);
-      std::string_view raw = token;
-      if (type == ondemand::json_type::object || type == ondemand::json_type::array) {
-        if (type == ondemand::json_type::object) {
-          ondemand::object inner;
-          if (!(e = value.get_object().get(inner)))
-            e = inner.raw_json().get(raw);
-        } else {
-          ondemand::array inner;
-          if (!(e = value.get_array().get(inner)))
-            e = inner.raw_json().get(raw);
-        }
-        if (e)
-          return fail(e, why);
-        raw = trim_right(raw);
-        // The span is inside the body, followed by the caller's padding.
-        simdjson::dom::element root;
-        if ((e = classifier.parse(raw.data(), raw.size(), false).get(root))) {
-          return fail(e, why);
-        }
-      } else if ((e = validate_scalar(value, type))) {
-        return fail(e, why);
-      }
-      out.payload = span_of(trim_right(raw));
+      out.payload = span_of(value);
       have_payload = true;
-    } else if (key == "from") {
-      e = string_field(value, out.from_raw, out.from);
-      have_from = true;
-    } else if (key == "to") {
-      e = string_field(value, out.to_raw, out.to);
-    } else if (key == "alias") {
-      ondemand::json_type type;
-      if ((e = value.type().get(type)))
-        return fail(e, why);
-      if (type == ondemand::json_type::string)
-        e = string_field(value, out.alias_raw, out.alias);
-    } else if (key == "timestamp") {
-      double ts = 0;
-      if ((e = value.get_double().get(ts))) {
-        return fail(errc::wrong_type, why, "'timestamp' is not a number");
+    } else if (key == "from" || key == "to") {
+      if (value.front() != '"')
+        return fail(errc::wrong_type, why, "'" + std::string(key) + "' has the wrong type");
+      if (key == "from") {
+        string_field(value, out.from_raw, out.from);
+        have_from = true;
+      } else {
+        string_field(value, out.to_raw, out.to);
       }
-      // A peer's number may be anything: clamp instead of an out-of-range cast.
+    } else if (key == "alias") {
+      if (value.front() == '"')  // anything else: no alias
+        string_field(value, out.alias_raw, out.alias);
+    } else if (key == "timestamp") {
+      if (value.front() != '-' && !is_digit(value.front()))
+        return fail(errc::wrong_type, why, "'timestamp' is not a number");
+      // As a double (what the original's JSON.parse gives), correctly rounded;
+      // a peer's number may be anything: clamp instead of an out-of-range cast.
+      const std::string token(value);
+      const double ts = std::strtod(token.c_str(), nullptr);
       constexpr double kLimit = 9.2e18;
-      out.timestamp = ts != ts ? 0
-                               : static_cast<std::int64_t>(ts < -kLimit  ? -kLimit
-                                                           : ts > kLimit ? kLimit
-                                                                         : ts);
+      out.timestamp = static_cast<std::int64_t>(ts < -kLimit ? -kLimit : ts > kLimit ? kLimit : ts);
     }
-    if (e == simdjson::INCORRECT_TYPE) {
-      return fail(errc::wrong_type, why, "'" + std::string(key) + "' has the wrong type");
-    }
-    if (e)
-      return fail(e, why);
-  }
-  // current_location() fails (out of bounds) exactly when the object was the whole input.
-  const char* trailing = nullptr;
-  if (doc.current_location().get(trailing) == simdjson::SUCCESS) {
-    return fail(errc::bad_json, why, "trailing content after the JSON object");
   }
   if (!have_from)
     return fail(errc::missing_field, why, "missing 'from'");
@@ -837,31 +936,18 @@ std::error_code EnvelopeParser::Impl::parse_general(std::string_view body, Parse
 
 // ---- JsonValidator ------------------------------------------------------------
 
-struct JsonValidator::Impl {
-  simdjson::dom::parser parser;
-};
-
-JsonValidator::JsonValidator() : impl_(std::make_unique<Impl>()) {}
-JsonValidator::~JsonValidator() = default;
-
 std::error_code JsonValidator::validate(std::string_view text, std::string* why) {
-  if (scan_document(text, false))
-    return {};
-  simdjson::dom::element root;
-  if (auto e = impl_->parser.parse(text.data(), text.size(), true).get(root))
-    return fail(e, why);
-  return {};
+  return check_document(text, why);
 }
 
 std::error_code JsonValidator::validate_object(std::string_view text, std::string* why) {
-  if (scan_document(text, true))
+  const char* end = text.data() + text.size();
+  const char* p = skip_space(text.data(), end);
+  if (p < end && *p == '{' && Scanner<false>::document(p, end))
     return {};
-  simdjson::dom::element root;
-  if (auto e = impl_->parser.parse(text.data(), text.size(), true).get(root))
-    return fail(e, why);
-  if (!root.is_object())
-    return fail(errc::not_an_object, why, "not a JSON object");
-  return {};
+  if (auto ec = check_document(text, why))
+    return ec;
+  return fail(errc::not_an_object, why, "not a JSON object");
 }
 
 // ---- encoding -----------------------------------------------------------------

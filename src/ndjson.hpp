@@ -16,7 +16,7 @@
 namespace distflow {
 
 inline constexpr std::size_t kDefaultMaxLineBytes = 16u << 20;  ///< as a node frame
-/// Readable bytes guaranteed after every line returned (simdjson's padding).
+/// Readable bytes guaranteed after every line returned (room for the scanners' 16-byte loads).
 inline constexpr std::size_t kLinePadding = 64;
 
 struct NdjsonLine {

@@ -13,14 +13,12 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
-#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include "errors.hpp"
 #include "messages.hpp"
 
 namespace distflow {
-namespace ondemand = simdjson::ondemand;
 
 namespace {
 
@@ -28,14 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kReadChunk = 256u << 10;
 constexpr std::size_t kOutputLimit = 1u << 20;  // buffered output before the dispatcher waits
-
-std::string_view trim_right(std::string_view s) {
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
 
 std::error_code fail(std::error_code ec, std::string* why, std::string_view text) {
   if (why)
@@ -518,80 +508,40 @@ class Bridge {
 // ---- OutboundParser ------------------------------------------------------------------
 
 struct OutboundParser::Impl {
-  ondemand::parser parser;
-  JsonValidator validator;
+  JsonObjectWalker walker;
+  std::string to;  // an escaped `to`, unescaped
 };
 
 OutboundParser::OutboundParser() : impl_(std::make_unique<Impl>()) {}
 OutboundParser::~OutboundParser() = default;
 
 std::error_code OutboundParser::parse(std::string_view line, OutboundLine& out, std::string* why) {
-  static_assert(kLinePadding >= simdjson::SIMDJSON_PADDING);
+  static_assert(kLinePadding >= 16);
   out = {};
-  // Full validation first (grammar, UTF-8, trailing bytes): the payload is sent
-  // as is. Then an on-demand pass only locates `to` and the payload's text.
-  if (auto ec = impl_->validator.validate_object(line, why)) {
+  // One pass validates the whole line (grammar, UTF-8, trailing bytes: the
+  // payload is sent as is) and lists its members.
+  if (auto ec = impl_->walker.walk(line, true, why)) {
     if (why && ec == errc::bad_json)
       why->insert(0, "invalid JSON: ");
     if (why && ec == errc::not_an_object)
       *why = R"(expected an object {"to":...,"payload":...})";
     return ec;
   }
-  ondemand::document doc;
-  auto bad = [&](simdjson::error_code e) {
-    return fail(errc::bad_json, why, fmt::format("invalid JSON: {}", simdjson::error_message(e)));
-  };
-  if (auto e =
-          impl_->parser.iterate(line.data(), line.size(), line.size() + kLinePadding).get(doc)) {
-    return bad(e);
-  }
-  ondemand::object object;
-  if (auto e = doc.get_object().get(object)) {
-    if (e == simdjson::INCORRECT_TYPE) {
-      return fail(errc::not_an_object, why, R"(expected an object {"to":...,"payload":...})");
-    }
-    return bad(e);
-  }
-  bool have_to = false, have_payload = false;
-  for (auto field_result : object) {
-    ondemand::field field;
-    if (auto e = std::move(field_result).get(field))
-      return bad(e);
-    std::string_view key;
-    if (auto e = field.unescaped_key().get(key))
-      return bad(e);
-    ondemand::value value = field.value();
-    if (key == "to") {
-      if (auto e = value.get_string().get(out.to)) {
-        if (e == simdjson::INCORRECT_TYPE)
-          return fail(errc::wrong_type, why, "'to' is not a string");
-        return bad(e);
-      }
-      have_to = true;
-    } else if (key == "payload") {
-      ondemand::json_type type;
-      if (auto e = value.type().get(type))
-        return bad(e);
-      simdjson::error_code e = simdjson::SUCCESS;
-      if (type == ondemand::json_type::object) {
-        ondemand::object inner;
-        if (!(e = value.get_object().get(inner)))
-          e = inner.raw_json().get(out.payload);
-      } else if (type == ondemand::json_type::array) {
-        ondemand::array inner;
-        if (!(e = value.get_array().get(inner)))
-          e = inner.raw_json().get(out.payload);
-      } else {
-        out.payload = trim_right(value.raw_json_token());
-      }
-      if (e)
-        return bad(e);
-      out.payload = trim_right(out.payload);  // raw_json() keeps the whitespace after it
+  std::string_view to_token;
+  bool have_payload = false;
+  for (const JsonMember& member : impl_->walker.members()) {
+    if (member.key == "to") {
+      if (member.value.front() != '"')
+        return fail(errc::wrong_type, why, "'to' is not a string");
+      to_token = member.value;
+    } else if (member.key == "payload") {
+      out.payload = member.value;
       have_payload = true;
     }
   }
-  if (!have_to)
+  if (to_token.empty())
     return fail(errc::missing_field, why, "missing 'to'");
+  out.to = json_string_text(to_token, impl_->to);
   if (out.to.empty())
     return fail(errc::wrong_type, why, "'to' is empty");
   if (!have_payload)

@@ -1,21 +1,22 @@
 #include "pmd_protocol.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <deque>
 #include <limits>
 #include <utility>
 
 #include <nlohmann/json.hpp>
-#include <simdjson.h>
 
 #include "framing.hpp"
+#include "messages.hpp"
 
 namespace distflow {
 namespace {
 
 using nlohmann::json;
-namespace ondemand = simdjson::ondemand;
-
-static_assert(kFramePadding >= simdjson::SIMDJSON_PADDING);
 
 /// Bodies longer than this are not worth the fast path (and would grow the
 /// parser's buffers for good).
@@ -28,7 +29,7 @@ bool plain_ascii(std::string_view text) {
   });
 }
 
-void append_json_string(std::string& out, std::string_view text) {
+void append_name_json(std::string& out, std::string_view text) {
   if (plain_ascii(text)) {  // what dump() would produce, without a DOM
     out += '"';
     out += text;
@@ -41,122 +42,94 @@ void append_json_string(std::string& out, std::string_view text) {
 
 // ---- the fast request reader -------------------------------------------------
 
-/// The key's spelling when it has no escape (then it is its own unescaped text).
-std::optional<std::string_view> plain_key(ondemand::field& field) {
-  // raw() points just after the opening quote; stage 1 guarantees the closing one.
-  const char* begin = field.key().raw();
-  const char* end = begin;
-  while (*end != '"') {
-    if (*end == '\\')
-      return std::nullopt;
-    ++end;
-  }
-  return std::string_view(begin, static_cast<std::size_t>(end - begin));
-}
+/// Unescaped strings of the request being read (views into them stay valid).
+using Strings = std::deque<std::string>;
 
-/// The raw text of a scalar value (validated, then consumed); false for anything else.
-bool scalar_token(ondemand::value& value, std::string_view& raw) {
-  ondemand::json_type type{};
-  if (value.type().get(type))
+bool read_string(std::string_view value, Strings& strings, std::optional<std::string_view>& out) {
+  if (out || value.front() != '"')
     return false;
-  raw = value.raw_json_token();  // runs up to the next token: drop the whitespace
-  while (!raw.empty() &&
-         (raw.back() == ' ' || raw.back() == '\t' || raw.back() == '\n' || raw.back() == '\r')) {
-    raw.remove_suffix(1);
+  const std::string_view inner = value.substr(1, value.size() - 2);
+  if (inner.find('\\') == std::string_view::npos) {
+    out = inner;
+  } else {
+    append_json_unescaped(strings.emplace_back(), inner);
+    out = strings.back();
   }
-  switch (type) {
-    case ondemand::json_type::string: {
-      std::string_view text;
-      return !value.get_string().get(text);
-    }
-    case ondemand::json_type::number: {
-      ondemand::number number;
-      return !value.get_number().get(number);
-    }
-    case ondemand::json_type::boolean: {
-      bool flag = false;
-      return !value.get_bool().get(flag);
-    }
-    case ondemand::json_type::null: {
-      bool is_null = false;
-      return !value.is_null().get(is_null) && is_null;
-    }
-    default:
-      return false;
-  }
-}
-
-bool read_string(ondemand::value& value, std::optional<std::string_view>& out) {
-  std::string_view text;
-  if (out || value.get_string().get(text))
-    return false;
-  out = text;
   return true;
 }
 
-bool read_int64(ondemand::value& value, std::optional<std::int64_t>& out) {
-  ondemand::number_type type{};
+/// An integer token within int64 (no fraction, no exponent).
+bool read_int64(std::string_view value, std::optional<std::int64_t>& out) {
   std::int64_t number = 0;
-  if (out || value.get_number_type().get(type) || type != ondemand::number_type::signed_integer ||
-      value.get_int64().get(number)) {
+  const char* end = value.data() + value.size();
+  if (out || (value.front() != '-' && (value.front() < '0' || value.front() > '9')))
     return false;
-  }
+  const auto [at, ec] = std::from_chars(value.data(), end, number);
+  if (ec != std::errc() || at != end)
+    return false;
   out = number;
   return true;
 }
 
-bool read_bool(ondemand::value& value, std::optional<bool>& out) {
-  bool flag = false;
-  if (out || value.get_bool().get(flag))
+/// A scalar the full parser reads back as the same value: not an object or
+/// array, and a number within 64 bits (an integer) or a finite double.
+bool plain_scalar(std::string_view value) {
+  const char first = value.front();
+  if (first == '{' || first == '[')
     return false;
-  out = flag;
+  if (first != '-' && (first < '0' || first > '9'))
+    return true;
+  const char* end = value.data() + value.size();
+  if (value.find_first_of(".eE") == std::string_view::npos) {
+    std::int64_t signed_number = 0;
+    std::uint64_t unsigned_number = 0;
+    const auto s = std::from_chars(value.data(), end, signed_number);
+    const auto u = std::from_chars(value.data(), end, unsigned_number);
+    return (s.ec == std::errc() && s.ptr == end) || (u.ec == std::errc() && u.ptr == end);
+  }
+  const std::string token(value);
+  return std::isfinite(std::strtod(token.c_str(), nullptr));
+}
+
+bool read_bool(std::string_view value, std::optional<bool>& out) {
+  if (out || (value != "true" && value != "false"))
+    return false;
+  out = value == "true";
   return true;
 }
 
-bool read_payload(ondemand::value& value, PmdRequestView& out) {
-  ondemand::json_type type{};
-  if (value.type().get(type))
-    return false;
-  if (type == ondemand::json_type::null) {
-    bool is_null = false;
-    return !value.is_null().get(is_null) && is_null;
-  }
-  ondemand::object object;
-  if (type != ondemand::json_type::object || value.get_object().get(object))
+/// `padded`: 16 readable bytes follow `value` (it lies inside a padded body).
+bool read_payload(std::string_view value, bool padded, JsonObjectWalker& walker, Strings& strings,
+                  PmdRequestView& out) {
+  if (value == "null")
+    return true;
+  if (value.front() != '{' || walker.walk(value, padded))
     return false;
   out.payload = true;
   bool alias_seen = false;
-  for (auto item : object) {
-    ondemand::field field;
-    if (std::move(item).get(field))
+  for (const JsonMember& member : walker.members()) {
+    if (member.key_escaped)
       return false;
-    const auto key = plain_key(field);
-    if (!key)
-      return false;
-    ondemand::value member = field.value();
+    const std::string_view key = member.key;
+    const std::string_view v = member.value;
     bool ok = false;
-    if (*key == "nodeId") {
-      ok = read_string(member, out.node_id);
-    } else if (*key == "alias") {
+    if (key == "nodeId") {
+      ok = read_string(v, strings, out.node_id);
+    } else if (key == "alias") {
       if (alias_seen)
         return false;
       alias_seen = true;
-      bool is_null = false;
-      ondemand::json_type member_type{};
-      if (member.type().get(member_type))
-        return false;
-      ok = member_type == ondemand::json_type::null ? !member.is_null().get(is_null) && is_null
-                                                    : read_string(member, out.alias);
-    } else if (*key == "host") {
-      ok = read_string(member, out.host);
-    } else if (*key == "port") {
-      ok = read_int64(member, out.port);
-    } else if (*key == "pid") {
-      ok = read_int64(member, out.pid);
-    } else if (*key == "snapshot") {
-      ok = read_bool(member, out.snapshot);
-    } else if (*key == "force") {
-      ok = read_bool(member, out.force);
+      ok = v == "null" || read_string(v, strings, out.alias);
+    } else if (key == "host") {
+      ok = read_string(v, strings, out.host);
+    } else if (key == "port") {
+      ok = read_int64(v, out.port);
+    } else if (key == "pid") {
+      ok = read_int64(v, out.pid);
+    } else if (key == "snapshot") {
+      ok = read_bool(v, out.snapshot);
+    } else if (key == "force") {
+      ok = read_bool(v, out.force);
     }
     if (!ok)
       return false;
@@ -199,13 +172,13 @@ std::optional<NodeInfo> node_from_json(const json& j) {
 
 void append_node_info(std::string& out, const NodeInfo& node) {
   out += "{\"nodeId\":";
-  append_json_string(out, node.node_id);
+  append_name_json(out, node.node_id);
   if (!node.alias.empty()) {
     out += ",\"alias\":";
-    append_json_string(out, node.alias);
+    append_name_json(out, node.alias);
   }
   out += ",\"host\":";
-  append_json_string(out, node.host);
+  append_name_json(out, node.host);
   out += ",\"port\":";
   out += std::to_string(node.port);
   out += ",\"lastHeartbeat\":";
@@ -222,8 +195,9 @@ void append_node_info(std::string& out, const NodeInfo& node) {
 }
 
 struct PmdRequestParser::Impl {
-  ondemand::parser parser;
-  std::string padded;  // a copy of bodies that come without padding
+  JsonObjectWalker request;
+  JsonObjectWalker payload;
+  Strings strings;
 };
 
 PmdRequestParser::PmdRequestParser() : impl_(std::make_unique<Impl>()) {}
@@ -232,57 +206,49 @@ PmdRequestParser::PmdRequestParser(PmdRequestParser&&) noexcept = default;
 PmdRequestParser& PmdRequestParser::operator=(PmdRequestParser&&) noexcept = default;
 
 bool PmdRequestParser::parse(std::string_view body, bool padded, PmdRequestView& out) {
+  static_assert(kFramePadding >= 16);
   out = PmdRequestView{};
   if (body.size() > kFastPathMaxBytes)
     return false;
-  const char* data = body.data();
-  std::size_t capacity = body.size() + kFramePadding;
-  if (!padded) {
-    impl_->padded.assign(body);
-    impl_->padded.resize(body.size() + simdjson::SIMDJSON_PADDING);
-    data = impl_->padded.data();
-    capacity = impl_->padded.size();
-  }
-  ondemand::document doc;
-  ondemand::object object;
-  if (impl_->parser.iterate(data, body.size(), capacity).get(doc) || doc.get_object().get(object))
+  impl_->strings.clear();
+  // Validates the whole body; the payload's members are walked again below.
+  if (impl_->request.walk(body, padded))
     return false;
   bool type_seen = false;
   bool payload_seen = false;
-  for (auto item : object) {
-    ondemand::field field;
-    if (std::move(item).get(field))
+  for (const JsonMember& member : impl_->request.members()) {
+    if (member.key_escaped)
       return false;
-    const auto key = plain_key(field);
-    if (!key)
-      return false;
-    ondemand::value value = field.value();
-    if (*key == "type") {
-      if (type_seen || value.get_string().get(out.type))
+    const std::string_view value = member.value;
+    if (member.key == "type") {
+      std::optional<std::string_view> type;
+      if (type_seen || !read_string(value, impl_->strings, type))
         return false;
+      out.type = *type;
       type_seen = true;
-    } else if (*key == "requestId") {
-      std::string_view raw;
-      if (out.request_id || !scalar_token(value, raw))
+    } else if (member.key == "requestId") {
+      if (out.request_id || !plain_scalar(value))
         return false;
-      out.request_id = raw;
-    } else if (*key == "payload") {
-      if (payload_seen || !read_payload(value, out))
+      out.request_id = value;
+    } else if (member.key == "payload") {
+      // The payload is followed by the rest of the body (and the padding, if any).
+      const auto after = body.data() + body.size() - (value.data() + value.size());
+      if (payload_seen ||
+          !read_payload(value, padded || after >= 16, impl_->payload, impl_->strings, out)) {
         return false;
+      }
       payload_seen = true;
     } else {
       return false;
     }
   }
-  // current_location() fails (out of bounds) exactly when the object was the whole input.
-  const char* trailing = nullptr;
-  return type_seen && doc.current_location().get(trailing) != simdjson::SUCCESS;
+  return type_seen;
 }
 
 std::string encode_request(std::string_view type, std::string_view payload_json,
                            std::uint64_t request_id) {
   std::string out = "{\"type\":";
-  append_json_string(out, type);
+  append_name_json(out, type);
   out += ",\"payload\":";
   out += payload_json.empty() ? std::string_view("{}") : payload_json;
   out += ",\"requestId\":";
@@ -293,13 +259,13 @@ std::string encode_request(std::string_view type, std::string_view payload_json,
 
 std::string register_payload(const NodeInfo& node) {
   std::string out = "{\"nodeId\":";
-  append_json_string(out, node.node_id);
+  append_name_json(out, node.node_id);
   if (!node.alias.empty()) {
     out += ",\"alias\":";
-    append_json_string(out, node.alias);
+    append_name_json(out, node.alias);
   }
   out += ",\"host\":";
-  append_json_string(out, node.host);
+  append_name_json(out, node.host);
   out += ",\"port\":";
   out += std::to_string(node.port);
   if (node.pid != 0) {

@@ -43,7 +43,7 @@ struct PmdRequestView {
   std::optional<bool> force;
 };
 
-/// The daemon's fast request reader: simdjson on-demand, no DOM, no exceptions.
+/// The daemon's fast request reader: one JsonObjectWalker pass, no DOM, no exceptions.
 /// It accepts only the common, unambiguous shape: an object with at most the keys
 /// `type` (a string), `payload` (absent, null or an object) and `requestId` (a
 /// string, number, true, false or null), each at most once and spelt without
