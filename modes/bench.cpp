@@ -71,6 +71,8 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   throughput->add_option("--size", f->throughput.size, "payload bytes")->capture_default_str();
   throughput->add_option("--senders", f->throughput.senders)->capture_default_str();
   throughput->add_option("--target", f->throughput.target, "send to this existing node instead");
+  throughput->add_flag("--inline", f->throughput.inline_receiver,
+                       "the receiver counts in an on_message_inline() handler (I/O thread)");
 
   auto* latency = app.add_subcommand("latency", "ping-pong round trips, and raw TCP's");
   add_common(*latency, f->latency.common, f->timeout_s, true);

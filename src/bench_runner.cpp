@@ -575,6 +575,7 @@ BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostre
                    {"size", std::to_string(config.size) + " B"},
                    {"senders", std::to_string(config.senders)},
                    {"target", config.target.empty() ? "private receiver" : config.target},
+                   {"receiver", config.inline_receiver ? "inline" : "on_message"},
                    {"reps", std::to_string(config.common.reps)}};
   begin(report, config.common, out);
   if (config.senders == 0 || config.msgs < config.senders) {
@@ -592,7 +593,7 @@ BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostre
     if (target.empty()) {
       target = unique_alias("rx", rep);
       rx = std::make_unique<BenchChild>(
-          worker_argv(config.common, pmd.port(), "rx",
+          worker_argv(config.common, pmd.port(), config.inline_receiver ? "rx-inline" : "rx",
                       {"--alias", target, "--msgs", std::to_string(config.msgs)}));
       expect_ready(*rx, "receiver");
     }

@@ -47,6 +47,9 @@ struct ThroughputBenchConfig {
   std::size_t size = 100;          ///< payload bytes (a JSON object)
   unsigned senders = 1;
   std::string target;  ///< an existing node: no receiver started, no loss count
+  /// The receiver counts in an on_message_inline() handler (on its I/O thread)
+  /// instead of an on_message() handler on the dispatcher thread.
+  bool inline_receiver = false;
 };
 
 enum class PinMode { none, same, different };

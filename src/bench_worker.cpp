@@ -50,14 +50,16 @@ struct SenderTrack {
   std::uint64_t reordered = 0;
 };
 
-int run_rx(const BenchWorkerConfig& config, std::ostream& out) {
+// Counts messages per sender. `inline_handler`: the count runs on the I/O thread
+// (on_message_inline), else on the dispatcher thread (on_message).
+int run_rx(const BenchWorkerConfig& config, std::ostream& out, bool inline_handler) {
   // `block`: backpressure through TCP instead of drops, so loss means a real fault.
   auto node = start_node(config, 65536, OverflowPolicy::block);
   std::vector<SenderTrack> senders;
   std::atomic<std::uint64_t> received{0};
   std::atomic<std::uint64_t> last_ns{0};
   std::uint64_t first_ns = 0, foreign = 0;
-  node->on_message([&](const Envelope& message) {
+  auto count = [&](const Envelope& message) {
     const std::uint64_t now = monotonic_ns();
     if (first_ns == 0)
       first_ns = now;
@@ -78,7 +80,12 @@ int run_rx(const BenchWorkerConfig& config, std::ostream& out) {
     }
     last_ns.store(now, std::memory_order_relaxed);
     received.fetch_add(1, std::memory_order_release);
-  });
+  };
+  if (inline_handler) {
+    node->on_message_inline(std::move(count));
+  } else {
+    node->on_message(std::move(count));
+  }
   out << "ready " << node->alias() << std::endl;
 
   // Ends when everything arrived, after 2 s without a message, or at the deadline.
@@ -414,7 +421,9 @@ std::uint64_t monotonic_ns() {
 
 int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
   if (config.role == "rx")
-    return run_rx(config, out);
+    return run_rx(config, out, false);
+  if (config.role == "rx-inline")
+    return run_rx(config, out, true);
   if (config.role == "tx")
     return run_tx(config, out);
   if (config.role == "pong")
@@ -431,9 +440,10 @@ int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
     return run_raw_pong(config, out);
   if (config.role == "raw-ping")
     return run_raw_ping(config, out);
-  throw Error("unknown bench worker role '" + config.role +
-              "': expected rx, tx, pong, ping, pong-regular, ping-regular, idle, raw-pong or "
-              "raw-ping");
+  throw Error(
+      "unknown bench worker role '" + config.role +
+      "': expected rx, rx-inline, tx, pong, ping, pong-regular, ping-regular, idle, raw-pong or "
+      "raw-ping");
 }
 
 }  // namespace distflow

@@ -236,6 +236,18 @@ TEST_CASE("bench: throughput smoke run through the binary", "[bench][modes]") {
   CHECK(doc["rates"][0]["note"] == "lost=0 reordered=0 send_failures=0");
 }
 
+TEST_CASE("bench: throughput with an inline receiver counts every message", "[bench][modes]") {
+  const auto throughput =
+      test::run({test::distflow_binary(), "bench", "throughput", "--msgs", "2000", "--inline",
+                 "--reps", "1", "--json", "--timeout", "30"});
+  INFO(throughput.err);
+  REQUIRE(throughput.code == 0);
+  const auto doc = nlohmann::json::parse(throughput.out);
+  CHECK(doc["params"]["receiver"] == "inline");
+  CHECK(doc["rates"][0]["reps"][0]["msgs"] == 2000);
+  CHECK(doc["rates"][0]["note"] == "lost=0 reordered=0 send_failures=0");
+}
+
 TEST_CASE("bench: latency smoke run through the binary", "[bench][modes]") {
   const auto latency =
       test::run({test::distflow_binary(), "bench", "latency", "--msgs", "200", "--reps", "1",
