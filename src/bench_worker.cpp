@@ -42,6 +42,16 @@ std::unique_ptr<NodeRuntime> start_node(const BenchWorkerConfig& config, std::si
   return NodeRuntime::start(std::move(options));
 }
 
+// The quick-handler opt-in (on the I/O thread, in its read loop) or the regular
+// dispatcher thread.
+void set_handler(NodeRuntime& node, bool inline_handler, MessageHandler handler) {
+  if (inline_handler) {
+    node.on_message_inline(std::move(handler));
+  } else {
+    node.on_message(std::move(handler));
+  }
+}
+
 // ---- rx ---------------------------------------------------------------------------
 
 struct SenderTrack {
@@ -81,11 +91,7 @@ int run_rx(const BenchWorkerConfig& config, std::ostream& out, bool inline_handl
     last_ns.store(now, std::memory_order_relaxed);
     received.fetch_add(1, std::memory_order_release);
   };
-  if (inline_handler) {
-    node->on_message_inline(std::move(count));
-  } else {
-    node->on_message(std::move(count));
-  }
+  set_handler(*node, inline_handler, std::move(count));
   out << "ready " << node->alias() << std::endl;
 
   // Ends when everything arrived, after 2 s without a message, or at the deadline.
@@ -161,11 +167,7 @@ int run_pong(const BenchWorkerConfig& config, std::ostream& out, bool inline_han
   auto node = start_node(config, 1000, OverflowPolicy::block);
   NodeRuntime* self = node.get();
   auto echo = [self](const Envelope& message) { self->send(message.from(), message.payload()); };
-  if (inline_handler) {
-    node->on_message_inline(std::move(echo));
-  } else {
-    node->on_message(std::move(echo));
-  }
+  set_handler(*node, inline_handler, std::move(echo));
   out << "ready " << node->alias() << std::endl;
   // Until the bench stops us (SIGTERM) or the deadline.
   std::this_thread::sleep_for(config.timeout);

@@ -945,14 +945,23 @@ std::error_code JsonValidator::validate_object(std::string_view text, std::strin
   const char* p = skip_space(text.data(), end);
   if (p < end && *p == '{' && Scanner<false>::document(p, end))
     return {};
-  if (auto ec = check_document(text, why))
-    return ec;
-  return fail(errc::not_an_object, why, "not a JSON object");
+  return not_an_object(text, why);
 }
 
 // ---- encoding -----------------------------------------------------------------
 
 void append_json_string(std::string& out, std::string_view text) {
+  const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
+  });
+  if (plain) {  // what dump() would produce, without a DOM
+    out += '"';
+    out += text;
+    out += '"';
+    return;
+  }
+  // Invalid UTF-8 is replaced rather than thrown on: names come from peers.
   out += nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

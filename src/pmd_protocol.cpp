@@ -1,6 +1,5 @@
 #include "pmd_protocol.hpp"
 
-#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -22,24 +21,6 @@ using nlohmann::json;
 /// parser's buffers for good).
 constexpr std::size_t kFastPathMaxBytes = 4096;
 
-bool plain_ascii(std::string_view text) {
-  return std::all_of(text.begin(), text.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
-  });
-}
-
-void append_name_json(std::string& out, std::string_view text) {
-  if (plain_ascii(text)) {  // what dump() would produce, without a DOM
-    out += '"';
-    out += text;
-    out += '"';
-    return;
-  }
-  // Replace invalid UTF-8 rather than throw: names come from peers.
-  out += json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 // ---- the fast request reader -------------------------------------------------
 
 /// Unescaped strings of the request being read (views into them stay valid).
@@ -48,13 +29,7 @@ using Strings = std::deque<std::string>;
 bool read_string(std::string_view value, Strings& strings, std::optional<std::string_view>& out) {
   if (out || value.front() != '"')
     return false;
-  const std::string_view inner = value.substr(1, value.size() - 2);
-  if (inner.find('\\') == std::string_view::npos) {
-    out = inner;
-  } else {
-    append_json_unescaped(strings.emplace_back(), inner);
-    out = strings.back();
-  }
+  out = json_string_text(value, strings.emplace_back());
   return true;
 }
 
@@ -172,13 +147,13 @@ std::optional<NodeInfo> node_from_json(const json& j) {
 
 void append_node_info(std::string& out, const NodeInfo& node) {
   out += "{\"nodeId\":";
-  append_name_json(out, node.node_id);
+  append_json_string(out, node.node_id);
   if (!node.alias.empty()) {
     out += ",\"alias\":";
-    append_name_json(out, node.alias);
+    append_json_string(out, node.alias);
   }
   out += ",\"host\":";
-  append_name_json(out, node.host);
+  append_json_string(out, node.host);
   out += ",\"port\":";
   out += std::to_string(node.port);
   out += ",\"lastHeartbeat\":";
@@ -248,7 +223,7 @@ bool PmdRequestParser::parse(std::string_view body, bool padded, PmdRequestView&
 std::string encode_request(std::string_view type, std::string_view payload_json,
                            std::uint64_t request_id) {
   std::string out = "{\"type\":";
-  append_name_json(out, type);
+  append_json_string(out, type);
   out += ",\"payload\":";
   out += payload_json.empty() ? std::string_view("{}") : payload_json;
   out += ",\"requestId\":";
@@ -259,13 +234,13 @@ std::string encode_request(std::string_view type, std::string_view payload_json,
 
 std::string register_payload(const NodeInfo& node) {
   std::string out = "{\"nodeId\":";
-  append_name_json(out, node.node_id);
+  append_json_string(out, node.node_id);
   if (!node.alias.empty()) {
     out += ",\"alias\":";
-    append_name_json(out, node.alias);
+    append_json_string(out, node.alias);
   }
   out += ",\"host\":";
-  append_name_json(out, node.host);
+  append_json_string(out, node.host);
   out += ",\"port\":";
   out += std::to_string(node.port);
   if (node.pid != 0) {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "errors.hpp"
+#include "messages.hpp"
 
 namespace distflow {
 namespace {
@@ -13,10 +14,6 @@ using nlohmann::json;
 
 constexpr std::size_t kMaxNameBytes = 128;
 constexpr std::size_t kMaxWhyBytes = 200;
-
-void append_json_string(std::string& out, std::string_view text) {
-  out += json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
-}
 
 void append_error(std::string& out, std::string_view message) {
   out += "{\"error\":";
