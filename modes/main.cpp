@@ -14,6 +14,7 @@
 
 #include "errors.hpp"
 #include "modes.hpp"
+#include "pmd_protocol.hpp"
 
 namespace distflow::modes {
 namespace {
@@ -57,7 +58,8 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-int unknown_mode(std::string_view name) {
+/// `program`: the symlink name the mode came from, if it came from argv[0].
+int unknown_mode(std::string_view name, std::string_view program = {}) {
   const Mode* best = nullptr;
   std::size_t best_distance = 3;  // suggest only near misses, as ninja does
   for (const Mode& mode : kModes) {
@@ -66,6 +68,8 @@ int unknown_mode(std::string_view name) {
       best = &mode, best_distance = d;
   }
   std::cerr << "distflow: unknown mode '" << name << "'";
+  if (!program.empty())
+    std::cerr << " (from the program name '" << program << "')";
   if (best)
     std::cerr << ", did you mean '" << best->name << "'?";
   std::cerr << "\nrun 'distflow --help' for the list of modes\n";
@@ -104,7 +108,9 @@ int real_main(std::vector<std::string> args) {
   // `distflow-pmd ...` (a symlink) means `distflow pmd ...`: exact basename only.
   const std::string_view argv0 = args[0];
   const std::string_view base = argv0.substr(argv0.find_last_of('/') + 1);
-  if (base.starts_with("distflow-") && find_mode(base.substr(9))) {
+  if (base.starts_with("distflow-")) {
+    if (!find_mode(base.substr(9)))
+      return unknown_mode(base.substr(9), base);
     args.insert(args.begin() + 1, std::string(base.substr(9)));
   }
   if (args.size() > 1 && !args[1].empty() && args[1][0] != '-' && !find_mode(args[1])) {
@@ -154,6 +160,8 @@ int real_main(std::vector<std::string> args) {
   for (auto& [sub, runner] : runners) {
     if (!sub->parsed())
       continue;
+    if (auto error = pmd_port_env_error(); error && !port_given(*sub))
+      return usage_error(*sub, *error);
     try {
       return runner();
     } catch (const std::exception& e) {
@@ -166,18 +174,56 @@ int real_main(std::vector<std::string> args) {
 
 }  // namespace
 
-std::uint16_t default_pmd_port() {
+namespace {
+
+/// DISTFLOW_PMD_PORT as a port; nullopt when unset or invalid.
+std::optional<std::uint16_t> env_pmd_port(bool& invalid) {
+  invalid = false;
   const char* env = std::getenv("DISTFLOW_PMD_PORT");
   if (env == nullptr || *env == '\0')
-    return 4369;
-  char* end = nullptr;
-  const long port = std::strtol(env, &end, 10);
-  if (*end != '\0' || port < 0 || port > 65535) {
-    std::cerr << "distflow: ignoring DISTFLOW_PMD_PORT='" << env
-              << "': expected a port number 0-65535\n";
-    return 4369;
+    return std::nullopt;
+  const std::string_view text(env);
+  unsigned port = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
+  if (ec != std::errc() || ptr != text.data() + text.size() || port > 65535) {
+    invalid = true;
+    return std::nullopt;
   }
   return static_cast<std::uint16_t>(port);
+}
+
+}  // namespace
+
+std::uint16_t default_pmd_port() {
+  bool invalid = false;
+  return env_pmd_port(invalid).value_or(kDefaultPmdPort);
+}
+
+std::optional<std::string> pmd_port_env_error() {
+  bool invalid = false;
+  env_pmd_port(invalid);
+  if (!invalid)
+    return std::nullopt;
+  return "invalid DISTFLOW_PMD_PORT '" + std::string(std::getenv("DISTFLOW_PMD_PORT")) +
+         "': expected a port number 0-65535 (or give --port)";
+}
+
+bool port_given(const CLI::App& mode) {
+  bool uses_port = false;
+  bool given = false;
+  auto visit = [&](const CLI::App& app) {
+    for (const char* name : {"--port", "--pmd-port"}) {
+      if (const CLI::Option* option = app.get_option_no_throw(name)) {
+        uses_port = true;
+        given = given || option->count() > 0;
+      }
+    }
+  };
+  visit(mode);
+  for (const CLI::App* sub : mode.get_subcommands())
+    visit(*sub);
+  // A mode that never talks to a PMD (bench mailbox) does not care.
+  return given || !uses_port;
 }
 
 std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {

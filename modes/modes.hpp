@@ -33,6 +33,11 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd);
 
 /// The PMD port from DISTFLOW_PMD_PORT, else 4369 (used as every --port default).
 std::uint16_t default_pmd_port();
+/// The usage error for a DISTFLOW_PMD_PORT that is set but not a port; nullopt when fine.
+std::optional<std::string> pmd_port_env_error();
+/// True when the parsed `mode` (or its parsed subcommand) got an explicit --port or
+/// --pmd-port, or has no such option: then DISTFLOW_PMD_PORT does not matter.
+bool port_given(const CLI::App& mode);
 
 /// "30s", "500ms", "2m", "1h" (flags such as --stall-timeout), at most 366 days; nullopt
 /// for anything else.

@@ -12,7 +12,7 @@ namespace {
 
 struct NodeFlags {
   NodeBridgeOptions options;
-  std::string overflow = "drop-newest";
+  std::string overflow = "block";  // lossless, as a pipe: the library keeps drop-newest
   std::string restart = "never";
   double restart_window_s = 10;
   double stop_timeout_s = 5;
@@ -27,7 +27,7 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
   auto flags = std::make_shared<NodeFlags>();
   NodeOptions& node = flags->options.node;
   node.pmd.port = default_pmd_port();
-  app.description(
+  app.footer(
       "Run a node. Each received message is one NDJSON line on stdout:\n"
       "  {\"from\":ID,\"alias\":A,\"to\":ID,\"timestamp\":MS,\"payload\":<exact JSON>}\n"
       "Each stdin line {\"to\":\"ALIAS-OR-ID\",\"payload\":<JSON>} is sent. A bad line is\n"
@@ -36,7 +36,11 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
       "it is the command), the child's stdin and stdout replace ours, its stderr is\n"
       "ours, and it gets DISTFLOW_NODE_ID, DISTFLOW_ALIAS and DISTFLOW_PMD_PORT.\n"
       "SIGTERM/SIGINT are forwarded to it, then the node unregisters and exits 0;\n"
-      "otherwise its exit code is the node's, once restarts are exhausted.");
+      "otherwise its exit code is the node's, once restarts are exhausted.\n"
+      "Nothing is lost by default: when the output is slower than the senders, the\n"
+      "mailbox fills and the node stops reading its peers, which slows them down\n"
+      "(--overflow block). If the output goes away (EPIPE), the node reports how many\n"
+      "messages it could not write, unregisters and exits 1.");
   app.add_option("-a,--alias", node.alias, "alias to register (unique per PMD)");
   app.add_option("--node-id", node.node_id, "node id (default: generated from the alias)");
   // Everything after --exec is the command, dashes included: from there on the
@@ -53,7 +57,9 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
   app.add_option("--mailbox-size", node.mailbox_size, "mailbox capacity")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
-  app.add_option("--overflow", flags->overflow, "policy for a full mailbox")
+  app.add_option("--overflow", flags->overflow,
+                 "policy for a full mailbox: block (lossless: senders are slowed by TCP "
+                 "back-pressure), drop-newest or drop-oldest (counted, reported once a second)")
       ->capture_default_str()
       ->check(CLI::IsMember({"drop-newest", "drop-oldest", "block"}));
   app.add_option("--restart", flags->restart, "restart the --exec child: never|on-failure|always")
@@ -79,7 +85,8 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
   app.add_option("--advertise", node.advertise_host,
                  "host registered with the PMD (default: the listen address)");
   app.add_option("--max-line", flags->options.max_line_bytes, "longest input line in bytes")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   app.add_option("--max-frame", node.max_frame_bytes,
                  "largest frame accepted from a peer, in bytes (larger: logged, connection closed)")
       ->capture_default_str()
@@ -104,6 +111,13 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
       return usage_error(app, "--exec needs a command");
     if (!flags->exec && !options.exec.empty()) {
       return usage_error(app, "unexpected argument '" + options.exec[0] + "'");
+    }
+    for (auto [flag, value] : {std::pair{"--alias", &options.node.alias},
+                               std::pair{"--node-id", &options.node.node_id}}) {
+      if (app.get_option(flag)->count() == 0)
+        continue;
+      if (std::string why = invalid_name_reason(*value); !why.empty())
+        return usage_error(app, std::string("invalid ") + flag + " '" + *value + "': " + why);
     }
     if (options.node.max_frame_bytes < 16 || options.node.max_frame_bytes > (1u << 30))
       return usage_error(app, "invalid --max-frame: expected 16 bytes to 1 GiB");

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "modes.hpp"
+#include "node_runtime.hpp"
 #include "sender.hpp"
 
 namespace distflow::modes {
@@ -21,7 +22,7 @@ struct SendFlags {
 Runner setup_send(CLI::App& app, const GlobalOptions&) {
   auto flags = std::make_shared<SendFlags>();
   flags->options.pmd.port = default_pmd_port();
-  app.description(
+  app.footer(
       "Send one JSON message, or one per line of stdin, to a node (alias or node id).\n"
       "With BODY '-' or no BODY, stdin is NDJSON: each non-blank line is one payload,\n"
       "sent in order over one connection and flushed before exit. An invalid line is\n"
@@ -38,8 +39,18 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
                  "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
       ->capture_default_str();
   app.add_option("--from", flags->options.from, "sender node id (default: send-<pid>)");
+  app.add_option("--max-line", flags->options.max_line_bytes,
+                 "longest stdin line (one payload) in bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, max_send_payload_bytes()));
 
-  return [flags]() -> int {
+  return [flags, &app]() -> int {
+    if (app.get_option("body")->count() > 0 && flags->body.empty())
+      return usage_error(app, "empty BODY: give a JSON value, or '-' to read NDJSON from stdin");
+    if (app.get_option("--from")->count() > 0) {
+      if (std::string why = invalid_name_reason(flags->options.from); !why.empty())
+        return usage_error(app, "invalid --from '" + flags->options.from + "': " + why);
+    }
     if (!flags->body.empty() && flags->body != "-") {
       send_message(flags->options, flags->body);
       return 0;

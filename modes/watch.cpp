@@ -12,7 +12,7 @@ namespace distflow::modes {
 Runner setup_watch(CLI::App& app, const GlobalOptions&) {
   auto options = std::make_shared<WatchOptions>();
   options->pmd.port = default_pmd_port();
-  app.description(
+  app.footer(
       "Print the registered peers, then every join and leave as it happens, one line\n"
       "each, flushed per event. Text lines are 'present|join|leave  ALIAS  id=ID  HOST:PORT\n"
       "[reason=R]'; with --json each line is {\"event\":\"peer:present|peer:join|peer:leave\",\n"

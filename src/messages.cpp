@@ -996,6 +996,35 @@ void MessageEncoder::append(std::string& out, std::string_view payload_json,
   end_frame(out, at);
 }
 
+void append_json_compact(std::string& out, std::string_view json) {
+  // Valid JSON holds no raw control character inside a string, so a newline is
+  // always insignificant; spaces and tabs are kept inside strings only.
+  if (std::memchr(json.data(), '\n', json.size()) == nullptr &&
+      std::memchr(json.data(), '\r', json.size()) == nullptr) {
+    out += json;
+    return;
+  }
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : json) {
+    if (in_string) {
+      out += c;
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+      out += c;
+    } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      out += c;
+    }
+  }
+}
+
 void append_ndjson_line(std::string& out, const Envelope& message) {
   out += "{\"from\":";
   out += message.from_json();
@@ -1013,7 +1042,7 @@ void append_ndjson_line(std::string& out, const Envelope& message) {
   DISTFLOW_ASSERT(ec == std::errc());
   out.append(digits, end);
   out += ",\"payload\":";
-  out += message.payload();
+  append_json_compact(out, message.payload());
   out += "}\n";
 }
 

@@ -191,8 +191,14 @@ class MessageEncoder {
 };
 
 /// Appends one NDJSON line for a received message (the `node` mode's output):
-/// {"from":..,"alias":..,"to":..,"timestamp":..,"payload":<exact JSON>}\n
+/// {"from":..,"alias":..,"to":..,"timestamp":..,"payload":<JSON>}\n
+/// The payload is its exact text, compacted (append_json_compact) when it holds a
+/// newline: a record never spans two lines, whatever a peer sent.
 void append_ndjson_line(std::string& out, const Envelope& message);
+
+/// Appends valid JSON text `json` as is, unless it holds a newline or carriage
+/// return: then without its insignificant whitespace (none inside strings).
+void append_json_compact(std::string& out, std::string_view json);
 
 /// Appends `text` as a JSON string literal (quotes and escapes).
 void append_json_string(std::string& out, std::string_view text);

@@ -1,5 +1,6 @@
 #include "node_bridge.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -9,6 +10,7 @@
 #include <optional>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
@@ -25,7 +27,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kReadChunk = 256u << 10;
-constexpr std::size_t kOutputLimit = 1u << 20;  // buffered output before the dispatcher waits
 
 std::error_code fail(std::error_code ec, std::string* why, std::string_view text) {
   if (why)
@@ -91,131 +92,143 @@ class StopSignals {
   struct sigaction old_pipe_ {};
 };
 
-// ---- output: NDJSON lines to an fd, written by their own thread ---------------------
+// ---- output: the one hand-off, mailbox -> this thread -> the fd ---------------------
 
-/// Buffers received messages as NDJSON and writes them in batches from a thread
-/// of its own, so a slow reader blocks the dispatcher (and so fills the mailbox,
-/// where the overflow policy decides) without blocking anything else. The fd can
-/// change (child restarts); the pump owns and closes the fds it is given.
-class OutputPump {
+/// Takes received messages from the node's mailbox in batches and writes them as
+/// NDJSON lines from a thread of its own: one hand-off (no handler thread, no second
+/// buffer). A slow reader holds this thread, so the mailbox fills and the overflow
+/// policy decides (`block`, the CLI's default: the node stops reading its peers and
+/// TCP slows the senders). The fd can change (a restarted child); with none, the
+/// messages wait in the mailbox. A write that fails (EPIPE: the reader is gone)
+/// retires the fd, counts the lines it could not write as dropped, and makes
+/// failure_fd() readable for the main loop. The writer owns the fds it is given.
+class OutputWriter {
  public:
-  explicit OutputPump(int fd, bool owns_fd) : fd_(fd), owns_(owns_fd) {
-    if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) {
+  /// `lost_reason` names the drops of a failed write ("output closed").
+  OutputWriter(NodeRuntime& node, int fd, std::string lost_reason)
+      : node_(node), fd_(fd), lost_reason_(std::move(lost_reason)) {
+    if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0 ||
+        ::pipe2(failed_, O_CLOEXEC | O_NONBLOCK) != 0) {
       throw Error(fmt::format("cannot create pipe: {}", std::strerror(errno)));
     }
     thread_ = std::thread([this] { write_loop(); });
   }
-  ~OutputPump() {
-    finish(std::chrono::milliseconds(0));
-    ::close(wake_[0]);
-    ::close(wake_[1]);
+  ~OutputWriter() {
+    finish(std::chrono::milliseconds(0), "node stopped before they were written");
+    for (int fd : {wake_[0], wake_[1], failed_[0], failed_[1]})
+      ::close(fd);
   }
-  OutputPump(const OutputPump&) = delete;
-  OutputPump& operator=(const OutputPump&) = delete;
+  OutputWriter(const OutputWriter&) = delete;
+  OutputWriter& operator=(const OutputWriter&) = delete;
 
-  /// Called by the dispatcher thread per message; waits while the buffer is full.
-  void push(const Envelope& message) {
-    std::unique_lock lock(mutex_);
-    space_.wait(lock, [&] { return closed_ || buf_.size() < kOutputLimit; });
-    if (closed_)
-      return;
-    append_ndjson_line(buf_, message);
-    lock.unlock();
-    ready_.notify_one();
-  }
-
-  /// Replaces the fd (-1: none; lines wait). The old one is closed once unused.
+  /// Replaces the fd (-1: none; messages wait in the mailbox). The old one is closed.
   void set_fd(int fd) {
     std::lock_guard lock(mutex_);
-    if (fd_ >= 0 && owns_)
-      retired_.push_back(fd_);
+    retire_locked();
     fd_ = fd;
-    owns_ = true;
     ready_.notify_one();
     wake();
   }
 
-  /// Stops accepting lines and wakes a waiting push (it discards its line).
-  void close() {
+  /// Readable after a failed write; take_failure() says why.
+  int failure_fd() const { return failed_[0]; }
+  std::optional<std::string> take_failure() {
+    char sink[16];
+    while (::read(failed_[0], sink, sizeof sink) > 0) {
+    }
     std::lock_guard lock(mutex_);
-    closed_ = true;
-    space_.notify_all();
+    return std::exchange(failure_, std::nullopt);
   }
 
-  /// close(), then lets the writer drain for up to `timeout`, and joins it.
-  void finish(std::chrono::milliseconds timeout) {
-    close();
+  /// Writes what the mailbox still holds (call after the node's shutdown, which
+  /// closes it) for up to `timeout`, then stops; what is left is counted as dropped
+  /// with `reason`. Idempotent.
+  void finish(std::chrono::milliseconds timeout, std::string_view reason) {
     if (!thread_.joinable())
       return;
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
       deadline_ = Clock::now() + timeout;
+      final_reason_ = reason;
+      ready_.notify_one();
     }
-    ready_.notify_one();
     wake();
     thread_.join();
     std::lock_guard lock(mutex_);
-    for (int fd : retired_)
-      ::close(fd);
-    retired_.clear();
-    if (fd_ >= 0 && owns_)
-      ::close(fd_);
-    fd_ = -1;
+    retire_locked();
   }
 
-  std::uint64_t lost_lines() const { return lost_.load(std::memory_order_relaxed); }
-
  private:
+  static constexpr std::size_t kBatch = 1024;
+
   void wake() {
     const char byte = 1;
     [[maybe_unused]] const auto n = ::write(wake_[1], &byte, 1);
   }
 
+  void retire_locked() {
+    if (fd_ >= 0)
+      ::close(fd_);
+    fd_ = -1;
+  }
+
   void write_loop() {
+    std::vector<Envelope> batch;
+    batch.reserve(kBatch);
     std::string out;
     std::unique_lock lock(mutex_);
     for (;;) {
-      for (int fd : retired_)
-        ::close(fd);
-      retired_.clear();
-      ready_.wait(lock,
-                  [&] { return stopping_ || (!buf_.empty() && fd_ >= 0) || !retired_.empty(); });
-      if (!retired_.empty())
-        continue;
-      if (buf_.empty() || fd_ < 0 || (stopping_ && Clock::now() >= deadline_)) {
-        if (stopping_)
-          return;
+      ready_.wait(lock, [&] { return stopping_ || fd_ >= 0; });
+      const int fd = fd_;
+      const bool stopping = stopping_;
+      lock.unlock();
+      batch.clear();
+      // While stopping, the mailbox is closed: 0 means drained.
+      const std::size_t n = node_.receive_batch(
+          batch, kBatch, stopping ? std::chrono::milliseconds(0) : std::chrono::milliseconds(50));
+      if (n == 0) {
+        lock.lock();
+        if (stopping)
+          break;
         continue;
       }
-      out.swap(buf_);
-      const int fd = fd_;
-      lock.unlock();
-      space_.notify_all();
-      const std::size_t written = write_some(fd, out);
-      lock.lock();
-      if (written < out.size()) {
-        // The reader went away mid-batch: the line cut in two is lost, the rest
-        // waits (in order) for the next fd, e.g. a restarted child.
-        std::size_t from = written;
-        if (written > 0 && out[written - 1] != '\n') {
-          const auto nl = out.find('\n', written);
-          from = nl == std::string::npos ? out.size() : nl + 1;
-          lost_.fetch_add(1, std::memory_order_relaxed);
-        }
-        buf_.insert(0, out, from);
-        if (fd_ == fd) {
-          if (owns_)
-            retired_.push_back(fd_);
-          fd_ = -1;
-        }
+      if (fd < 0) {  // stopping with nowhere to write: the rest is lost
+        node_.count_dropped(n, final_reason_);
+        lock.lock();
+        continue;
       }
       out.clear();
+      for (const Envelope& message : batch)
+        append_ndjson_line(out, message);
+      int error = 0;
+      const std::size_t written = write_all(fd, out, error);
+      lock.lock();
+      if (written == out.size())
+        continue;
+      const auto lines = static_cast<std::size_t>(
+          std::count(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(written), '\n'));
+      if (error != 0) {
+        if (fd_ == fd)
+          retire_locked();
+        failure_ = fmt::format("{} ({}): {} of {} lines of the last batch not written",
+                               lost_reason_, std::strerror(error), n - lines, n);
+        const char byte = 1;
+        [[maybe_unused]] const auto w = ::write(failed_[1], &byte, 1);
+        lock.unlock();
+        node_.count_dropped(n - lines, fmt::format("{} ({})", lost_reason_, std::strerror(error)));
+      } else {
+        const std::string reason = stopping_ ? final_reason_ : lost_reason_;
+        lock.unlock();
+        node_.count_dropped(n - lines, reason);
+      }
+      lock.lock();
     }
   }
 
-  /// Writes `out` to `fd` until done, an error, or the stop deadline; returns bytes written.
-  std::size_t write_some(int fd, const std::string& out) {
+  /// Writes `out` to `fd` until done, an error (`error` = errno), the fd being
+  /// replaced, or the stop deadline. Returns the bytes written.
+  std::size_t write_all(int fd, const std::string& out, int& error) {
     std::size_t off = 0;
     while (off < out.size()) {
       const ssize_t n = ::write(fd, out.data() + off, out.size() - off);
@@ -225,46 +238,43 @@ class OutputPump {
       }
       if (n < 0 && errno == EINTR)
         continue;
-      if (n < 0 && errno == EAGAIN) {
-        Clock::time_point deadline;
-        bool stopping = false;
-        {
-          std::lock_guard lock(mutex_);
-          stopping = stopping_;
-          deadline = deadline_;
-        }
-        if (stopping && Clock::now() >= deadline)
-          return off;
-        pollfd fds[2] = {{fd, POLLOUT, 0}, {wake_[0], POLLIN, 0}};
-        ::poll(fds, 2, stopping ? poll_ms(deadline) : -1);
-        if (fds[1].revents & POLLIN) {
-          char sink[64];
-          while (::read(wake_[0], sink, sizeof sink) > 0) {
-          }
-          std::lock_guard lock(mutex_);
-          if (fd_ != fd)
-            return off;  // replaced while we waited: the old reader is gone
-        }
-        continue;
+      if (n < 0 && errno != EAGAIN) {
+        error = errno;
+        return off;
       }
-      spdlog::debug("output write failed fd={} error={}", fd, std::strerror(errno));
-      return off;
+      Clock::time_point deadline;
+      bool stopping = false;
+      {
+        std::lock_guard lock(mutex_);
+        if (fd_ != fd)
+          return off;  // replaced while we waited: that reader is gone
+        stopping = stopping_;
+        deadline = deadline_;
+      }
+      if (stopping && Clock::now() >= deadline)
+        return off;
+      pollfd fds[2] = {{fd, POLLOUT, 0}, {wake_[0], POLLIN, 0}};
+      ::poll(fds, 2, stopping ? poll_ms(deadline) : -1);
+      if (fds[1].revents & POLLIN) {
+        char sink[64];
+        while (::read(wake_[0], sink, sizeof sink) > 0) {
+        }
+      }
     }
     return off;
   }
 
+  NodeRuntime& node_;
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::condition_variable space_;
-  std::string buf_;
-  std::vector<int> retired_;
   int fd_;
-  bool owns_;
-  bool closed_ = false;
   bool stopping_ = false;
   Clock::time_point deadline_{};
+  std::string lost_reason_;
+  std::string final_reason_ = "node stopped before they were written";
+  std::optional<std::string> failure_;
   int wake_[2] = {-1, -1};
-  std::atomic<std::uint64_t> lost_{0};
+  int failed_[2] = {-1, -1};
   std::thread thread_;
 };
 
@@ -359,7 +369,35 @@ class InputStream {
   Counters& counters_;
 };
 
-/// The node's main loop: waits on the input, the child's exit and the stop signals.
+/// An fd for writing to what `fd` refers to whose writes never block, so that a
+/// stop can give up on a reader that takes nothing. A pipe or a terminal is opened
+/// anew through /proc with O_NONBLOCK: its file description, not the one shared
+/// with other processes (setting O_NONBLOCK on an inherited terminal would break
+/// the shell's). Anything else (a regular file never blocks for long) is dup()ed.
+int nonblocking_output(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) {
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    const int reopened = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (reopened >= 0)
+      return reopened;
+  }
+  const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0)
+    throw Error(fmt::format("cannot use fd {} for output: {}", fd, std::strerror(errno)));
+  return copy;
+}
+
+/// True when `fd` is /dev/null: a background job of a script gets it as stdin.
+bool is_dev_null(int fd) {
+  struct stat of_fd {};
+  struct stat of_null {};
+  return ::fstat(fd, &of_fd) == 0 && ::stat("/dev/null", &of_null) == 0 && S_ISCHR(of_fd.st_mode) &&
+         of_fd.st_rdev == of_null.st_rdev;
+}
+
+/// The node's main loop: waits on the input, the child's exit, a failed output and
+/// the stop signals.
 class Bridge {
  public:
   explicit Bridge(const NodeBridgeOptions& options)
@@ -367,19 +405,25 @@ class Bridge {
         limiter_(options.restart, options.restart_limit, options.restart_window) {}
 
   int run() {
-    node_ = NodeRuntime::start(options_.node);
+    NodeOptions node_options = options_.node;
+    node_options.validate_payloads = false;  // InputStream validates every line once
+    node_ = NodeRuntime::start(node_options);
     spdlog::info("node started node_id={} alias={} port={} pmd={}", node_->node_id(),
                  node_->alias().empty() ? "-" : node_->alias(), node_->port(),
                  options_.node.pmd.to_string());
     const bool exec = !options_.exec.empty();
-    pump_.emplace(exec ? -1 : options_.output_fd, false);
-    node_->on_message([this](const Envelope& message) { pump_->push(message); });
+    output_.emplace(*node_, exec ? -1 : nonblocking_output(options_.output_fd),
+                    exec ? "child's stdin closed" : "output closed");
     int code = 0;
     try {
       if (exec) {
         start_child();
-      } else {
+      } else if (!is_dev_null(options_.input_fd)) {
         input_.emplace(options_.input_fd, "stdin", options_.max_line_bytes, *node_, counters_);
+      } else {
+        // A background job of a script (stdin is /dev/null): a pure receiver that
+        // runs until signalled, instead of stopping at an EOF that was never input.
+        spdlog::debug("stdin is /dev/null: receiving until signalled");
       }
       code = loop();
     } catch (...) {
@@ -398,8 +442,9 @@ class Bridge {
                 {"DISTFLOW_ALIAS", node_->alias()},
                 {"DISTFLOW_PMD_PORT", std::to_string(options_.node.pmd.port)}};
     child_ = std::make_unique<Child>(spec);
+    child_failed_ = false;
     spdlog::info("child started pid={} command='{}'", child_->pid(), options_.exec[0]);
-    pump_->set_fd(child_->take_stdin());
+    output_->set_fd(child_->take_stdin());
     input_.emplace(child_->take_stdout(), "child output", options_.max_line_bytes, *node_,
                    counters_);
   }
@@ -413,13 +458,16 @@ class Bridge {
   int loop() {
     std::optional<Clock::time_point> stop_deadline;
     for (;;) {
-      pollfd fds[3] = {{signals_.fd(), POLLIN, 0}, {-1, POLLIN, 0}, {-1, POLLIN, 0}};
+      pollfd fds[4] = {{signals_.fd(), POLLIN, 0},
+                       {-1, POLLIN, 0},
+                       {-1, POLLIN, 0},
+                       {output_->failure_fd(), POLLIN, 0}};
       if (input_)
         fds[1].fd = input_->fd();
       if (child_)
         fds[2].fd = child_->exit_fd();
       const int timeout = stop_deadline ? poll_ms(*stop_deadline) : -1;
-      const int ready = ::poll(fds, 3, timeout);
+      const int ready = ::poll(fds, 4, timeout);
       if (ready < 0 && errno != EINTR)
         throw Error(fmt::format("poll: {}", std::strerror(errno)));
 
@@ -435,11 +483,28 @@ class Bridge {
             stop_deadline = Clock::now() + options_.stop_timeout;
         }
       }
-      if (stop_deadline && Clock::now() >= *stop_deadline && child_ && !child_->try_wait()) {
-        spdlog::warn("child pid={} still running {} ms after the signal: killing it", child_->pid(),
-                     options_.stop_timeout.count());
-        child_->signal(SIGKILL);
-        stop_deadline = Clock::now() + options_.stop_timeout;
+      if (fds[3].revents & POLLIN) {
+        if (auto failure = output_->take_failure()) {
+          if (!child_) {
+            spdlog::warn("{}; unregistering and stopping", *failure);
+            output_failed_ = true;
+            return 1;
+          }
+          // The child stopped reading its input but may run on: it has failed.
+          spdlog::warn("{}; the child pid={} has failed: stopping it", *failure, child_->pid());
+          child_failed_ = true;
+          child_->signal(SIGTERM);
+          if (!kill_deadline_)
+            kill_deadline_ = Clock::now() + options_.stop_timeout;
+        }
+      }
+      for (auto* deadline : {&stop_deadline, &kill_deadline_}) {
+        if (*deadline && Clock::now() >= **deadline && child_ && !child_->try_wait()) {
+          spdlog::warn("child pid={} still running {} ms after the signal: killing it",
+                       child_->pid(), options_.stop_timeout.count());
+          child_->signal(SIGKILL);
+          *deadline = Clock::now() + options_.stop_timeout;
+        }
       }
       if (input_ && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) && !input_->read_once()) {
         close_input();
@@ -447,18 +512,21 @@ class Bridge {
           return 0;  // stdin EOF: drain outbound and exit
       }
       if (child_ && (fds[2].revents & POLLIN)) {
-        const std::optional<int> code = child_->try_wait();
+        std::optional<int> code = child_->try_wait();
         if (!code)
           continue;
         if (input_)
           input_->drain();
         close_input();
-        pump_->set_fd(-1);
+        output_->set_fd(-1);
         child_.reset();
+        kill_deadline_.reset();
         if (stop_deadline) {
           spdlog::info("child exited code={} after the stop signal", *code);
           return 0;
         }
+        if (child_failed_ && *code == 0)
+          code = 1;  // it closed its input while messages were coming: a failure
         if (limiter_.allow(*code, Clock::now())) {
           spdlog::warn("child exited code={}: restarting it (restart={})", *code,
                        to_string(options_.restart));
@@ -482,14 +550,21 @@ class Bridge {
     } catch (const std::exception& e) {
       spdlog::warn("node stopping: flush failed: {}", e.what());
     }
-    // Nothing must wait on the output while the runtime stops its dispatcher.
-    pump_->close();
-    const NodeStats stats = node_->stats();
+    // Unregisters and closes the mailbox; the writer then writes what it still holds.
     node_->shutdown();
-    pump_->finish(std::chrono::seconds(2));
+    output_->finish(std::chrono::seconds(2), output_failed_ ? "output closed"
+                                             : child_ || options_.exec.empty()
+                                                 ? "node stopped before they were written"
+                                                 : "no child to deliver them to");
+    const NodeStats stats = node_->stats();
+    std::string drops;
+    for (const auto& [reason, n] : stats.drops)
+      drops += fmt::format("{}{}: {}", drops.empty() ? " (" : ", ", reason, n);
+    if (!drops.empty())
+      drops += ")";
     spdlog::info(
-        "node stopped received={} dropped={} sent={} send_failures={} lines={} bad_lines={}",
-        stats.received, stats.mailbox.dropped, stats.sent, counters_.send_failures.load(),
+        "node stopped received={} dropped={}{} sent={} send_failures={} lines={} bad_lines={}",
+        stats.received, stats.dropped, drops, stats.sent, counters_.send_failures.load(),
         counters_.lines.load(), counters_.bad_lines.load());
   }
 
@@ -498,8 +573,11 @@ class Bridge {
   RestartLimiter limiter_;
   Counters counters_;
   std::unique_ptr<NodeRuntime> node_;
-  std::optional<OutputPump> pump_;
+  std::optional<OutputWriter> output_;
   std::unique_ptr<Child> child_;
+  bool child_failed_ = false;
+  bool output_failed_ = false;
+  std::optional<Clock::time_point> kill_deadline_;  // SIGKILL a failed child that lingers
   std::optional<InputStream> input_;
 };
 

@@ -50,6 +50,7 @@
 #include <asio/write.hpp>
 #include <spdlog/spdlog.h>
 
+#include "drop_log.hpp"
 #include "errors.hpp"
 #include "process.hpp"
 #include "transport.hpp"
@@ -205,6 +206,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
       publish_backlog();
       check_flush();
     });
+    transport_->on_dropped(
+        [this](std::uint64_t n, std::string_view reason) { count_dropped(n, reason); });
     auto started = start_promise_.get_future();
     spawn_logged(io_, pmd_loop(), "pmd link");
     io_done_ = io_done_promise_.get_future();
@@ -268,6 +271,36 @@ class NodeRuntimeImpl final : public NodeRuntime {
       throw Error("receive: not available once on_message() has set a handler");
     }
     return mailbox_.receive(timeout);
+  }
+
+  std::size_t receive_batch(std::vector<Envelope>& out, std::size_t max,
+                            std::chrono::milliseconds timeout) override {
+    if (has_handler_.load()) {
+      throw Error("receive_batch: not available once on_message() has set a handler");
+    }
+    return mailbox_.receive_batch(out, max, timeout);
+  }
+
+  void count_dropped(std::uint64_t n, std::string_view reason) override {
+    if (n == 0)
+      return;
+    std::optional<std::string> line;
+    bool arm = false;
+    {
+      std::lock_guard lock(drops_mutex_);
+      line = drops_.add(n, reason, std::chrono::steady_clock::now());
+      arm = drops_.pending() && !drop_timer_armed_;
+      drop_timer_armed_ = drop_timer_armed_ || arm;
+    }
+    if (line)
+      spdlog::warn("{}", *line);
+    if (arm) {
+      if (on_io_thread()) {
+        arm_drop_timer();
+      } else {
+        asio::post(io_, [this] { arm_drop_timer(); });
+      }
+    }
   }
 
   void send(std::string_view target, std::string_view payload_json,
@@ -339,6 +372,9 @@ class NodeRuntimeImpl final : public NodeRuntime {
     s.sent = counters_.sent.load(std::memory_order_relaxed);
     s.send_failures = counters_.send_failures.load(std::memory_order_relaxed);
     s.handler_errors = handler_errors_.load(std::memory_order_relaxed);
+    std::lock_guard lock(drops_mutex_);
+    s.drops = drops_.totals();
+    s.dropped = drops_.total();
     return s;
   }
 
@@ -378,6 +414,9 @@ class NodeRuntimeImpl final : public NodeRuntime {
   TransportCounters counters_;
   std::atomic<std::uint64_t> handler_errors_{0};
   std::atomic<bool> shutdown_started_{false};
+  mutable std::mutex drops_mutex_;
+  DropLog drops_;
+  bool drop_timer_armed_ = false;
 
   // Shared with API threads.
   std::mutex pending_mutex_;
@@ -417,6 +456,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   std::chrono::steady_clock::time_point last_pmd_reply_;
   asio::steady_timer retry_timer_;
   asio::steady_timer stop_timer_;
+  asio::steady_timer drop_timer_{io_};
   std::minstd_rand jitter_;
   bool io_stopping_ = false;  // begin_stop() ran
   bool closing_ = false;      // unregister sent
@@ -427,6 +467,22 @@ class NodeRuntimeImpl final : public NodeRuntime {
   std::atomic<bool> pmd_starting_{false};
 
   bool on_io_thread() const { return std::this_thread::get_id() == io_thread_id_.load(); }
+
+  // The drops counted since the last report, logged once the interval is over.
+  void arm_drop_timer() {
+    drop_timer_.expires_after(std::chrono::seconds(1));
+    drop_timer_.async_wait([this](std::error_code ec) {
+      std::optional<std::string> line;
+      {
+        std::lock_guard lock(drops_mutex_);
+        drop_timer_armed_ = false;
+        line = drops_.take(std::chrono::steady_clock::now());
+      }
+      if (line)
+        spdlog::warn("{}", *line);
+      (void)ec;  // cancelled at shutdown: report what is pending all the same
+    });
+  }
 
   std::string describe_self() const {
     return alias_.empty() ? "'" + node_id_ + "'" : "'" + alias_ + "' (" + node_id_ + ")";
@@ -932,13 +988,25 @@ class NodeRuntimeImpl final : public NodeRuntime {
         link->close();
         co_return;
       }
-      pmd_request("heartbeat", json_object("nodeId", node_id_),
-                  [this](const PmdReply* reply, const std::string&) {
-                    // Expired (frozen too long) or refused earlier: register again.
-                    if (reply && reply->error == "Node not found" && !io_stopping_)
-                      register_self();
-                  });
+      send_heartbeat();
     }
+  }
+
+  void send_heartbeat() {
+    pmd_request("heartbeat", json_object("nodeId", node_id_),
+                [this](const PmdReply* reply, const std::string&) {
+                  // Expired (frozen too long) or removed: register again, and say so.
+                  if (reply && reply->error == "Node not found" && !io_stopping_) {
+                    if (registered_) {
+                      spdlog::warn(
+                          "registration of {} with pmd {} is gone (expired or removed); "
+                          "registering again",
+                          describe_self(), options_.pmd.to_string());
+                    }
+                    registered_ = false;
+                    register_self();
+                  }
+                });
   }
 
   void register_self() {
@@ -966,6 +1034,9 @@ class NodeRuntimeImpl final : public NodeRuntime {
                     spdlog::info("registered again with pmd {}", options_.pmd.to_string());
                   }
                   registered_ = true;
+                  // The first heartbeat at once: the PMD's TTL then covers this node
+                  // from its registration on (a node frozen now still leaves).
+                  send_heartbeat();
                 });
   }
 
@@ -1115,6 +1186,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
     finished_ = true;
     stop_timer_.cancel();
     retry_timer_.cancel();
+    drop_timer_.cancel();  // its handler reports what is pending
     if (link_)
       link_->close();
     link_.reset();
@@ -1141,9 +1213,68 @@ class NodeRuntimeImpl final : public NodeRuntime {
   }
 };
 
+/// Length of the UTF-8 sequence starting `text` (a well-formed one, not a
+/// surrogate, at most U+10FFFF), or 0 when it is not one.
+std::size_t utf8_sequence(std::string_view text) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(0);
+  std::size_t n = 0;
+  std::uint32_t min = 0;
+  std::uint32_t code = 0;
+  if (lead < 0x80) {
+    return 1;
+  } else if ((lead & 0xe0) == 0xc0) {
+    n = 2, min = 0x80, code = lead & 0x1fu;
+  } else if ((lead & 0xf0) == 0xe0) {
+    n = 3, min = 0x800, code = lead & 0x0fu;
+  } else if ((lead & 0xf8) == 0xf0) {
+    n = 4, min = 0x10000, code = lead & 0x07u;
+  } else {
+    return 0;
+  }
+  if (text.size() < n)
+    return 0;
+  for (std::size_t i = 1; i < n; ++i) {
+    if ((byte(i) & 0xc0) != 0x80)
+      return 0;
+    code = (code << 6) | (byte(i) & 0x3fu);
+  }
+  if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff))
+    return 0;
+  return n;
+}
+
 }  // namespace
 
+std::string invalid_name_reason(std::string_view name) {
+  constexpr std::size_t kMaxNameBytes = 128;  // the PMD's limit (PROTOCOL.md)
+  if (name.empty())
+    return "must not be empty";
+  if (name.size() > kMaxNameBytes)
+    return "longer than " + std::to_string(kMaxNameBytes) + " bytes";
+  for (std::size_t at = 0; at < name.size();) {
+    const std::size_t n = utf8_sequence(name.substr(at));
+    if (n == 0)
+      return "not valid UTF-8 (byte " + std::to_string(at) + ")";
+    const auto c = static_cast<unsigned char>(name[at]);
+    const bool c1 = n == 2 && c == 0xc2 && static_cast<unsigned char>(name[at + 1]) < 0xa0;
+    if (c < 0x20 || c == 0x7f || c1)
+      return "control character at byte " + std::to_string(at);
+    at += n;
+  }
+  return {};
+}
+
 std::unique_ptr<NodeRuntime> NodeRuntime::start(NodeOptions options) {
+  for (const std::string* name : {&options.alias, &options.node_id}) {
+    if (name->empty())
+      continue;
+    if (std::string why = invalid_name_reason(*name); !why.empty()) {
+      throw Error("cannot start node: invalid " +
+                  std::string(name == &options.alias ? "alias" : "node id") + " '" + *name +
+                  "': " + why);
+    }
+  }
   if (g_node_alive.exchange(true)) {
     throw Error(
         "cannot start node: a NodeRuntime is already running in this process "

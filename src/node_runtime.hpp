@@ -40,7 +40,9 @@ struct NodeOptions {
   /// Per destination; beyond it sends fail. send() waits (up to 5 s) while 8 MiB (at
   /// most half of it), summed over destinations, are still unwritten.
   std::size_t max_outbox_bytes = 64u << 20;
-  std::chrono::milliseconds heartbeat_interval{2000};
+  /// From the I/O thread (a busy message handler never delays it), the first one at
+  /// registration: with the PMD's default 2 s TTL a frozen node leaves within 2.5 s.
+  std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds start_timeout{5000};
   /// send() checks that each payload is one valid JSON value (grammar and UTF-8) and
   /// fails the message otherwise. Off: the caller guarantees it (e.g. already validated).
@@ -59,7 +61,15 @@ struct NodeStats {
   std::uint64_t sent = 0;        ///< messages written to sockets
   std::uint64_t send_failures = 0;
   std::uint64_t handler_errors = 0;  ///< exceptions thrown by the message handler
+  /// Every message dropped so far, by reason (mailbox policy, full outbound queue,
+  /// count_dropped()), in first-seen order; `dropped` is their sum.
+  std::vector<std::pair<std::string, std::uint64_t>> drops;
+  std::uint64_t dropped = 0;
 };
+
+/// Why `name` cannot be a node alias or id: empty, longer than 128 bytes, not
+/// UTF-8, or holding control characters. Empty when it can.
+std::string invalid_name_reason(std::string_view name);
 
 class NodeRuntime {
  public:
@@ -88,6 +98,14 @@ class NodeRuntime {
   virtual void on_message_inline(MessageHandler handler) = 0;
   /// Without a handler: the next message, waiting up to `timeout`.
   virtual std::optional<Envelope> receive(std::chrono::milliseconds timeout) = 0;
+  /// Without a handler: appends up to `max` messages to `out`, waiting up to `timeout`
+  /// for the first. Returns how many; 0 on timeout, or once shut down and drained.
+  virtual std::size_t receive_batch(std::vector<Envelope>& out, std::size_t max,
+                                    std::chrono::milliseconds timeout) = 0;
+  /// Counts `n` received messages the application could not deliver, with a reason
+  /// ("output closed"): they appear in stats().drops and in the node's drop report
+  /// (one log line a second at most).
+  virtual void count_dropped(std::uint64_t n, std::string_view reason) = 0;
 
   /// Queues `payload_json` (valid JSON text, sent verbatim) for `target` (alias or
   /// node id). Returns at once (it waits only when far ahead of the sockets); a failure

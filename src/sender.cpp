@@ -126,7 +126,7 @@ SendResult send_message(const SendOptions& options, std::string_view body) {
 SendResult send_stream(const SendOptions& options, int input_fd, const SendDiagnostic& diagnostic) {
   Link link(options);
   JsonValidator validator;
-  NdjsonReader reader(max_send_payload_bytes());
+  NdjsonReader reader(std::min(options.max_line_bytes, max_send_payload_bytes()));
   SendResult result;
   std::string frames;
   frames.reserve(kWriteBatch + kReadChunk);

@@ -15,11 +15,15 @@
 
 namespace distflow {
 
+/// The largest payload send accepts: the node frame limit minus room for the envelope.
+std::size_t max_send_payload_bytes();
+
 struct SendOptions {
   PmdEndpoint pmd;
   std::string target;       ///< alias or node id
   std::string from;         ///< the sender's node id; empty: "send-<pid>"
   std::uint64_t count = 1;  ///< every body is sent this many times
+  std::size_t max_line_bytes = max_send_payload_bytes();  ///< send_stream: longest line
   std::chrono::milliseconds connect_timeout{2000};
 };
 
@@ -40,8 +44,5 @@ SendResult send_message(const SendOptions& options, std::string_view body);
 /// `diagnostic` (with their line number) and are skipped; the others are sent.
 /// Throws distflow::Error as send_message() does, and when the connection breaks.
 SendResult send_stream(const SendOptions& options, int input_fd, const SendDiagnostic& diagnostic);
-
-/// The largest payload send accepts: the node frame limit minus room for the envelope.
-std::size_t max_send_payload_bytes();
 
 }  // namespace distflow

@@ -99,9 +99,8 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     if (queued_bytes_ + payload.size() > transport_.config_.max_outbox_bytes) {
       std::string message = "outbound queue to " + describe() + " is full (limit " +
                             std::to_string(transport_.config_.max_outbox_bytes) + " bytes)";
-      if (!full_warned_)
-        spdlog::warn("{}; dropping messages", message);
-      full_warned_ = true;
+      if (transport_.dropped_hook_)
+        transport_.dropped_hook_(1, message);
       report_one(std::move(done), errc::queue_full, message);
       return;
     }
@@ -222,7 +221,6 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
   std::deque<std::pair<std::uint64_t, SendCompletion>> completions_;
   bool idle_ = false;
   bool failed_ = false;
-  bool full_warned_ = false;
   bool deferred_ = false;  // in transport_.deferred_
   char discard_[512] = {};
 
@@ -350,7 +348,6 @@ class Outbound : public std::enable_shared_from_this<Outbound> {
     written_ = batch_end;
     transport_.unwritten_ -= frames;
     transport_.counters_.sent.fetch_add(frames, std::memory_order_relaxed);
-    full_warned_ = false;
     while (!completions_.empty() && completions_.front().first <= written_) {
       auto done = std::move(completions_.front().second);
       completions_.pop_front();
@@ -561,7 +558,7 @@ class InboundSession : public std::enable_shared_from_this<InboundSession> {
     const std::uint64_t dropped_before = may_drop ? mailbox.stats().dropped : 0;
     pushed_ += mailbox.try_push_batch(std::span<Envelope>(batch_).subspan(pushed_));
     if (may_drop)
-      transport_.note_drops(mailbox.stats().dropped != dropped_before);
+      transport_.note_drops(mailbox.stats().dropped - dropped_before);
     if (pushed_ < batch_.size())
       return false;
     batch_.clear();
@@ -726,14 +723,18 @@ void Transport::on_progress(std::function<void()> hook) {
   progress_hook_ = std::move(hook);
 }
 
-void Transport::note_drops(bool dropped) {
-  if (!dropped) {
-    dropping_ = false;
-  } else if (!dropping_) {
-    dropping_ = true;
-    spdlog::warn("mailbox full (max {}, policy {}): dropping messages", mailbox_.max_size(),
-                 to_string(mailbox_.policy()));
+void Transport::on_dropped(std::function<void(std::uint64_t, std::string_view)> hook) {
+  dropped_hook_ = std::move(hook);
+}
+
+void Transport::note_drops(std::uint64_t dropped) {
+  if (dropped == 0 || !dropped_hook_)
+    return;
+  if (mailbox_full_.empty()) {
+    mailbox_full_ = "mailbox full (" + std::to_string(mailbox_.max_size()) + ", " +
+                    std::string(to_string(mailbox_.policy())) + ")";
   }
+  dropped_hook_(dropped, mailbox_full_);
 }
 
 void Transport::wait_for_space(const std::shared_ptr<InboundSession>& session) {

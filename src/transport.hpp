@@ -105,6 +105,9 @@ class Transport {
   void on_connection_failed(std::function<void(const std::string& node_id)> hook);
   /// Runs whenever queued messages were written or failed (drives flush()).
   void on_progress(std::function<void()> hook);
+  /// Runs when messages are dropped: by the mailbox's policy (received), or because
+  /// a destination's queue is full (sent). `reason` names the limit.
+  void on_dropped(std::function<void(std::uint64_t n, std::string_view reason)> hook);
   /// Messages queued on connections and not yet written or failed.
   std::uint64_t unwritten() const { return unwritten_; }
   /// Their bytes (the backlog send() waits on).
@@ -132,16 +135,17 @@ class Transport {
   int defer_depth_ = 0;
   std::vector<std::shared_ptr<Outbound>> deferred_;  // idle connections with frames queued
   bool space_requested_ = false;
-  bool dropping_ = false;  // inside an overflow episode (logged once per episode)
   bool stopped_ = false;
   std::uint64_t unwritten_ = 0;
   std::size_t unwritten_bytes_ = 0;
   std::function<void(const std::string&)> failed_hook_;
   std::function<void()> progress_hook_;
+  std::function<void(std::uint64_t, std::string_view)> dropped_hook_;
+  std::string mailbox_full_;  // the reason given for mailbox drops
 
   asio::awaitable<void> accept_loop();
   void wait_for_space(const std::shared_ptr<InboundSession>& session);
-  void note_drops(bool dropped);  // logs the first drop of an overflow episode
+  void note_drops(std::uint64_t dropped);
   void remove(const InboundSession& session);
   void remove(const Outbound& connection);
 };

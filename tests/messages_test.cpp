@@ -1,5 +1,6 @@
 #include "messages.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -244,6 +245,27 @@ TEST_CASE("messages: append_ndjson_line emits one line with the exact payload", 
   out.clear();
   distflow::append_ndjson_line(out, message);
   REQUIRE(out == "{\"from\":\"a\",\"timestamp\":0,\"payload\":null}\n");
+}
+
+TEST_CASE("messages: a pretty-printed payload never makes a second NDJSON line (issue 17 #3)",
+          "[messages]") {
+  EnvelopeParser parser;
+  Envelope message;
+  // A forged message hidden in a multi-line array: compaction keeps it inside.
+  const std::string forged =
+      "[\n{\"from\":\"bank\",\"payload\":{\"pay\":1000}}\n,\r\n\t\"a b\\n\\\" c\"\n]";
+  REQUIRE_FALSE(parse(parser, R"({"from":"inj","payload":)" + forged + "}", message));
+  std::string out;
+  distflow::append_ndjson_line(out, message);
+  CHECK(
+      out ==
+      R"({"from":"inj","timestamp":0,"payload":[{"from":"bank","payload":{"pay":1000}},"a b\n\" c"]})"
+      "\n");
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  // Without a newline the text stays exactly as received, spaces included.
+  std::string kept;
+  distflow::append_json_compact(kept, R"({ "a" : [1, 2] })");
+  CHECK(kept == R"({ "a" : [1, 2] })");
 }
 
 TEST_CASE("messages: append_json_string escapes", "[messages]") {

@@ -14,110 +14,13 @@
 
 #include <catch2/catch.hpp>
 
+#include "node_cluster.hpp"
 #include "support.hpp"
 
 namespace distflow::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-/// A PMD for one test, and a watcher connection to wait on registrations.
-struct Cluster {
-  PmdProcess pmd;
-  RawClient watcher{"127.0.0.1", pmd.port};
-  std::map<std::string, std::string> env{{"DISTFLOW_PMD_PORT", pmd.port_str()}};
-
-  Cluster() {
-    auto reply = watcher.request(R"({"type":"watch","payload":{},"requestId":1})");
-    REQUIRE(reply);
-    REQUIRE(reply->find("\"success\":true") != std::string::npos);
-  }
-
-  /// Waits for the PMD's event `kind` ("peer:join"/"peer:leave") about `alias`.
-  bool wait_event(const std::string& kind, const std::string& alias,
-                  std::chrono::milliseconds timeout = 10s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto frame = watcher.read_frame(std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now()));
-      if (!frame)
-        return false;
-      if (frame->find("\"" + kind + "\"") != std::string::npos &&
-          frame->find("\"alias\":\"" + alias + "\"") != std::string::npos) {
-        return true;
-      }
-    }
-    return false;
-  }
-
-  std::vector<std::string> args(std::vector<std::string> rest) const {
-    rest.insert(rest.begin(), distflow_binary());
-    rest.insert(rest.begin() + 2, {"--port", pmd.port_str()});
-    return rest;
-  }
-
-  /// Starts `distflow node --alias ALIAS [extra...]` and waits until it is registered.
-  std::unique_ptr<ChildProcess> node(const std::string& alias,
-                                     const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = args({"node", "--alias", alias});
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto child = std::make_unique<ChildProcess>(argv, env);
-    if (!wait_event("peer:join", alias)) {
-      FAIL("node " << alias << " did not register: " << child->stderr_text());
-    }
-    return child;
-  }
-
-  RunResult send(const std::vector<std::string>& rest, const std::string& stdin_data = {}) {
-    std::vector<std::string> argv = args({"send"});
-    argv.insert(argv.end(), rest.begin(), rest.end());
-    return run(argv, env, 20s, stdin_data);
-  }
-};
-
-/// A fresh temp dir for scripts, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("distflow-node-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string script(const std::string& name, const std::string& body) const {
-    const fs::path file = path / name;
-    std::ofstream(file) << "#!/bin/sh\n" << body;
-    fs::permissions(file, fs::perms::owner_all);
-    return file.string();
-  }
-};
-
-std::string payload_of(const std::string& line) {
-  const auto at = line.find("\"payload\":");
-  return at == std::string::npos ? "" : line.substr(at + 10, line.size() - at - 11);
-}
-
-std::string numbered_lines(int count, const std::string& prefix, const std::string& suffix) {
-  std::string out;
-  for (int i = 0; i < count; ++i)
-    out += prefix + std::to_string(i) + suffix + "\n";
-  return out;
-}
-
-/// Reads `count` lines whose payloads must be {"n":0}, {"n":1}, ... in order;
-/// returns what went wrong, or an empty string.
-std::string read_numbered(ChildProcess& receiver, int count) {
-  for (int i = 0; i < count; ++i) {
-    auto line = receiver.read_line(20s);
-    if (!line)
-      return "message " + std::to_string(i) + " never arrived";
-    if (payload_of(*line) != "{\"n\":" + std::to_string(i) + "}") {
-      return "message " + std::to_string(i) + " out of order or lost: " + *line;
-    }
-  }
-  return {};
-}
 
 void expect_numbered(ChildProcess& receiver, int count) {
   CHECK(read_numbered(receiver, count).empty());
@@ -355,6 +258,34 @@ TEST_CASE("modes: watch NODE --until-leave exits 0 when the node leaves", "[mode
   CHECK(rest.find("other") == std::string::npos);
 
   CHECK(run(cluster.args({"watch", "--until-leave"}), cluster.env).code == 2);
+}
+
+}  // namespace distflow::test
+
+namespace distflow::test {
+
+TEST_CASE("modes: pretty-printed bodies reach a node's NDJSON as one line each (issue 17 #3)",
+          "[modes][node]") {
+  Cluster cluster;
+  auto receiver = cluster.node("inj");
+  const std::string forged =
+      "[\n{\"from\":\"bank\",\"to\":\"inj\",\"timestamp\":1,\"payload\":{\"pay\":1}}\n]";
+  CHECK(cluster.send({"inj", forged}).code == 0);
+  // A raw peer (the TypeScript node's frames) with a pretty-printed payload.
+  RawClient pmd("127.0.0.1", cluster.pmd.port);
+  const auto node = pmd.request(R"({"type":"resolve","payload":{"alias":"inj"},"requestId":7})");
+  REQUIRE(node);
+  const auto at = node->find("\"port\":");
+  REQUIRE(at != std::string::npos);
+  RawClient raw("127.0.0.1", static_cast<std::uint16_t>(std::stoi(node->substr(at + 7))));
+  raw.send_frame(
+      "{\"from\":\"ts\",\"to\":\"x\",\"timestamp\":2,\"payload\":{\r\n  \"k\": \"v w\"\n}}");
+  for (const std::string want :
+       {R"([{"from":"bank","to":"inj","timestamp":1,"payload":{"pay":1}}])", R"({"k":"v w"})"}) {
+    auto line = receiver->read_line();
+    REQUIRE(line);
+    CHECK(payload_of(*line) == want);
+  }
 }
 
 }  // namespace distflow::test

@@ -25,6 +25,51 @@ TEST_CASE("modes: --help lists every mode with a summary and exits 0", "[modes]"
   }
 }
 
+TEST_CASE("modes: --help gives every mode one line, the long texts stay in the mode's help",
+          "[modes]") {
+  const auto r = run({distflow_binary(), "--help"});
+  REQUIRE(r.code == 0);
+  const std::string list = r.out.substr(r.out.find("Subcommands:"));
+  std::size_t lines = 0;
+  for (std::size_t at = 0; (at = list.find('\n', at)) != std::string::npos; ++at) {
+    const std::string rest = list.substr(at + 1, list.find('\n', at + 1) - at - 1);
+    if (rest.rfind("  ", 0) == 0)
+      ++lines;  // an indented line of the listing
+  }
+  CHECK(lines == kModeNames.size());
+  CHECK(r.out.find("NDJSON line on stdout") == std::string::npos);  // node's long text
+  CHECK(run({distflow_binary(), "node", "--help"}).out.find("NDJSON line on stdout") !=
+        std::string::npos);
+}
+
+TEST_CASE("modes: bad input a careless user gives is a usage error naming it (exit 2)", "[modes]") {
+  // A typo in DISTFLOW_PMD_PORT never falls back to epmd's port 4369.
+  for (const std::string bad : {"abc", "99999", "-1"}) {
+    INFO(bad);
+    const auto r = run({distflow_binary(), "watch"}, {{"DISTFLOW_PMD_PORT", bad}});
+    CHECK(r.code == 2);
+    CHECK(r.err.find("invalid DISTFLOW_PMD_PORT '" + bad + "'") != std::string::npos);
+    // ...also for a node, which would otherwise auto-start a PMD there.
+    CHECK(run({distflow_binary(), "node", "--no-auto-pmd"}, {{"DISTFLOW_PMD_PORT", bad}}).code ==
+          2);
+  }
+  const auto empty_body = run({distflow_binary(), "send", "--port", "1", "x", ""});
+  CHECK(empty_body.code == 2);
+  CHECK(empty_body.err.find("empty BODY") != std::string::npos);
+  const auto empty_alias = run({distflow_binary(), "node", "--port", "1", "--alias", ""});
+  CHECK(empty_alias.code == 2);
+  CHECK(empty_alias.err.find("invalid --alias '': must not be empty") != std::string::npos);
+  const auto bad_utf8 = run({distflow_binary(), "node", "--port", "1", "--alias", "a\xff"});
+  CHECK(bad_utf8.code == 2);
+  CHECK(bad_utf8.err.find("not valid UTF-8") != std::string::npos);
+  const auto control = run({distflow_binary(), "node", "--port", "1", "--alias", "a\x1b[2J"});
+  CHECK(control.code == 2);
+  CHECK(control.err.find("control character") != std::string::npos);
+  CHECK(run({distflow_binary(), "send", "--port", "1", "--from", "", "x", "{}"}).code == 2);
+  CHECK(run({distflow_binary(), "node", "--port", "1", "--max-line", "0"}).code == 2);
+  CHECK(run({distflow_binary(), "send", "--port", "1", "--max-line", "0", "x"}).code == 2);
+}
+
 TEST_CASE("modes: every mode has its own --help", "[modes]") {
   for (const auto& mode : kModeNames) {
     INFO(mode);
@@ -82,10 +127,12 @@ TEST_CASE("modes: the exact basename of argv[0] selects the mode", "[modes]") {
   CHECK(r.out.find("send") != std::string::npos);
   CHECK(r.out.find("Subcommands:") == std::string::npos);  // the mode's help, not the root's
 
-  // "distflow-sendx" is not a mode name: it behaves as plain `distflow`.
-  const auto plain = run({near_miss.string(), "--help"});
-  CHECK(plain.code == 0);
-  CHECK(plain.out.find("Subcommands:") != std::string::npos);
+  // "distflow-sendx" is not a mode name: a usage error that names it (issue 17 #11).
+  const auto bogus = run({near_miss.string(), "--help"});
+  CHECK(bogus.code == 2);
+  CHECK(bogus.err.find("unknown mode 'sendx' (from the program name 'distflow-sendx')") !=
+        std::string::npos);
+  CHECK(bogus.err.find("did you mean 'send'?") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
 

@@ -664,3 +664,59 @@ TEST_CASE("node_runtime: PMD killed and restarted: re-registers and keeps sendin
 }
 
 }  // namespace distflow
+
+namespace distflow {
+
+TEST_CASE("node_runtime: a handler busy for 5 s does not get its node expired",
+          "[node_runtime][liveness]") {
+  PmdProcess pmd;  // the default TTL
+  RawClient watcher("127.0.0.1", pmd.port);
+  REQUIRE(watcher.request(R"({"type":"watch","payload":{},"requestId":1})"));
+  TsPeer ts(pmd.port, "ts-busy", "tsbusy");
+  auto options = options_for(pmd, "rt-busy");
+  options.heartbeat_interval = NodeOptions{}.heartbeat_interval;  // the default
+  auto node = NodeRuntime::start(options);
+  std::atomic<bool> entered{false};
+  node->on_message([&](const Envelope&) {
+    entered = true;
+    std::this_thread::sleep_for(5s);  // the scenario: a handler that takes its time
+  });
+  RawClient out("127.0.0.1", node->port());
+  out.send_frame(ts.frame_to(node->node_id(), 1));
+  REQUIRE(eventually([&] { return entered.load(); }));
+  // Whatever the PMD says meanwhile, it is not that this node left.
+  const auto until = Clock::now() + 6s;
+  while (Clock::now() < until) {
+    auto frame = watcher.read_frame(std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::max(until - Clock::now(), Clock::duration(1ms))));
+    if (frame)
+      CHECK(frame->find("peer:leave") == std::string::npos);
+  }
+  CHECK(listed(pmd.port, node->node_id()));
+}
+
+TEST_CASE("node_runtime: receive_batch takes runs in order; count_dropped shows in stats",
+          "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-batch", "tsbatch");
+  auto node = NodeRuntime::start(options_for(pmd, "rt-batch"));
+  RawClient out("127.0.0.1", node->port());
+  std::string bytes;
+  for (int i = 0; i < 100; ++i)
+    bytes += framed(ts.frame_to(node->node_id(), i));
+  out.send_raw(bytes);
+  std::vector<Envelope> batch;
+  while (batch.size() < 100 && node->receive_batch(batch, 30, 5s) > 0) {
+  }
+  REQUIRE(batch.size() == 100);
+  for (int i = 0; i < 100; ++i)
+    CHECK(batch[static_cast<std::size_t>(i)].payload() == std::to_string(i));
+  node->count_dropped(3, "output closed");
+  node->count_dropped(2, "output closed");
+  const NodeStats stats = node->stats();
+  CHECK(stats.dropped == 5);
+  REQUIRE(stats.drops.size() == 1);
+  CHECK(stats.drops[0] == std::pair<std::string, std::uint64_t>{"output closed", 5});
+}
+
+}  // namespace distflow
