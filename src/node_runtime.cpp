@@ -53,6 +53,7 @@
 #include "drop_log.hpp"
 #include "errors.hpp"
 #include "process.hpp"
+#include "session.hpp"
 #include "transport.hpp"
 
 namespace distflow {

@@ -24,6 +24,9 @@ struct PmdConfig {
   /// A connection that makes no progress for this long is closed (0: never): one stopped
   /// in the middle of a frame, or one whose replies wait at the pause mark unread.
   std::chrono::milliseconds stall_timeout{30000};
+  /// A connection that has not sent one valid request this long after it was
+  /// accepted is closed (0: never): idle sockets do not hold slots for ever.
+  std::chrono::milliseconds hello_timeout{10000};
   /// When the port is taken, return quietly instead of throwing (an auto-started
   /// daemon that lost the race: the winner serves the port).
   bool quiet_if_port_in_use = false;

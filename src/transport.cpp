@@ -17,6 +17,7 @@
 
 #include "errors.hpp"
 #include "framing.hpp"
+#include "session.hpp"
 
 namespace distflow {
 
@@ -58,20 +59,6 @@ bool is_quiet_close(const std::error_code& ec) {
 }
 
 }  // namespace
-
-void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* name) {
-  asio::co_spawn(io, std::move(task), [name](const std::exception_ptr& error) {
-    if (!error)
-      return;
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      spdlog::error("{} ended with an exception (a bug): {}", name, e.what());
-    } catch (...) {
-      spdlog::error("{} ended with an unknown exception (a bug)", name);
-    }
-  });
-}
 
 // ---- outbound: one per destination node -------------------------------------
 

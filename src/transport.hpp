@@ -52,9 +52,6 @@ struct TransportConfig {
   std::chrono::milliseconds stall_timeout{30000};
 };
 
-/// Spawns `task` on `io`; an exception escaping it is logged at error (a bug), never lost.
-void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* name);
-
 class Outbound;
 class InboundSession;
 class Transport;

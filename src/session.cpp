@@ -1,0 +1,382 @@
+#include "session.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ssl/host_name_verification.hpp>
+#include <asio/ssl/stream.hpp>
+#include <asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include "errors.hpp"
+#include "tls.hpp"
+
+namespace distflow {
+
+using asio::ip::tcp;
+namespace {
+
+constexpr auto kAwait = asio::experimental::as_tuple(asio::use_awaitable);
+// After close_after_flush(): how long the queue may take to go out and the peer's
+// unread bytes to be drained (so that our last reply is not lost to a reset).
+constexpr auto kLinger = std::chrono::milliseconds(1000);
+constexpr std::size_t kMaxDrainBytes = 1u << 20;
+// write_now() sends at most this much itself; a larger backlog goes to the writer.
+constexpr std::size_t kDirectWriteMax = 64u << 10;
+// Spare outbox chunks kept while the writer is idle (a burst is over).
+constexpr std::size_t kKeepIdleBuffer = 4u << 20;
+
+bool is_loopback(const asio::ip::address& address) {
+  if (address.is_loopback())
+    return true;
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
+  return false;
+}
+
+std::string describe_read_end(const std::error_code& ec, const FrameDecoder& decoder) {
+  if (ec == asio::error::eof) {
+    if (auto partial = decoder.finish())
+      return describe_frame_error(partial, decoder);
+    return "closed by the peer";
+  }
+  if (ec == asio::error::connection_reset)
+    return "reset by the peer";
+  return ec.message();
+}
+
+}  // namespace
+
+void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* name) {
+  spawn_logged(io.get_executor(), std::move(task), name);
+}
+
+void spawn_logged(const asio::any_io_executor& executor, asio::awaitable<void> task,
+                  const char* name) {
+  asio::co_spawn(executor, std::move(task), [name](const std::exception_ptr& error) {
+    if (!error)
+      return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::error("{} ended with an exception (a bug): {}", name, e.what());
+    } catch (...) {
+      spdlog::error("{} ended with an unknown exception (a bug)", name);
+    }
+  });
+}
+
+struct Session::Tls {
+  Tls(tcp::socket& socket, const TlsSide& side)
+      : stream(socket, side.context->native()), server(side.server) {
+    if (!side.server && !side.server_name.empty()) {
+      // SNI, and the name the server's certificate must carry.
+      // SSL_set_tlsext_host_name() is a macro with a C cast; this is what it expands to.
+      ::SSL_ctrl(stream.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                 const_cast<char*>(side.server_name.c_str()));
+      stream.set_verify_callback(asio::ssl::host_name_verification(side.server_name));
+    }
+  }
+  asio::ssl::stream<tcp::socket&> stream;
+  bool server;
+};
+
+Session::Session(tcp::socket socket, std::shared_ptr<SessionHandler> handler,
+                 SessionOptions options, const TlsSide& tls)
+    : socket_(std::move(socket)),
+      handler_(std::move(handler)),
+      options_(options),
+      decoder_(options.max_frame_bytes),
+      outbox_(options.max_queue_bytes),
+      wake_writer_(socket_.get_executor()),
+      wake_reader_(socket_.get_executor()),
+      read_stall_(socket_.get_executor()),
+      write_stall_(socket_.get_executor()),
+      hello_(socket_.get_executor()),
+      linger_(socket_.get_executor()),
+      read_chunk_(options.read_chunk) {
+  wake_writer_.expires_at(asio::steady_timer::time_point::max());
+  wake_reader_.expires_at(asio::steady_timer::time_point::max());
+  std::error_code ec;
+  const auto remote = socket_.remote_endpoint(ec);
+  if (!ec) {
+    loopback_ = is_loopback(remote.address());
+    const std::string address = remote.address().to_string();
+    peer_ = (remote.address().is_v6() ? "[" + address + "]" : address) + ":" +
+            std::to_string(remote.port());
+  } else {
+    peer_ = "?";
+  }
+  socket_.set_option(tcp::no_delay(true), ec);
+  socket_.non_blocking(true, ec);  // write_now()'s sends never block
+  if (tls.context != nullptr)
+    tls_ = std::make_unique<Tls>(socket_, tls);
+}
+
+Session::~Session() = default;
+
+void Session::start() {
+  if (options_.hello_timeout.count() > 0) {
+    hello_.expires_after(options_.hello_timeout);
+    hello_.async_wait([weak = weak_from_this()](std::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self || self->established_ || self->stopped_)
+        return;
+      self->stop("nothing valid received within " +
+                 std::to_string(self->options_.hello_timeout.count()) + " ms");
+    });
+  }
+  spawn_logged(socket_.get_executor(), run(), "session");
+}
+
+asio::awaitable<void> Session::run() {
+  auto self = shared_from_this();
+  if (tls_) {
+    auto [ec] = co_await tls_->stream.async_handshake(
+        tls_->server ? asio::ssl::stream_base::server : asio::ssl::stream_base::client, kAwait);
+    if (stopped_)
+      co_return;
+    if (ec) {
+      stop("TLS handshake failed: " + ec.message());
+      co_return;
+    }
+  }
+  loops_ = 2;
+  spawn_logged(socket_.get_executor(), write_loop(), "session writer");
+  co_await read_loop();
+}
+
+void Session::established() {
+  established_ = true;
+  hello_.cancel();
+}
+
+void Session::resume() {
+  if (!held_)
+    return;
+  held_ = false;
+  wake_reader_.cancel_one();
+}
+
+void Session::arm_stall(asio::steady_timer& timer, const char* what) {
+  if (options_.stall_timeout.count() <= 0)
+    return;
+  timer.expires_after(options_.stall_timeout);
+  timer.async_wait([weak = weak_from_this(), what](std::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->stopped_)
+      return;
+    self->stop("stalled " + std::to_string(self->options_.stall_timeout.count()) + " ms " + what +
+               " (buffered=" + std::to_string(self->decoder_.buffered()) +
+               " queued=" + std::to_string(self->queued_bytes()) + ")");
+  });
+}
+
+// Not a ?: inside co_await: g++ 12 destroys the unselected awaitable's frame.
+Session::IoResult Session::read_some(asio::mutable_buffer buffer) {
+  if (tls_)
+    return tls_->stream.async_read_some(buffer, kAwait);
+  return socket_.async_read_some(buffer, kAwait);
+}
+
+Session::IoResult Session::write_some(asio::const_buffer buffer) {
+  if (tls_)
+    return tls_->stream.async_write_some(buffer, kAwait);
+  return socket_.async_write_some(buffer, kAwait);
+}
+
+asio::awaitable<void> Session::read_loop() {
+  auto self = shared_from_this();
+  std::size_t drained = 0;
+  std::string why;
+  for (;;) {
+    if (stopped_)
+      break;
+    if (closing_) {
+      // Lingering: discard what the peer still sends until it closes.
+      char sink[4096];
+      auto [ec, n] = co_await read_some(asio::buffer(sink));
+      drained += n;
+      if (ec || drained > kMaxDrainBytes)
+        break;
+      continue;
+    }
+    const bool over_queue = queued_bytes() > options_.pause_reads_above;
+    if (held_ || over_queue) {
+      // Held back: by the handler (resume()), or by replies the peer does not read
+      // (the writer resumes us; a peer that never reads stalls the writer).
+      held_ = true;
+      co_await wake_reader_.async_wait(kAwait);
+      continue;
+    }
+    if (pending_input_) {
+      pending_input_ = false;
+      if (!handler_->on_readable(*this)) {
+        held_ = true;
+        pending_input_ = true;
+        continue;
+      }
+      continue;  // the handler may have closed or stopped us
+    }
+    if (decoder_.buffered() > 0) {
+      arm_stall(read_stall_, "inside a frame");
+    } else {
+      read_stall_.cancel();
+    }
+    auto room = decoder_.prepare(read_chunk_);
+    reading_ = true;
+    auto [ec, n] = co_await read_some(asio::buffer(room.data(), room.size()));
+    reading_ = false;
+    if (stopped_)
+      break;
+    if (ec) {
+      why = describe_read_end(ec, decoder_);
+      break;
+    }
+    if (n == room.size() && read_chunk_ < options_.max_read_chunk)
+      read_chunk_ = std::min(read_chunk_ * 2, options_.max_read_chunk);
+    decoder_.commit(n);
+    pending_input_ = true;
+  }
+  read_stall_.cancel();
+  if (!closing_ && !stopped_) {
+    // The peer ended its side: deliver nothing more, write what is queued, close.
+    closed(why);
+    close_after_flush(why);
+  }
+  loop_done();
+}
+
+asio::awaitable<void> Session::write_loop() {
+  auto self = shared_from_this();
+  while (!stopped_) {
+    if (outbox_.empty()) {
+      if (closing_) {
+        std::error_code ignored;
+        socket_.shutdown(tcp::socket::shutdown_send, ignored);
+        break;
+      }
+      outbox_.trim(kKeepIdleBuffer);
+      writer_idle_ = true;
+      co_await wake_writer_.async_wait(kAwait);
+      writer_idle_ = false;
+      continue;
+    }
+    std::uint64_t frames_end = 0;
+    std::string chunk = outbox_.take(frames_end);
+    writing_ = chunk.size();
+    for (std::size_t at = 0; at < chunk.size();) {
+      const auto buffer = asio::buffer(chunk.data() + at, chunk.size() - at);
+      arm_stall(write_stall_, "writing: the peer reads nothing");
+      auto [ec, n] = co_await write_some(buffer);
+      write_stall_.cancel();
+      if (!stopped_ && ec) {
+        writing_ = 0;
+        stop("write failed: " + ec.message());
+      }
+      if (stopped_) {
+        loop_done();
+        co_return;
+      }
+      at += n;
+      writing_ -= n;
+      if (at == chunk.size())
+        frames_written_ = frames_end;
+      handler_->on_written(*this, n, frames_written_);
+      if (held_ && !closing_ && queued_bytes() <= options_.pause_reads_above &&
+          options_.pause_reads_above != SIZE_MAX) {
+        resume();
+      }
+    }
+    outbox_.recycle(std::move(chunk));
+  }
+  loop_done();
+}
+
+void Session::loop_done() {
+  if (--loops_ > 0)
+    return;
+  stop(closing_ ? "closed" : "ended");
+}
+
+bool Session::send(std::string_view body) {
+  std::string* out = reserve(body.size() + kFrameHeaderBytes);
+  if (out == nullptr)
+    return false;
+  append_frame(*out, body);
+  commit();
+  flush();
+  return true;
+}
+
+void Session::flush() {
+  if (writer_idle_ && !outbox_.empty())
+    wake_writer_.cancel_one();
+}
+
+void Session::write_now() {
+  if (stopped_ || outbox_.empty())
+    return;
+  if (tls_ || !writer_idle_ || outbox_.chunk_count() != 1 ||
+      outbox_.front().size() > kDirectWriteMax) {
+    flush();
+    return;
+  }
+  std::error_code ec;
+  const std::string_view bytes = outbox_.front();
+  const std::size_t n = socket_.write_some(asio::buffer(bytes.data(), bytes.size()), ec);
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+    stop("write failed: " + ec.message());
+    return;
+  }
+  std::uint64_t frames_end = 0;
+  if (n > 0 && outbox_.consume_front(n, frames_end))
+    frames_written_ = frames_end;
+  if (n > 0)
+    handler_->on_written(*this, n, frames_written_);
+  flush();  // what the socket did not take
+}
+
+void Session::close_after_flush(std::string_view reason) {
+  if (closing_ || stopped_)
+    return;
+  closing_ = true;
+  closed(reason);
+  resume();
+  wake_writer_.cancel_one();
+  wake_reader_.cancel_one();
+  linger_.expires_after(kLinger);
+  linger_.async_wait([weak = weak_from_this()](std::error_code ec) {
+    if (auto self = weak.lock(); self && !ec)
+      self->stop("linger time over");
+  });
+}
+
+void Session::stop(std::string_view reason) {
+  if (stopped_)
+    return;
+  stopped_ = true;
+  closing_ = true;
+  std::error_code ignored;
+  socket_.close(ignored);
+  wake_writer_.cancel();
+  wake_reader_.cancel();
+  read_stall_.cancel();
+  write_stall_.cancel();
+  hello_.cancel();
+  linger_.cancel();
+  writing_ = 0;
+  closed(reason);
+}
+
+void Session::closed(std::string_view reason) {
+  if (closed_called_)
+    return;
+  closed_called_ = true;
+  handler_->on_closed(*this, reason);
+}
+
+}  // namespace distflow

@@ -1,0 +1,170 @@
+#pragma once
+
+// One TCP connection, whatever it carries (STYLE.md §6, after Asio's chat
+// server): a stream (plain TCP, or TLS over the same socket), a read loop that
+// fills a FrameDecoder and hands it to the session's handler, one bounded write
+// queue of whole frames (an Outbox) with one write in flight, and one idempotent
+// stop with a reason. The PMD's client connections, a node's inbound and
+// outbound links, its PMD link and the one-shot clients (admin, watch, send) are
+// all sessions; they differ only in their handler. Everything here runs on the
+// io_context's one thread.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <tuple>
+
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "framing.hpp"
+#include "outbox.hpp"
+
+namespace distflow {
+
+class Session;
+class TlsContext;
+
+/// What a session tells the code it serves. The session holds it by shared_ptr.
+class SessionHandler {
+ public:
+  virtual ~SessionHandler() = default;
+  /// New bytes are in session.decoder(): take the complete frames. Return false to
+  /// read no more until session.resume() (back-pressure); this is then called
+  /// again, before the next read.
+  virtual bool on_readable(Session& session) = 0;
+  /// Writes made progress: `bytes` more are on the wire, and frames up to number
+  /// `frames_written` (Outbox numbering) are complete.
+  virtual void on_written(Session& session, std::size_t bytes, std::uint64_t frames_written) {
+    (void)session, (void)bytes, (void)frames_written;
+  }
+  /// The session delivers nothing more (end of stream, error, stop): called once.
+  /// It may still write what is queued when it closes after a flush.
+  virtual void on_closed(Session& session, std::string_view reason) = 0;
+};
+
+struct SessionOptions {
+  std::size_t max_frame_bytes = kDefaultNodeFrameLimit;
+  std::size_t max_queue_bytes = 64u << 20;  ///< the write queue's bound
+  /// While the write queue holds more than this, nothing is read (the peer is
+  /// made to read its replies first; TCP slows its requests down).
+  std::size_t pause_reads_above = SIZE_MAX;
+  /// A peer that stops inside a frame, or leaves a write without progress, this
+  /// long is closed (0: never). Not counted while the handler holds reads back.
+  std::chrono::milliseconds stall_timeout{0};
+  /// Closed unless established() is called within this long of start() (0: never).
+  std::chrono::milliseconds hello_timeout{0};
+  std::size_t read_chunk = 4u << 10;       ///< first read; doubles while reads fill it
+  std::size_t max_read_chunk = 64u << 10;  ///< up to this
+};
+
+/// The TLS side of a session: the context, our role, the name to verify (client).
+struct TlsSide {
+  TlsContext* context = nullptr;
+  bool server = false;
+  std::string server_name;  ///< the host dialled: the server's certificate must name it
+};
+
+/// Spawns `task` on `io`; an exception escaping it is logged at error (a bug), never lost.
+void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* name);
+void spawn_logged(const asio::any_io_executor& executor, asio::awaitable<void> task,
+                  const char* name);
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  /// Takes a connected socket. With a `tls` context, TLS runs over it (handshake first).
+  Session(asio::ip::tcp::socket socket, std::shared_ptr<SessionHandler> handler,
+          SessionOptions options, const TlsSide& tls = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  /// Starts the loops (after the TLS handshake, if any).
+  void start();
+
+  // ---- reading
+  FrameDecoder& decoder() { return decoder_; }
+  /// After on_readable() returned false: deliver again, then read on.
+  void resume();
+  /// The peer has proven itself (first valid frame, handshake): no hello timeout.
+  void established();
+
+  // ---- writing
+  /// Where to append one frame of at most `frame_bytes`, then commit(); nullptr when
+  /// the write queue is full (nothing changed).
+  std::string* reserve(std::size_t frame_bytes) { return outbox_.reserve(frame_bytes); }
+  /// Counts what was appended since reserve(); returns the last frame's number.
+  std::uint64_t commit(std::size_t frames = 1) { return outbox_.commit(frames); }
+  /// One frame with `body`, then flush(); false when the queue is full.
+  bool send(std::string_view body);
+  /// Lets the writer write what is queued.
+  void flush();
+  /// With the writer idle: one non-blocking send of the queued frames, the rest to
+  /// the writer. For brackets that queue many frames and flush once (plain TCP).
+  void write_now();
+  /// Bytes queued and not yet written.
+  std::size_t queued_bytes() const { return outbox_.bytes() + writing_; }
+  const Outbox& outbox() const { return outbox_; }
+
+  // ---- ending
+  /// Closes now; what is queued is lost. Idempotent.
+  void stop(std::string_view reason);
+  /// Reads no more; writes what is queued, then closes (bounded by a linger time).
+  void close_after_flush(std::string_view reason);
+  bool stopped() const { return stopped_; }
+  bool closing() const { return closing_; }
+
+  /// "address:port" of the peer, and whether it is a loopback address.
+  const std::string& peer() const { return peer_; }
+  bool loopback() const { return loopback_; }
+  asio::ip::tcp::socket& socket() { return socket_; }
+
+ private:
+  struct Tls;
+  using IoResult = asio::awaitable<std::tuple<std::error_code, std::size_t>>;
+  /// The next read or write on the stream, plain or TLS (an awaitable to co_await).
+  IoResult read_some(asio::mutable_buffer buffer);
+  IoResult write_some(asio::const_buffer buffer);
+  asio::awaitable<void> run();
+  asio::awaitable<void> read_loop();
+  asio::awaitable<void> write_loop();
+  void arm_stall(asio::steady_timer& timer, const char* what);
+  void closed(std::string_view reason);
+  void loop_done();
+
+  asio::ip::tcp::socket socket_;
+  std::unique_ptr<Tls> tls_;
+  std::shared_ptr<SessionHandler> handler_;
+  SessionOptions options_;
+  FrameDecoder decoder_;
+  Outbox outbox_;
+  asio::steady_timer wake_writer_;  // never expires; cancel_one() wakes the writer
+  asio::steady_timer wake_reader_;  // never expires; cancel_one() resumes reading
+  asio::steady_timer read_stall_;
+  asio::steady_timer write_stall_;
+  asio::steady_timer hello_;
+  asio::steady_timer linger_;
+  std::string peer_;
+  std::size_t read_chunk_;
+  std::size_t writing_ = 0;  // bytes taken from the outbox, not yet written
+  std::uint64_t frames_written_ = 0;
+  int loops_ = 0;  // read and write loops running
+  bool loopback_ = false;
+  bool established_ = false;
+  bool writer_idle_ = false;
+  bool reading_ = false;        // inside async_read_some
+  bool held_ = false;           // on_readable() said wait
+  bool pending_input_ = false;  // bytes committed since the handler last saw them
+  bool closing_ = false;        // no more reads; the writer finishes the queue
+  bool stopped_ = false;        // socket closed
+  bool closed_called_ = false;
+};
+
+}  // namespace distflow
