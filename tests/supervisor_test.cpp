@@ -81,11 +81,9 @@ TEST_CASE("supervisor: restart limiter applies the policy and the window", "[sup
 
 TEST_CASE("supervisor: child echoes through its pipes and sees the added environment",
           "[supervisor]") {
-  ChildSpec spec;
-  spec.argv = {"sh", "-c",
-               "echo \"id=$DISTFLOW_NODE_ID\"; while read -r l; do echo \"got $l\"; done"};
-  spec.env = {{"DISTFLOW_NODE_ID", "n-42"}};
-  Child child(spec);
+  Subprocess child(exec_child_options(
+      {"sh", "-c", "echo \"id=$DISTFLOW_NODE_ID\"; while read -r l; do echo \"got $l\"; done"},
+      {{"DISTFLOW_NODE_ID", "n-42"}}));
   const int in = child.take_stdin();
   const int out = child.take_stdout();
   write_all(in, "a\nb\n");
@@ -97,13 +95,13 @@ TEST_CASE("supervisor: child echoes through its pipes and sees the added environ
 
 TEST_CASE("supervisor: exit codes and signals come back as codes", "[supervisor]") {
   {
-    Child child({{"sh", "-c", "exit 3"}, {}});
+    Subprocess child(exec_child_options({"sh", "-c", "exit 3"}, {}));
     pollfd p{child.exit_fd(), POLLIN, 0};
     REQUIRE(::poll(&p, 1, 5000) == 1);  // the pidfd says it exited
     CHECK(child.try_wait() == 3);
   }
   {
-    Child child({{"sleep", "30"}, {}});
+    Subprocess child(exec_child_options({"sleep", "30"}, {}));
     CHECK_FALSE(child.try_wait());
     child.signal(SIGTERM);
     CHECK(child.wait(5s) == 128 + SIGTERM);
@@ -116,7 +114,7 @@ TEST_CASE("supervisor: the child starts with default signal handling", "[supervi
   }, old{};
   ignore.sa_handler = SIG_IGN;
   ::sigaction(SIGPIPE, &ignore, &old);
-  Child child({{"sh", "-c", "grep SigIgn /proc/self/status"}, {}});
+  Subprocess child(exec_child_options({"sh", "-c", "grep SigIgn /proc/self/status"}, {}));
   ::sigaction(SIGPIPE, &old, nullptr);
   ::close(child.take_stdin());
   const int out = child.take_stdout();
@@ -130,7 +128,7 @@ TEST_CASE("supervisor: the child starts with default signal handling", "[supervi
 
 TEST_CASE("supervisor: a command that cannot run is a clear error", "[supervisor]") {
   try {
-    Child child({{"/nonexistent/distflow-test-command"}, {}});
+    Subprocess child(exec_child_options({"/nonexistent/distflow-test-command"}, {}));
     FAIL("expected an error");
   } catch (const Error& e) {
     CHECK(std::string(e.what()).find("cannot run '/nonexistent/distflow-test-command'") !=
