@@ -76,11 +76,10 @@ class UniqueFd {
 /// Moves `fd` to a number above 2. The child's streams are dup2'ed onto 0, 1 and 2:
 /// a source among them (pipe2 returns 0 to a caller whose stdin is closed) could be
 /// overwritten before it is used.
-UniqueFd above_stdio(int fd, const SpawnOptions& options) {
-  UniqueFd owned(fd);
-  if (fd < 0 || fd > 2)
-    return owned;
-  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+UniqueFd above_stdio(UniqueFd fd, const SpawnOptions& options) {
+  if (fd.get() < 0 || fd.get() > 2)
+    return fd;
+  const int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3);
   if (moved < 0)
     fail(options, "fcntl", errno);
   return UniqueFd(moved);
@@ -136,8 +135,9 @@ Launch prepare(const SpawnOptions& options) {
         if (::pipe2(ends, O_CLOEXEC) != 0)
           fail(options, "pipe", errno);
         const bool in = stream == 0;
-        UniqueFd ours = above_stdio(in ? ends[1] : ends[0], options);
-        fd = in ? ends[0] : ends[1];
+        UniqueFd theirs(in ? ends[0] : ends[1]);
+        UniqueFd ours = above_stdio(UniqueFd(in ? ends[1] : ends[0]), options);
+        fd = theirs.release();
         if (in) {
           ::fcntl(ours.get(), F_SETFL, ::fcntl(ours.get(), F_GETFL) | O_NONBLOCK);
           launch.our_stdin = std::move(ours);
@@ -160,12 +160,12 @@ Launch prepare(const SpawnOptions& options) {
         break;
     }
     if (fd >= 0) {
-      launch.owned.push_back(above_stdio(fd, options));
+      launch.owned.push_back(above_stdio(UniqueFd(fd), options));
       fd = launch.owned.back().get();
       if (modes[stream] == Stdio::log_file)
         log_fd = fd;
     } else {
-      fd = log_fd;  // stdout and stderr share the one log descriptor
+      fd = log_fd;  // out and err share the one log descriptor
     }
     launch.child_fd[stream] = fd;
   }
@@ -336,7 +336,7 @@ pid_t spawn_with_fork(const SpawnOptions& options, Launch& launch, bool detach) 
   if (::pipe2(ends, O_CLOEXEC) != 0)
     fail(options, "pipe", errno);
   UniqueFd report_read(ends[0]);
-  UniqueFd report_write = above_stdio(ends[1], options);
+  UniqueFd report_write = above_stdio(UniqueFd(ends[1]), options);
   rlimit files{};
   const int max_fd = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < 65536
                          ? static_cast<int>(files.rlim_cur)

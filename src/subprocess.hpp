@@ -19,8 +19,8 @@ namespace distflow {
 enum class Stdio {
   inherit,   ///< ours
   null,      ///< /dev/null
-  pipe,      ///< a pipe whose other end the Subprocess holds (stdin and stdout only)
-  log_file,  ///< appended to SpawnOptions::log_file (stdout and stderr only)
+  pipe,      ///< a pipe whose other end the Subprocess holds (in and out only)
+  log_file,  ///< appended to SpawnOptions::log_file (out and err only)
 };
 
 struct SpawnOptions {

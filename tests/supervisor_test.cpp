@@ -1,5 +1,6 @@
-// The --exec child: spawn with pipes, environment, exit codes, signals, and the
-// restart limiter (pure, with a given clock).
+// The --exec child: how it is spawned (pipes, environment, PATH, its own process
+// group, a parent-death signal), exit codes and signals through Subprocess, and
+// the restart limiter (pure, with a given clock).
 
 #include "supervisor.hpp"
 
@@ -91,6 +92,19 @@ TEST_CASE("supervisor: child echoes through its pipes and sees the added environ
   CHECK(read_until_eof(out, 5s) == "id=n-42\ngot a\ngot b\n");
   ::close(out);
   CHECK(child.wait(5s) == 0);
+}
+
+TEST_CASE("supervisor: the --exec child leads its own process group and dies with the node",
+          "[supervisor]") {
+  const SpawnOptions options = exec_child_options({"sleep", "30"}, {});
+  CHECK(options.search_path);
+  CHECK(options.own_process_group);
+  CHECK(options.parent_death_signal == SIGKILL);
+  Subprocess child(options);
+  CHECK(::getpgid(child.pid()) == child.pid());
+  CHECK(::getpgid(child.pid()) != ::getpgid(0));
+  child.signal(SIGTERM);
+  CHECK(child.wait(5s) == 128 + SIGTERM);
 }
 
 TEST_CASE("supervisor: exit codes and signals come back as codes", "[supervisor]") {
