@@ -1,6 +1,6 @@
 // `distflow bench mailbox|throughput|latency|pmd`: flags → a bench config → one
-// run_*_bench() call (src/bench_runner.hpp). `bench worker` is the hidden role
-// the multi-process benches re-execute (src/bench_worker.hpp).
+// run_*_bench() call (bench/harness/bench_runner.hpp). `bench worker` is the hidden
+// role the multi-process benches re-execute (bench/harness/bench_worker.hpp).
 
 #include <iostream>
 #include <memory>

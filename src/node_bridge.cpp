@@ -19,6 +19,7 @@
 
 #include "errors.hpp"
 #include "messages.hpp"
+#include "subprocess.hpp"
 
 namespace distflow {
 
@@ -39,7 +40,7 @@ int poll_ms(Clock::time_point deadline) {
   return left.count() < 0 ? 0 : static_cast<int>(std::min<long long>(left.count(), 1 << 30));
 }
 
-// ---- signals: SIGTERM/SIGINT become a byte on a self-pipe -------------------------
+// ---- signals: SIGTERM/SIGINT/SIGHUP become a byte on a self-pipe ------------------
 
 int g_signal_pipe[2] = {-1, -1};
 
@@ -63,6 +64,7 @@ class StopSignals {
     action.sa_flags = SA_RESTART;
     ::sigaction(SIGTERM, &action, &old_term_);
     ::sigaction(SIGINT, &action, &old_int_);
+    ::sigaction(SIGHUP, &action, &old_hup_);
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
     sigemptyset(&ignore.sa_mask);
@@ -71,6 +73,7 @@ class StopSignals {
   ~StopSignals() {
     ::sigaction(SIGTERM, &old_term_, nullptr);
     ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGHUP, &old_hup_, nullptr);
     ::sigaction(SIGPIPE, &old_pipe_, nullptr);
     ::close(g_signal_pipe[0]);
     ::close(g_signal_pipe[1]);
@@ -89,6 +92,7 @@ class StopSignals {
  private:
   struct sigaction old_term_ {};
   struct sigaction old_int_ {};
+  struct sigaction old_hup_ {};
   struct sigaction old_pipe_ {};
 };
 
@@ -436,12 +440,12 @@ class Bridge {
 
  private:
   void start_child() {
-    ChildSpec spec;
-    spec.argv = options_.exec;
-    spec.env = {{"DISTFLOW_NODE_ID", node_->node_id()},
-                {"DISTFLOW_ALIAS", node_->alias()},
-                {"DISTFLOW_PMD_PORT", std::to_string(options_.node.pmd.port)}};
-    child_ = std::make_unique<Child>(spec);
+    // From the thread that runs the bridge (the node's main thread): the child's
+    // parent-death signal fires when this thread ends.
+    child_ = std::make_unique<Subprocess>(exec_child_options(
+        options_.exec, {{"DISTFLOW_NODE_ID", node_->node_id()},
+                        {"DISTFLOW_ALIAS", node_->alias()},
+                        {"DISTFLOW_PMD_PORT", std::to_string(options_.node.pmd.port)}}));
     child_failed_ = false;
     spdlog::info("child started pid={} command='{}'", child_->pid(), options_.exec[0]);
     output_->set_fd(child_->take_stdin());
@@ -574,7 +578,7 @@ class Bridge {
   Counters counters_;
   std::unique_ptr<NodeRuntime> node_;
   std::optional<OutputWriter> output_;
-  std::unique_ptr<Child> child_;
+  std::unique_ptr<Subprocess> child_;
   bool child_failed_ = false;
   bool output_failed_ = false;
   std::optional<Clock::time_point> kill_deadline_;  // SIGKILL a failed child that lingers

@@ -33,7 +33,7 @@ struct NodeBridgeOptions {
 };
 
 /// Runs the node until input EOF (without exec), the child's final exit, or
-/// SIGTERM/SIGINT (forwarded to the child). Returns the exit code: 0, or the
+/// SIGTERM/SIGINT/SIGHUP (forwarded to the child). Returns the exit code: 0, or the
 /// child's once its restarts are exhausted. Throws distflow::Error when the node
 /// cannot start or the command cannot be run at all.
 int run_node_bridge(const NodeBridgeOptions& options);

@@ -1,18 +1,19 @@
 #pragma once
 
-// The `--exec` child of `distflow node`: spawned with pipes for its stdin and
-// stdout (stderr passes through), restarted by a policy within a limit per time
-// window, and signalled on the node's behalf. Linux: exit is watched via a pidfd.
+// The `--exec` child of `distflow node`: how it is spawned (the options for
+// subprocess.hpp), and whether it is restarted: a policy, within a limit per time
+// window. Pure: the bridge runs the child and gives the clock.
 
 #include <chrono>
 #include <cstddef>
 #include <deque>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "subprocess.hpp"
 
 namespace distflow {
 
@@ -43,42 +44,12 @@ class RestartLimiter {
   bool limit_reached_ = false;
 };
 
-/// What to run: argv[0] is looked up in PATH; `env` is added to the inherited environment.
-struct ChildSpec {
-  std::vector<std::string> argv;
-  std::vector<std::pair<std::string, std::string>> env;
-};
-
-/// One running child with our ends of its stdin and stdout pipes.
-class Child {
- public:
-  /// Starts `spec`. Throws distflow::Error when it cannot be run ("cannot run 'x': ...").
-  explicit Child(const ChildSpec& spec);
-  /// SIGKILLs and reaps a child still running; closes the fds it still owns.
-  ~Child();
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  int pid() const { return pid_; }
-  /// Readable once the child has exited (a pidfd); owned by the Child.
-  int exit_fd() const { return pidfd_; }
-  /// Our write end of the child's stdin (non-blocking, close-on-exec); the caller owns it.
-  int take_stdin();
-  /// Our read end of the child's stdout (close-on-exec); the caller owns it.
-  int take_stdout();
-
-  void signal(int sig);
-  /// Reaps without waiting: the exit code (128 + signal when killed), or nullopt.
-  std::optional<int> try_wait();
-  /// Waits up to `timeout`: the exit code, or nullopt if still running.
-  std::optional<int> wait(std::chrono::milliseconds timeout);
-
- private:
-  int pid_ = -1;
-  int pidfd_ = -1;
-  int stdin_ = -1;
-  int stdout_ = -1;
-  std::optional<int> status_;
-};
+/// How `node --exec` runs its child: argv[0] looked up in PATH, `env` added to ours,
+/// stdin and stdout on pipes, stderr ours; a process group of its own, so the signals
+/// the node forwards reach the command's own children too; SIGKILL when the node's
+/// thread that spawns it ends, also when the node is SIGKILLed (parent_death_signal:
+/// spawn from the node's main thread).
+SpawnOptions exec_child_options(std::vector<std::string> argv,
+                                std::vector<std::pair<std::string, std::string>> env);
 
 }  // namespace distflow

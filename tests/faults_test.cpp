@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -19,11 +20,13 @@
 #include <string>
 #include <sys/socket.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "process.hpp"
 #include "support.hpp"
 
 namespace distflow::test {
@@ -166,6 +169,59 @@ std::map<std::string, std::uint64_t> final_stats(const std::string& log) {
   }
   return out;
 }
+
+/// A temp dir for `--exec` scripts and the pid files they write, removed at the end.
+struct ScriptDir {
+  std::filesystem::path path;
+  ScriptDir() {
+    static int counter = 0;
+    path = std::filesystem::temp_directory_path() /
+           ("distflow-faults-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::filesystem::create_directories(path);
+  }
+  ~ScriptDir() { std::filesystem::remove_all(path); }
+  ScriptDir(const ScriptDir&) = delete;
+  ScriptDir& operator=(const ScriptDir&) = delete;
+
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  /// A /bin/sh script; `$DIR` in it is this directory.
+  std::string script(const std::string& name, const std::string& body) const {
+    std::ofstream(path / name) << "#!/bin/sh\nDIR='" << path.string() << "'\n" << body;
+    std::filesystem::permissions(path / name, std::filesystem::perms::owner_all);
+    return file(name);
+  }
+  /// The number a script wrote to `name` (with `echo N > name.tmp; mv name.tmp name`),
+  /// or -1 if none within `timeout`.
+  int read_number(const std::string& name, std::chrono::milliseconds timeout) const {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      std::ifstream in(path / name);
+      int value = 0;
+      if (in >> value && value > 0)
+        return value;
+      if (Clock::now() >= deadline)
+        return -1;
+      std::this_thread::sleep_for(10ms);  // polling for the file, bounded by the deadline
+    }
+  }
+};
+
+/// Shell lines that write `value` to $DIR/name atomically.
+std::string write_file(const std::string& name, const std::string& value) {
+  return "echo " + value + " > \"$DIR/" + name + ".tmp\"; mv \"$DIR/" + name + ".tmp\" \"$DIR/" +
+         name + "\"\n";
+}
+
+/// SIGKILLs, by PID, what a failed check left running.
+struct Survivors {
+  std::vector<int> pids;
+  ~Survivors() {
+    for (int pid : pids) {
+      if (pid > 0 && !process_gone(pid, 0ms))
+        ::kill(pid, SIGKILL);
+    }
+  }
+};
 
 }  // namespace
 
@@ -639,6 +695,207 @@ TEST_CASE("faults: node: connections beyond --max-connections are closed on acce
   node->close_stdin();
   REQUIRE(node->wait(10s * kSlowdown) == 0);
   CHECK(contains(node->stderr_text(), "refusing inbound connection"));
+}
+
+// ---- node --exec: children never outlive the node (issue 17 #10) and the attacker's pass
+
+TEST_CASE("faults: node --exec: SIGTERM reaches the child's own children, all are gone",
+          "[faults][exec]") {
+  std::uint16_t port = 0;
+  auto pmd = start_pmd(0, port);
+  ScriptDir dir;
+  const std::string script =
+      dir.script("tree.sh", "sleep 300 &\n" + write_file("grandchild", "$!") +
+                                write_file("child", "$$") + "wait\n");
+  auto node = start_node(port, "tree", "id-tree", {"--exec", script});
+  Survivors survivors;
+  const int child = dir.read_number("child", 10s * kSlowdown);
+  const int grandchild = dir.read_number("grandchild", 1s);
+  survivors.pids = {child, grandchild};
+  REQUIRE(child > 0);
+  REQUIRE(grandchild > 0);
+  node->signal(SIGTERM);
+  CHECK(node->wait(10s * kSlowdown) == 0);
+  CHECK(process_gone(child, 5s * kSlowdown));
+  CHECK(process_gone(grandchild, 5s * kSlowdown));
+}
+
+TEST_CASE("faults: node --exec: a SIGKILLed node takes its child along", "[faults][exec]") {
+  std::uint16_t port = 0;
+  auto pmd = start_pmd(0, port);
+  ScriptDir dir;
+  // Not reading stdin: the child does not end on its own when the node's pipe closes.
+  const std::string script =
+      dir.script("orphan.sh", write_file("child", "$$") + "exec sleep 300\n");
+  auto node = start_node(port, "orphan", "id-orphan", {"--exec", script});
+  Survivors survivors;
+  const int child = dir.read_number("child", 10s * kSlowdown);
+  survivors.pids = {child};
+  REQUIRE(child > 0);
+  node->signal(SIGKILL);
+  CHECK(node->wait(10s * kSlowdown) == 128 + SIGKILL);
+  CHECK(process_gone(child, 5s * kSlowdown));
+}
+
+TEST_CASE("faults: node: SIGHUP is handled like SIGTERM, forwarded to an --exec child",
+          "[faults][exec]") {
+  std::uint16_t port = 0;
+  auto pmd = start_pmd(0, port);
+  ScriptDir dir;
+  const std::string script =
+      dir.script("hup.sh", "trap '" + write_file("got", "1") + "exit 0' HUP\n" +
+                               write_file("child", "$$") + "while :; do sleep 1; done\n");
+  auto node = start_node(port, "hup", "id-hup", {"--exec", script}, "info");
+  Survivors survivors;
+  const int child = dir.read_number("child", 10s * kSlowdown);
+  survivors.pids = {child};
+  REQUIRE(child > 0);
+  node->signal(SIGHUP);
+  CHECK(node->wait(10s * kSlowdown) == 0);
+  CHECK(dir.read_number("got", 5s * kSlowdown) == 1);  // the child's trap ran
+  CHECK(process_gone(child, 5s * kSlowdown));
+  CHECK(contains(node->stderr_text(), "forwarding signal=" + std::to_string(SIGHUP)));
+  CHECK(wait_registered(port, 5s * kSlowdown, [](const auto& view) {
+          return view.count("id-hup") == 0;
+        }).count("id-hup") == 0);
+
+  // Without --exec: unregister and exit 0 as well.
+  auto plain = start_node(port, "plain", "id-plain", {}, "info");
+  REQUIRE(wait_registered(port, 10s * kSlowdown, [](const auto& view) {
+            return view.count("id-plain") == 1;
+          }).count("id-plain") == 1);
+  plain->signal(SIGHUP);
+  CHECK(plain->wait(10s * kSlowdown) == 0);
+  CHECK(contains(plain->stderr_text(), "node stopping signal=" + std::to_string(SIGHUP)));
+}
+
+TEST_CASE("faults: node --exec: a child that exits at once gives the node its code",
+          "[faults][exec]") {
+  std::uint16_t port = 0;
+  auto pmd = start_pmd(0, port);
+  struct Case {
+    std::vector<std::string> flags;
+    int code;
+    int starts;
+  };
+  const std::vector<Case> cases{
+      {{"--exec", "sh", "-c", "exit 0"}, 0, 1},
+      {{"--exec", "sh", "-c", "exit 3"}, 3, 1},
+      {{"--restart", "on-failure", "--exec", "sh", "-c", "exit 0"}, 0, 1},
+      {{"--restart", "on-failure", "--restart-limit", "2", "--exec", "sh", "-c", "exit 3"}, 3, 3},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    const std::string id = "id-quick-" + std::to_string(n++);
+    INFO(id);
+    auto node = start_node(port, id.substr(3), id, c.flags, "info");
+    CHECK(node->wait(10s * kSlowdown) == c.code);
+    const std::string log = node->stderr_text();
+    INFO(log);
+    std::size_t starts = 0;
+    for (auto at = log.find("child started"); at != std::string::npos;
+         at = log.find("child started", at + 1)) {
+      ++starts;
+    }
+    CHECK(starts == static_cast<std::size_t>(c.starts));
+    CHECK(contains(log, "node stopped"));
+    CHECK(wait_registered(port, 5s * kSlowdown, [&](const auto& view) {
+            return view.count(id) == 0;
+          }).count(id) == 0);
+  }
+}
+
+TEST_CASE("faults: node --exec: a child that ignores SIGTERM is killed after --stop-timeout",
+          "[faults][exec]") {
+  std::uint16_t port = 0;
+  auto pmd = start_pmd(0, port);
+  ScriptDir dir;
+  const std::string script = dir.script(
+      "stubborn.sh", "trap '' TERM\n" + write_file("child", "$$") + "while :; do sleep 1; done\n");
+  auto node = start_node(port, "stubborn", "id-stubborn",
+                         {"--stop-timeout", "0.5", "--exec", script}, "info");
+  Survivors survivors;
+  const int child = dir.read_number("child", 10s * kSlowdown);
+  survivors.pids = {child};
+  REQUIRE(child > 0);
+  node->signal(SIGTERM);
+  CHECK(node->wait(10s * kSlowdown) == 0);
+  CHECK(process_gone(child, 5s * kSlowdown));
+  CHECK(contains(node->stderr_text(), "still running 500 ms after the signal: killing it"));
+}
+
+TEST_CASE("faults: node --exec: garbage lines from the child are named, the node carries on",
+          "[faults][exec]") {
+  std::uint16_t port = 0;
+  auto pmd = start_pmd(0, port);
+  auto sink = start_node(port, "sink", "id-sink");
+  REQUIRE(wait_registered(port, 10s * kSlowdown, [](const auto& view) {
+            return view.count("id-sink") == 1;
+          }).count("id-sink") == 1);
+  ScriptDir dir;
+  const std::string script = dir.script("garbage.sh", R"(echo 'not json'
+echo '{"to":1,"payload":{}}'
+echo '{"payload":{}}'
+echo '[1,2]'
+printf '\001\002\377\n'
+echo '{"to":"sink","payload":{"ok":true}}'
+exec cat > /dev/null
+)");
+  auto node = start_node(port, "garbage", "id-garbage", {"--exec", script}, "info");
+  CHECK(sink->wait_for_line(R"("payload":{"ok":true})", 10s * kSlowdown));
+  CHECK_FALSE(node->wait(0ms));  // still running
+  node->signal(SIGTERM);
+  CHECK(node->wait(10s * kSlowdown) == 0);
+  const std::string log = node->stderr_text();
+  INFO(log);
+  CHECK(contains(log, "child output line 1: invalid JSON"));
+  CHECK(contains(log, "child output line 2: 'to' is not a string"));
+  CHECK(contains(log, "child output line 3: missing 'to'"));
+  CHECK(contains(log, "child output line 4: expected an object"));
+  CHECK(contains(log, "child output line 5: invalid JSON"));
+  CHECK_FALSE(contains(log, "child output line 6"));
+  const auto stats = final_stats(log);
+  CHECK(stats.at("lines") == 6);
+  CHECK(stats.at("bad_lines") == 5);
+  CHECK(stats.at("sent") == 1);
+}
+
+TEST_CASE("faults: 20 nodes auto-starting a PMD on one fresh port: one PMD, all registered",
+          "[faults]") {
+  const std::uint16_t port = free_port();
+  REQUIRE(auto_started_daemons(port).empty());
+  std::vector<std::unique_ptr<ChildProcess>> nodes;
+  for (int i = 0; i < 20; ++i) {
+    const std::string n = std::to_string(i);
+    nodes.push_back(std::make_unique<ChildProcess>(std::vector<std::string>{
+        distflow_binary(), "node", "--port", std::to_string(port), "--alias", "race-" + n,
+        "--node-id", "id-race-" + n, "--log-level", "warn"}));
+  }
+  const auto view = wait_registered(port, 30s * kSlowdown,
+                                    [](const auto& nodes_seen) { return nodes_seen.size() == 20; });
+  CHECK(view.size() == 20);
+  // The losers fail to bind and exit: exactly one daemon is left serving the port.
+  std::vector<int> daemons = auto_started_daemons(port);
+  const auto deadline = Clock::now() + 10s * kSlowdown;
+  while (daemons.size() > 1 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);  // polling, bounded by the deadline
+    daemons = auto_started_daemons(port);
+  }
+  CHECK(daemons.size() == 1);
+  CHECK(pmd_serves(port));
+  for (auto& node : nodes) {
+    INFO(node->stderr_text());
+    CHECK_FALSE(node->wait(0ms));  // none gave up
+    node->signal(SIGTERM);
+  }
+  for (auto& node : nodes)
+    CHECK(node->wait(10s * kSlowdown) == 0);
+  for (int pid : daemons) {
+    ::kill(pid, SIGTERM);
+    if (!process_gone(pid, 5s * kSlowdown))
+      ::kill(pid, SIGKILL);
+  }
+  std::filesystem::remove(pmd_log_path(port));
 }
 
 }  // namespace distflow::test

@@ -92,42 +92,6 @@ class OwnerProcess {
   int pid_ = -1;
 };
 
-/// PIDs of running `distflow pmd --port <port> --auto-shutdown ...` processes.
-std::vector<int> auto_started_daemons(std::uint16_t port) {
-  std::vector<int> pids;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    std::ifstream cmdline(entry.path() / "cmdline");
-    std::vector<std::string> args;
-    for (std::string arg; std::getline(cmdline, arg, '\0');)
-      args.push_back(arg);
-    std::ifstream stat(entry.path() / "stat");
-    std::string stat_text;
-    std::getline(stat, stat_text);
-    if (contains(stat_text, ") Z "))
-      continue;  // a zombie is not a daemon
-    const std::vector<std::string> want{"pmd", "--port", std::to_string(port), "--auto-shutdown"};
-    if (args.size() >= 5 && std::equal(want.begin(), want.end(), args.begin() + 1)) {
-      pids.push_back(std::stoi(name));
-    }
-  }
-  return pids;
-}
-
-bool process_gone(int pid, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text;
-    if (!stat || !std::getline(stat, text) || contains(text, ") Z "))
-      return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling, bounded
-  }
-  return false;
-}
-
 long rss_kib(int pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);) {

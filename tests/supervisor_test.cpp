@@ -1,5 +1,6 @@
-// The --exec child: spawn with pipes, environment, exit codes, signals, and the
-// restart limiter (pure, with a given clock).
+// The --exec child: how it is spawned (pipes, environment, PATH, its own process
+// group, a parent-death signal), exit codes and signals through Subprocess, and
+// the restart limiter (pure, with a given clock).
 
 #include "supervisor.hpp"
 
@@ -81,11 +82,9 @@ TEST_CASE("supervisor: restart limiter applies the policy and the window", "[sup
 
 TEST_CASE("supervisor: child echoes through its pipes and sees the added environment",
           "[supervisor]") {
-  ChildSpec spec;
-  spec.argv = {"sh", "-c",
-               "echo \"id=$DISTFLOW_NODE_ID\"; while read -r l; do echo \"got $l\"; done"};
-  spec.env = {{"DISTFLOW_NODE_ID", "n-42"}};
-  Child child(spec);
+  Subprocess child(exec_child_options(
+      {"sh", "-c", "echo \"id=$DISTFLOW_NODE_ID\"; while read -r l; do echo \"got $l\"; done"},
+      {{"DISTFLOW_NODE_ID", "n-42"}}));
   const int in = child.take_stdin();
   const int out = child.take_stdout();
   write_all(in, "a\nb\n");
@@ -95,15 +94,28 @@ TEST_CASE("supervisor: child echoes through its pipes and sees the added environ
   CHECK(child.wait(5s) == 0);
 }
 
+TEST_CASE("supervisor: the --exec child leads its own process group and dies with the node",
+          "[supervisor]") {
+  const SpawnOptions options = exec_child_options({"sleep", "30"}, {});
+  CHECK(options.search_path);
+  CHECK(options.own_process_group);
+  CHECK(options.parent_death_signal == SIGKILL);
+  Subprocess child(options);
+  CHECK(::getpgid(child.pid()) == child.pid());
+  CHECK(::getpgid(child.pid()) != ::getpgid(0));
+  child.signal(SIGTERM);
+  CHECK(child.wait(5s) == 128 + SIGTERM);
+}
+
 TEST_CASE("supervisor: exit codes and signals come back as codes", "[supervisor]") {
   {
-    Child child({{"sh", "-c", "exit 3"}, {}});
+    Subprocess child(exec_child_options({"sh", "-c", "exit 3"}, {}));
     pollfd p{child.exit_fd(), POLLIN, 0};
     REQUIRE(::poll(&p, 1, 5000) == 1);  // the pidfd says it exited
     CHECK(child.try_wait() == 3);
   }
   {
-    Child child({{"sleep", "30"}, {}});
+    Subprocess child(exec_child_options({"sleep", "30"}, {}));
     CHECK_FALSE(child.try_wait());
     child.signal(SIGTERM);
     CHECK(child.wait(5s) == 128 + SIGTERM);
@@ -116,7 +128,7 @@ TEST_CASE("supervisor: the child starts with default signal handling", "[supervi
   }, old{};
   ignore.sa_handler = SIG_IGN;
   ::sigaction(SIGPIPE, &ignore, &old);
-  Child child({{"sh", "-c", "grep SigIgn /proc/self/status"}, {}});
+  Subprocess child(exec_child_options({"sh", "-c", "grep SigIgn /proc/self/status"}, {}));
   ::sigaction(SIGPIPE, &old, nullptr);
   ::close(child.take_stdin());
   const int out = child.take_stdout();
@@ -130,7 +142,7 @@ TEST_CASE("supervisor: the child starts with default signal handling", "[supervi
 
 TEST_CASE("supervisor: a command that cannot run is a clear error", "[supervisor]") {
   try {
-    Child child({{"/nonexistent/distflow-test-command"}, {}});
+    Subprocess child(exec_child_options({"/nonexistent/distflow-test-command"}, {}));
     FAIL("expected an error");
   } catch (const Error& e) {
     CHECK(std::string(e.what()).find("cannot run '/nonexistent/distflow-test-command'") !=

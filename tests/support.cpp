@@ -1,5 +1,6 @@
 #include "support.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <utility>
 
@@ -405,6 +407,41 @@ bool RawClient::wait_closed(std::chrono::milliseconds timeout) {
 
 void RawClient::shutdown_write() {
   ::shutdown(fd_, SHUT_WR);
+}
+
+bool process_gone(int pid, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    if (!stat || !std::getline(stat, text) || text.find(") Z ") != std::string::npos)
+      return true;
+    if (Clock::now() >= deadline)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling, bounded
+  }
+}
+
+std::vector<int> auto_started_daemons(std::uint16_t port) {
+  std::vector<int> pids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::vector<std::string> args;
+    for (std::string arg; std::getline(cmdline, arg, '\0');)
+      args.push_back(arg);
+    std::ifstream stat(entry.path() / "stat");
+    std::string stat_text;
+    std::getline(stat, stat_text);
+    if (stat_text.find(") Z ") != std::string::npos)
+      continue;  // a zombie is not a daemon
+    const std::vector<std::string> want{"pmd", "--port", std::to_string(port), "--auto-shutdown"};
+    if (args.size() >= 5 && std::equal(want.begin(), want.end(), args.begin() + 1))
+      pids.push_back(std::stoi(name));
+  }
+  return pids;
 }
 
 }  // namespace distflow::test

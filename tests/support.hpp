@@ -87,6 +87,13 @@ class TestPki {
 /// A free TCP port on 127.0.0.1 (bound then released; races are unlikely, not impossible).
 std::uint16_t free_port();
 
+/// True once process `pid` has exited (gone, or a zombie nobody reaps) within `timeout`.
+bool process_gone(int pid, std::chrono::milliseconds timeout);
+
+/// PIDs of running `distflow pmd --port <port> --auto-shutdown ...` processes
+/// (PMDs auto-started by nodes; zombies excluded).
+std::vector<int> auto_started_daemons(std::uint16_t port);
+
 /// Starts `distflow pmd --port 0 ...` and reads the bound port from its first line.
 struct PmdProcess {
   explicit PmdProcess(const std::vector<std::string>& extra_args = {});

@@ -26,6 +26,7 @@
 #include "bench_worker.hpp"
 #include "errors.hpp"
 #include "framing.hpp"
+#include "subprocess.hpp"
 
 namespace distflow {
 namespace {
@@ -288,13 +289,7 @@ void mailbox_series(const MailboxBenchConfig& config, BenchReport& report, std::
 // ---- processes ---------------------------------------------------------------------------
 
 std::string executable_of(const BenchCommon& common) {
-  if (!common.executable.empty())
-    return common.executable;
-  char path[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
-  if (n <= 0)
-    throw Error(std::string("cannot read /proc/self/exe: ") + std::strerror(errno));
-  return std::string(path, static_cast<std::size_t>(n));
+  return common.executable.empty() ? self_executable() : common.executable;
 }
 
 /// The PMD the run uses: the one on --pmd-port, else a private `pmd --port 0`.

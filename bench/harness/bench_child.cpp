@@ -1,0 +1,86 @@
+#include "bench_child.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <poll.h>
+#include <string>
+#include <unistd.h>
+
+namespace distflow {
+namespace {
+
+SpawnOptions worker_options(const std::vector<std::string>& argv, int cpu) {
+  SpawnOptions options;
+  options.argv = argv;
+  options.in = Stdio::null;
+  options.out = Stdio::pipe;
+  options.cpu = cpu;
+  return options;
+}
+
+}  // namespace
+
+std::uint64_t resident_kib(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:"))
+      return std::strtoull(line.c_str() + 6, nullptr, 10);
+  }
+  return 0;
+}
+
+BenchChild::BenchChild(const std::vector<std::string>& argv, int cpu)
+    : process_(worker_options(argv, cpu)), out_(process_.take_stdout()) {}
+
+BenchChild::~BenchChild() {
+  stop();
+}
+
+std::optional<std::string> BenchChild::read_line(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (const auto eol = buf_.find('\n'); eol != std::string::npos) {
+      std::string line = buf_.substr(0, eol);
+      buf_.erase(0, eol + 1);
+      return line;
+    }
+    if (out_ < 0)
+      return std::nullopt;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() < 0)
+      return std::nullopt;
+    pollfd pfd{out_, POLLIN, 0};
+    const int ready = ::poll(&pfd, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR)
+      continue;
+    if (ready <= 0)
+      return std::nullopt;
+    char chunk[4096];
+    const ssize_t n = ::read(out_, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      ::close(out_);
+      out_ = -1;
+      if (buf_.empty())
+        return std::nullopt;
+      std::string rest = std::move(buf_);
+      buf_.clear();
+      return rest;
+    }
+    buf_.append(chunk, static_cast<std::size_t>(n));
+  }
+}
+
+void BenchChild::stop(std::chrono::milliseconds grace) {
+  process_.stop(grace);
+  if (out_ >= 0) {
+    ::close(out_);
+    out_ = -1;
+  }
+}
+
+}  // namespace distflow
