@@ -12,6 +12,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "build_info.hpp"
 #include "errors.hpp"
 #include "modes.hpp"
 #include "pmd_protocol.hpp"
@@ -117,7 +118,8 @@ int real_main(std::vector<std::string> args) {
     return unknown_mode(args[1]);
   }
 
-  const std::string version = std::string("distflow ") + DISTFLOW_VERSION;
+  const std::string version =
+      std::string("distflow ") + DISTFLOW_VERSION + " (" + std::string(build_info()) + ")";
   if (args.size() == 2 && args[1] == "--version") {  // what CLI11 prints, without building it
     std::cout << version << '\n';
     return 0;
