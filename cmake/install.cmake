@@ -63,7 +63,7 @@ set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${distflow_public
 install(FILES ${distflow_public_header_paths}
         DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/distflow" COMPONENT development)
 
-# ---- distflow::core: one archive a consumer links with nothing but Threads --------
+# ---- distflow::core: one archive a consumer links with Threads and OpenSSL -------
 # distflow_core's own archive needs distflow_asio's and distflow_log's (Asio, spdlog
 # and {fmt} compiled from Debian's headers, third_party/). The installed library is
 # all three archives' objects in one (no recompilation), so a consumer needs no Asio,
@@ -75,7 +75,8 @@ set_target_properties(distflow_core_package PROPERTIES
   ARCHIVE_OUTPUT_DIRECTORY "${CMAKE_CURRENT_BINARY_DIR}/package")
 target_include_directories(distflow_core_package INTERFACE
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
-target_link_libraries(distflow_core_package INTERFACE Threads::Threads)
+target_link_libraries(distflow_core_package INTERFACE OpenSSL::SSL OpenSSL::Crypto Threads::Threads
+                      ${CMAKE_DL_LIBS})
 target_compile_features(distflow_core_package INTERFACE cxx_std_20)
 if(DISTFLOW_SANITIZE)
   # Instrumented objects need the sanitizer runtime in whatever links them.

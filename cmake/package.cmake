@@ -40,7 +40,7 @@ its Asio, spdlog and {fmt} parts: a program needs no other library.")
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
   # The archive's objects need the C++ library of the compiler that built them.
   string(REGEX MATCH "^[0-9]+" gcc_major "${CMAKE_CXX_COMPILER_VERSION}")
-  set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_DEPENDS "libstdc++-${gcc_major}-dev")
+  set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_DEPENDS "libstdc++-${gcc_major}-dev, libssl-dev (>= 3)")
 endif()
 
 # What the binary needs from the system (DISTFLOW_STATIC_LINK, CMakeLists.txt).

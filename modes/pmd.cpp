@@ -1,11 +1,14 @@
 // `distflow pmd`: runs the port mapper daemon, or (with a subcommand) administers one.
 
+#include <cstdlib>
 #include <iostream>
 #include <optional>
+#include <unistd.h>
 
 #include "errors.hpp"
 #include "modes.hpp"
 #include "pmd_server.hpp"
+#include "systemd.hpp"
 
 namespace distflow::modes {
 namespace {
@@ -81,6 +84,8 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
     run_config.stall_timeout = *stall_timeout;
     // An auto-started daemon that loses the bind race steps aside: the winner serves.
     run_config.quiet_if_port_in_use = run_config.auto_shutdown.count() > 0;
+    run_config.listen_fd =
+        systemd_listen_fd(std::getenv("LISTEN_PID"), std::getenv("LISTEN_FDS"), ::getpid());
     run_pmd(run_config, [&run_config](std::uint16_t port) {
       const bool v6 = run_config.bind.find(':') != std::string::npos;
       std::cout << (v6 ? "[" + run_config.bind + "]" : run_config.bind) << ":" << port << std::endl;

@@ -16,6 +16,7 @@
 #include "errors.hpp"
 #include "registry.hpp"
 #include "session.hpp"
+#include "systemd.hpp"
 
 namespace distflow {
 namespace {
@@ -110,6 +111,13 @@ void Client::on_closed(Session& session, std::string_view reason) {
 
 bool Server::listen() {
   std::error_code ec;
+  if (config_.listen_fd >= 0) {
+    acceptor_.assign(is_ipv6_socket(config_.listen_fd) ? tcp::v6() : tcp::v4(), config_.listen_fd,
+                     ec);
+    if (ec)
+      throw Error("cannot serve the socket passed by systemd: " + ec.message());
+    return true;
+  }
   const auto address = asio::ip::make_address(config_.bind, ec);
   if (ec)
     throw Error("invalid bind address '" + config_.bind + "': expected an IP address");

@@ -30,6 +30,8 @@ struct PmdConfig {
   /// When the port is taken, return quietly instead of throwing (an auto-started
   /// daemon that lost the race: the winner serves the port).
   bool quiet_if_port_in_use = false;
+  /// A listening socket to serve instead of binding (systemd socket activation); -1: bind.
+  int listen_fd = -1;
 };
 
 /// Runs the daemon until SIGINT/SIGTERM, a `shutdown` request, or auto-shutdown.
