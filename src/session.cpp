@@ -85,9 +85,10 @@ struct Session::Tls {
 };
 
 Session::Session(tcp::socket socket, std::shared_ptr<SessionHandler> handler,
-                 SessionOptions options, const TlsSide& tls)
+                 SessionOptions options, const TlsSide& tls, std::unique_ptr<SessionGate> gate)
     : socket_(std::move(socket)),
       handler_(std::move(handler)),
+      gate_(std::move(gate)),
       options_(options),
       decoder_(options.max_frame_bytes),
       outbox_(options.max_queue_bytes),
@@ -143,6 +144,10 @@ asio::awaitable<void> Session::run() {
       stop("TLS handshake failed: " + ec.message());
       co_return;
     }
+  }
+  if (gate_) {
+    if (auto opening = gate_->opening())
+      send_gate(*opening);
   }
   loops_ = 2;
   spawn_logged(socket_.get_executor(), write_loop(), "session writer");
@@ -212,6 +217,12 @@ asio::awaitable<void> Session::read_loop() {
       co_await wake_reader_.async_wait(kAwait);
       continue;
     }
+    if (pending_input_ && gate_ && !gate_open_) {
+      pending_input_ = false;
+      if (!feed_gate())
+        continue;             // refused (closing), or waiting for the peer's next frame
+      pending_input_ = true;  // open: what followed the handshake goes to the handler
+    }
     if (pending_input_) {
       pending_input_ = false;
       if (!handler_->on_readable(*this)) {
@@ -253,7 +264,23 @@ asio::awaitable<void> Session::read_loop() {
 asio::awaitable<void> Session::write_loop() {
   auto self = shared_from_this();
   while (!stopped_) {
-    if (outbox_.empty()) {
+    if (!gate_out_.empty()) {
+      // The handshake's frames go first, alone: nothing queued by the handler is
+      // written before the gate opens.
+      std::string frames = std::move(gate_out_);
+      gate_out_.clear();
+      for (std::size_t at = 0; at < frames.size() && !stopped_;) {
+        arm_stall(write_stall_, "writing the handshake");
+        auto [ec, n] = co_await write_some(asio::buffer(frames.data() + at, frames.size() - at));
+        write_stall_.cancel();
+        if (!stopped_ && ec)
+          stop("write failed: " + ec.message());
+        at += n;
+      }
+      continue;
+    }
+    const bool gate_shut = gate_ && !gate_open_;
+    if (outbox_.empty() || gate_shut) {
       if (closing_) {
         std::error_code ignored;
         socket_.shutdown(tcp::socket::shutdown_send, ignored);
@@ -296,10 +323,41 @@ asio::awaitable<void> Session::write_loop() {
   loop_done();
 }
 
+bool Session::feed_gate() {
+  std::error_code ec;
+  while (!gate_open_ && !closing_) {
+    auto body = decoder_.next(ec);
+    if (!body)
+      break;
+    SessionGate::Step step = gate_->on_frame(*body);
+    if (step.reply)
+      send_gate(*step.reply);
+    if (step.state == SessionGate::State::refused) {
+      close_after_flush("handshake refused: " + step.error);
+      return false;
+    }
+    if (step.state == SessionGate::State::open) {
+      gate_open_ = true;
+      established();
+      flush();  // what the handler queued meanwhile
+      return true;
+    }
+  }
+  if (ec)
+    close_after_flush("handshake: " + describe_frame_error(ec, decoder_));
+  return false;
+}
+
 void Session::loop_done() {
   if (--loops_ > 0)
     return;
   stop(closing_ ? "closed" : "ended");
+}
+
+void Session::send_gate(std::string_view body) {
+  append_frame(gate_out_, body);
+  if (writer_idle_)
+    wake_writer_.cancel_one();
 }
 
 bool Session::send(std::string_view body) {
@@ -313,14 +371,14 @@ bool Session::send(std::string_view body) {
 }
 
 void Session::flush() {
-  if (writer_idle_ && !outbox_.empty())
+  if (writer_idle_ && !outbox_.empty() && gate_open())
     wake_writer_.cancel_one();
 }
 
 void Session::write_now() {
   if (stopped_ || outbox_.empty())
     return;
-  if (tls_ || !writer_idle_ || outbox_.chunk_count() != 1 ||
+  if (tls_ || !writer_idle_ || !gate_open() || outbox_.chunk_count() != 1 ||
       outbox_.front().size() > kDirectWriteMax) {
     flush();
     return;

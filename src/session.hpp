@@ -25,6 +25,7 @@
 #include <asio/steady_timer.hpp>
 
 #include "framing.hpp"
+#include "gate.hpp"
 #include "outbox.hpp"
 
 namespace distflow {
@@ -60,6 +61,7 @@ struct SessionOptions {
   /// long is closed (0: never). Not counted while the handler holds reads back.
   std::chrono::milliseconds stall_timeout{0};
   /// Closed unless established() is called within this long of start() (0: never).
+  /// With a gate, the gate must open within it (and opening it establishes).
   std::chrono::milliseconds hello_timeout{0};
   std::size_t read_chunk = 4u << 10;       ///< first read; doubles while reads fill it
   std::size_t max_read_chunk = 64u << 10;  ///< up to this
@@ -79,9 +81,12 @@ void spawn_logged(const asio::any_io_executor& executor, asio::awaitable<void> t
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  /// Takes a connected socket. With a `tls` context, TLS runs over it (handshake first).
+  /// Takes a connected socket. With a `tls` context, TLS runs over it (handshake
+  /// first); with a `gate`, the gate's frames come next, and the handler sees
+  /// frames only once the gate is open.
   Session(asio::ip::tcp::socket socket, std::shared_ptr<SessionHandler> handler,
-          SessionOptions options, const TlsSide& tls = {});
+          SessionOptions options, const TlsSide& tls = {},
+          std::unique_ptr<SessionGate> gate = nullptr);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -121,6 +126,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool stopped() const { return stopped_; }
   bool closing() const { return closing_; }
 
+  /// The peer's name as the gate proved it (empty without a gate).
+  std::string authenticated_peer() const { return gate_ ? gate_->peer_name() : std::string(); }
+  bool gate_open() const { return !gate_ || gate_open_; }
+
   /// "address:port" of the peer, and whether it is a loopback address.
   const std::string& peer() const { return peer_; }
   bool loopback() const { return loopback_; }
@@ -138,10 +147,17 @@ class Session : public std::enable_shared_from_this<Session> {
   void arm_stall(asio::steady_timer& timer, const char* what);
   void closed(std::string_view reason);
   void loop_done();
+  /// Frames for the gate while it is shut; false when the session must wait or end.
+  bool feed_gate();
+  /// A handshake frame: written before anything the handler queued.
+  void send_gate(std::string_view body);
 
   asio::ip::tcp::socket socket_;
   std::unique_ptr<Tls> tls_;
   std::shared_ptr<SessionHandler> handler_;
+  std::unique_ptr<SessionGate> gate_;
+  bool gate_open_ = false;
+  std::string gate_out_;  // handshake frames not yet written
   SessionOptions options_;
   FrameDecoder decoder_;
   Outbox outbox_;

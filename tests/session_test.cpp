@@ -51,6 +51,27 @@ struct Recorder final : SessionHandler {
   void on_closed(Session&, std::string_view reason) override { closed = std::string(reason); }
 };
 
+/// A toy gate: the dialler says its password, the acceptor says "ok" or refuses.
+struct PasswordGate final : SessionGate {
+  std::string password;
+  bool dialler;
+  std::string name;
+  PasswordGate(std::string pw, bool dial) : password(std::move(pw)), dialler(dial) {}
+  std::optional<std::string> opening() override {
+    return dialler ? std::optional<std::string>("pw " + password) : std::nullopt;
+  }
+  Step on_frame(std::string_view body) override {
+    if (dialler)
+      return {{}, body == "ok" ? State::open : State::refused, std::string(body)};
+    if (body == "pw " + password) {
+      name = "friend";
+      return {"ok", State::open, {}};
+    }
+    return {"go away", State::refused, "wrong password"};
+  }
+  const std::string& peer_name() const override { return name; }
+};
+
 /// A connected pair of sessions on one io_context.
 struct Pair {
   asio::io_context io;
@@ -60,18 +81,22 @@ struct Pair {
   tcp::socket raw_client{io};  // for tests that play a misbehaving peer
 
   explicit Pair(SessionOptions server_options = {}, SessionOptions client_options = {},
-                TlsSide server_tls = {}, TlsSide client_tls = {}, bool raw = false) {
+                TlsSide server_tls = {}, TlsSide client_tls = {}, bool raw = false,
+                std::unique_ptr<SessionGate> server_gate = nullptr,
+                std::unique_ptr<SessionGate> client_gate = nullptr) {
     tcp::acceptor acceptor(io, {asio::ip::address_v4::loopback(), 0});
     tcp::socket near(io);
     near.connect(acceptor.local_endpoint());
     tcp::socket far = acceptor.accept();
-    server = std::make_shared<Session>(std::move(far), server_handler, server_options, server_tls);
+    server = std::make_shared<Session>(std::move(far), server_handler, server_options, server_tls,
+                                       std::move(server_gate));
     server->start();
     if (raw) {
       raw_client = std::move(near);
       return;
     }
-    client = std::make_shared<Session>(std::move(near), client_handler, client_options, client_tls);
+    client = std::make_shared<Session>(std::move(near), client_handler, client_options, client_tls,
+                                       std::move(client_gate));
     client->start();
   }
 
@@ -225,6 +250,32 @@ TEST_CASE("session: the same frames over TLS; a certificate from another CA is r
   CHECK(pair.server_handler->closed->starts_with("TLS handshake failed"));
   CHECK(pair.client_handler->closed->starts_with("TLS handshake failed"));
   CHECK(pair.server_handler->frames.empty());
+}
+
+}  // namespace distflow
+
+namespace distflow {
+
+TEST_CASE("session: a gate runs first; frames queued meanwhile wait for it to open", "[session]") {
+  {
+    Pair pair({}, {}, {}, {}, false, std::make_unique<PasswordGate>("s3cret", false),
+              std::make_unique<PasswordGate>("s3cret", true));
+    // Queued before the handshake is done: written only after it.
+    pair.client->send("hello");
+    REQUIRE(pair.run_until([&] { return pair.server_handler->frames.size() == 1; }));
+    CHECK(pair.server_handler->frames[0] == "hello");
+    CHECK(pair.server->authenticated_peer() == "friend");
+    CHECK(pair.server->gate_open());
+  }
+  Pair pair({}, {}, {}, {}, false, std::make_unique<PasswordGate>("s3cret", false),
+            std::make_unique<PasswordGate>("guess", true));
+  pair.client->send("let me in");
+  REQUIRE(pair.run_until([&] {
+    return pair.server_handler->closed.has_value() && pair.client_handler->closed.has_value();
+  }));
+  CHECK(*pair.server_handler->closed == "handshake refused: wrong password");
+  CHECK(*pair.client_handler->closed == "handshake refused: go away");
+  CHECK(pair.server_handler->frames.empty());  // nothing of that peer was delivered
 }
 
 }  // namespace distflow
