@@ -15,6 +15,7 @@ namespace {
 struct SendFlags {
   SendOptions options;
   std::string body;
+  std::string timeout = "10s";
 };
 
 }  // namespace
@@ -39,6 +40,10 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
                  "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
       ->capture_default_str();
   app.add_option("--from", flags->options.from, "sender node id (default: send-<pid>)");
+  app.add_option("--timeout", flags->timeout,
+                 "fail when the receiver takes no bytes for this long (frozen or stuck), "
+                 "e.g. 10s, 500ms; 0s: wait for ever")
+      ->capture_default_str();
   app.add_option("--max-line", flags->options.max_line_bytes,
                  "longest stdin line (one payload) in bytes")
       ->capture_default_str()
@@ -47,6 +52,12 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
   return [flags, &app]() -> int {
     if (app.get_option("body")->count() > 0 && flags->body.empty())
       return usage_error(app, "empty BODY: give a JSON value, or '-' to read NDJSON from stdin");
+    auto timeout = parse_duration(flags->timeout);
+    if (!timeout) {
+      return usage_error(app, "invalid --timeout '" + flags->timeout +
+                                  "': expected e.g. 10s or 500ms (ms, s, m, h; at most 366 days)");
+    }
+    flags->options.write_timeout = *timeout;
     if (app.get_option("--from")->count() > 0) {
       if (std::string why = invalid_name_reason(flags->options.from); !why.empty())
         return usage_error(app, "invalid --from '" + flags->options.from + "': " + why);

@@ -19,6 +19,7 @@
 
 #include "errors.hpp"
 #include "messages.hpp"
+#include "shared_fd.hpp"
 #include "subprocess.hpp"
 
 namespace distflow {
@@ -373,33 +374,6 @@ class InputStream {
   Counters& counters_;
 };
 
-/// An fd for writing to what `fd` refers to whose writes never block, so that a
-/// stop can give up on a reader that takes nothing. A pipe or a terminal is opened
-/// anew through /proc with O_NONBLOCK: its file description, not the one shared
-/// with other processes (setting O_NONBLOCK on an inherited terminal would break
-/// the shell's). Anything else (a regular file never blocks for long) is dup()ed.
-int nonblocking_output(int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode))) {
-    const std::string path = "/proc/self/fd/" + std::to_string(fd);
-    const int reopened = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    if (reopened >= 0)
-      return reopened;
-  }
-  const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (copy < 0)
-    throw Error(fmt::format("cannot use fd {} for output: {}", fd, std::strerror(errno)));
-  return copy;
-}
-
-/// True when `fd` is /dev/null: a background job of a script gets it as stdin.
-bool is_dev_null(int fd) {
-  struct stat of_fd {};
-  struct stat of_null {};
-  return ::fstat(fd, &of_fd) == 0 && ::stat("/dev/null", &of_null) == 0 && S_ISCHR(of_fd.st_mode) &&
-         of_fd.st_rdev == of_null.st_rdev;
-}
-
 /// The node's main loop: waits on the input, the child's exit, a failed output and
 /// the stop signals.
 class Bridge {
@@ -416,7 +390,7 @@ class Bridge {
                  node_->alias().empty() ? "-" : node_->alias(), node_->port(),
                  options_.node.pmd.to_string());
     const bool exec = !options_.exec.empty();
-    output_.emplace(*node_, exec ? -1 : nonblocking_output(options_.output_fd),
+    output_.emplace(*node_, exec ? -1 : private_nonblocking_fd(options_.output_fd, true),
                     exec ? "child's stdin closed" : "output closed");
     int code = 0;
     try {

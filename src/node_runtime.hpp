@@ -18,7 +18,7 @@
 #include "framing.hpp"
 #include "mailbox.hpp"
 #include "messages.hpp"
-#include "pmd_client.hpp"
+#include "pmd_protocol.hpp"
 
 namespace distflow {
 

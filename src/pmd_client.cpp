@@ -1,28 +1,38 @@
 #include "pmd_client.hpp"
 
-#include <arpa/inet.h>
-#include <cerrno>
-#include <cstring>
 #include <deque>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <utility>
 
-#include <nlohmann/json.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/ip/tcp.hpp>
+#include <spdlog/spdlog.h>
 
 #include "errors.hpp"
 #include "framing.hpp"
+#include "messages.hpp"
+#include "session.hpp"
 
 namespace distflow {
 namespace {
 
+using asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 // Replies can be large (a list of many nodes); still bounded.
 constexpr std::size_t kMaxReplyBytes = 64u << 20;
+
+std::string not_a_pmd(const PmdEndpoint& endpoint, std::string_view detail) {
+  return endpoint.to_string() + " is not a distflow PMD (" + std::string(detail) +
+         "); another service holds the port (Erlang's epmd also uses 4369): run distflow's PMD "
+         "on another port and select it with DISTFLOW_PMD_PORT or --port";
+}
+
+std::string describe_dial_error(const std::error_code& ec) {
+  if (ec == asio::error::connection_refused)
+    return "connection refused";
+  if (ec == asio::error::timed_out)
+    return "connection timed out";
+  return ec.message();
+}
 
 /// An Error that also says what kind of failure it was (for probe_pmd).
 class ClientError : public Error {
@@ -34,302 +44,286 @@ class ClientError : public Error {
   PmdProbe kind_;
 };
 
-std::string not_a_pmd(const PmdEndpoint& endpoint, std::string_view detail) {
-  return endpoint.to_string() + " is not a distflow PMD (" + std::string(detail) +
-         "); another service holds the port (Erlang's epmd also uses 4369): run distflow's PMD "
-         "on another port and select it with DISTFLOW_PMD_PORT or --port";
-}
+}  // namespace
 
-int remaining_ms(Clock::time_point deadline) {
-  const auto left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
-}
+// ---- the connection ----------------------------------------------------------------
 
-class SocketPmdClient final : public PmdClient {
+class PmdConnection::Handler final : public SessionHandler {
  public:
-  SocketPmdClient(PmdEndpoint endpoint, std::chrono::milliseconds timeout)
-      : endpoint_(std::move(endpoint)), timeout_(timeout), decoder_(kMaxReplyBytes) {}
-  ~SocketPmdClient() override {
-    if (fd_ >= 0)
-      ::close(fd_);
-  }
-  SocketPmdClient(const SocketPmdClient&) = delete;
-  SocketPmdClient& operator=(const SocketPmdClient&) = delete;
-
-  void connect_socket();
-
-  PmdReply request(std::string_view type, std::string_view payload_json) override {
-    const std::uint64_t id = next_id_++;
-    std::string frame;
-    append_frame(frame, encode_request(type, payload_json, id));
-    write_all(frame);
-    const auto deadline = Clock::now() + timeout_;
-    for (;;) {
-      auto reply = read_reply(deadline);
-      if (!reply) {
-        throw ClientError(answered_ ? PmdProbe::unreachable : PmdProbe::not_a_pmd,
-                          "no answer from " + endpoint_.to_string() + " within " +
-                              std::to_string(timeout_.count()) + " ms" +
-                              (answered_ ? "" : "; is it a distflow PMD?"));
-      }
-      if (reply->is_event) {
-        events_.push_back(std::move(*reply));
-        continue;
-      }
-      if (reply->request_id && *reply->request_id != id)
-        continue;  // a stale answer
-      return std::move(*reply);
+  explicit Handler(std::weak_ptr<PmdConnection> owner) : owner_(std::move(owner)) {}
+  bool on_readable(Session& session) override {
+    auto owner = owner_.lock();
+    std::error_code ec;
+    while (owner && !session.closing()) {
+      auto body = session.decoder().next(ec);
+      if (!body)
+        break;
+      owner->handle_frame(*body);
     }
-  }
-
-  std::optional<NodeInfo> resolve(std::string_view alias_or_id) override {
-    const std::string payload = nlohmann::json{{"alias", std::string(alias_or_id)}}.dump(
-        -1, ' ', false, nlohmann::json::error_handler_t::replace);
-    auto reply = request("resolve", payload);
-    if (reply.error == "Node not found")
-      return std::nullopt;
-    check(reply);
-    if (!reply.node)
-      throw Error("pmd " + endpoint_.to_string() + ": resolve answer without node");
-    return reply.node;
-  }
-
-  std::vector<NodeInfo> list() override {
-    auto reply = request("list", "{}");
-    check(reply);
-    return reply.nodes ? std::move(*reply.nodes) : std::vector<NodeInfo>{};
-  }
-
-  std::vector<NodeInfo> watch() override {
-    auto reply = request("watch", R"({"snapshot":true})");
-    check(reply);
-    if (reply.nodes)
-      return std::move(*reply.nodes);
-    return list();  // the original PMD ignores the snapshot extension
-  }
-
-  std::optional<PmdReply> next_event(std::chrono::milliseconds timeout) override {
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-      if (!events_.empty()) {
-        PmdReply event = std::move(events_.front());
-        events_.pop_front();
-        return event;
-      }
-      auto reply = read_reply(deadline);
-      if (!reply)
-        return std::nullopt;
-      if (reply->is_event)
-        return reply;
+    if (ec && owner) {
+      owner->handle_closed("it sent " + describe_frame_error(ec, session.decoder()), true);
+      session.stop("protocol error");
     }
+    return true;
+  }
+  void on_closed(Session&, std::string_view reason) override {
+    if (auto owner = owner_.lock())
+      owner->handle_closed(reason, false);
   }
 
  private:
-  void check(const PmdReply& reply) const {
-    if (!reply.error.empty())
-      throw Error("pmd " + endpoint_.to_string() + ": " + reply.error);
-  }
-
-  void write_all(std::string_view bytes) {
-    while (!bytes.empty()) {
-      const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR)
-          continue;
-        throw ClientError(
-            answered_ ? PmdProbe::unreachable : PmdProbe::not_a_pmd,
-            "cannot write to the PMD on " + endpoint_.to_string() + ": " + std::strerror(errno));
-      }
-      bytes.remove_prefix(static_cast<std::size_t>(n));
-    }
-  }
-
-  /// Next frame from the PMD, nullopt at the deadline. Throws when the peer closes
-  /// or sends something that is not the PMD protocol.
-  std::optional<PmdReply> read_reply(Clock::time_point deadline) {
-    for (;;) {
-      std::error_code ec;
-      if (auto body = decoder_.next(ec)) {
-        std::string why;
-        auto reply = parse_reply(*body, &why);
-        if (!reply) {
-          if (!answered_)
-            throw ClientError(PmdProbe::not_a_pmd, not_a_pmd(endpoint_, why));
-          continue;  // tolerate one odd frame from a real PMD
-        }
-        answered_ = true;
-        return reply;
-      }
-      if (ec) {
-        throw ClientError(PmdProbe::not_a_pmd,
-                          not_a_pmd(endpoint_, "it sent " + describe_frame_error(ec, decoder_)));
-      }
-      pollfd pfd{fd_, POLLIN, 0};
-      const int ready = ::poll(&pfd, 1, remaining_ms(deadline));
-      if (ready < 0 && errno == EINTR)
-        continue;
-      if (ready == 0)
-        return std::nullopt;
-      auto room = decoder_.prepare(16 * 1024);
-      const ssize_t n = ::recv(fd_, room.data(), room.size(), 0);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0) {
-        if (!answered_) {
-          throw ClientError(PmdProbe::not_a_pmd,
-                            not_a_pmd(endpoint_, "it closed the connection without answering"));
-        }
-        throw ClientError(PmdProbe::unreachable,
-                          "the PMD on " + endpoint_.to_string() + " closed the connection");
-      }
-      decoder_.commit(static_cast<std::size_t>(n));
-    }
-  }
-
-  PmdEndpoint endpoint_;
-  std::chrono::milliseconds timeout_;
-  int fd_ = -1;
-  FrameDecoder decoder_;
-  std::deque<PmdReply> events_;
-  std::uint64_t next_id_ = 1;
-  bool answered_ = false;
+  std::weak_ptr<PmdConnection> owner_;
 };
 
-void SocketPmdClient::connect_socket() {
-  const std::string where = endpoint_.to_string();
-  TcpConnection c = connect_tcp(endpoint_.host, endpoint_.port, timeout_);
-  if (!c.resolve_error.empty()) {
-    throw ClientError(PmdProbe::unreachable,
-                      "cannot resolve PMD host '" + endpoint_.host + "': " + c.resolve_error);
-  }
-  if (c.fd < 0) {
-    const std::string why = c.error == ECONNREFUSED ? "connection refused"
-                            : c.error == ETIMEDOUT  ? "connection timed out"
-                                                    : std::strerror(c.error);
-    throw ClientError(c.error == ECONNREFUSED ? PmdProbe::refused : PmdProbe::unreachable,
-                      "no distflow PMD on " + where + ": " + why);
-  }
-  fd_ = c.fd;
+PmdConnection::PmdConnection(asio::io_context& io, PmdEndpoint endpoint)
+    : io_(io), endpoint_(std::move(endpoint)) {}
+
+PmdConnection::~PmdConnection() {
+  if (session_)
+    session_->stop("client gone");
 }
 
-/// One non-blocking connect() to `address`, waited for until `deadline`; the
-/// socket is made blocking again. Returns the socket, or -1 with errno set.
-int connect_one(const sockaddr* address, socklen_t length, Clock::time_point deadline) {
-  const int fd = ::socket(address->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0)
-    return -1;
-  int rc = ::connect(fd, address, length);
-  if (rc < 0 && errno == EINPROGRESS) {
-    pollfd pfd{fd, POLLOUT, 0};
-    int ready = 0;
-    do {
-      ready = ::poll(&pfd, 1, remaining_ms(deadline));
-    } while (ready < 0 && errno == EINTR);
-    if (ready == 0) {
-      errno = ETIMEDOUT;
-      rc = -1;
+asio::awaitable<std::shared_ptr<PmdConnection>> PmdConnection::open(
+    asio::io_context& io, PmdEndpoint endpoint, std::chrono::milliseconds timeout,
+    std::string& error, PmdProbe& kind) {
+  tcp::socket socket(io);
+  const std::error_code ec = co_await dial(socket, endpoint.host, endpoint.port, timeout);
+  if (ec) {
+    kind = ec == asio::error::connection_refused ? PmdProbe::refused : PmdProbe::unreachable;
+    if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again) {
+      error = "cannot resolve PMD host '" + endpoint.host + "': " + ec.message();
     } else {
-      int err = 0;
-      socklen_t len = sizeof err;
-      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      errno = err;
-      rc = err == 0 ? 0 : -1;
+      error = "no distflow PMD on " + endpoint.to_string() + ": " + describe_dial_error(ec);
     }
+    co_return nullptr;
   }
-  if (rc < 0) {
-    const int saved = errno;
-    ::close(fd);
-    errno = saved;
-    return -1;
-  }
-  const int flags = ::fcntl(fd, F_GETFL);
-  ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  const int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return fd;
+  std::shared_ptr<PmdConnection> connection(new PmdConnection(io, std::move(endpoint)));
+  SessionOptions options;
+  options.max_frame_bytes = kMaxReplyBytes;
+  options.max_queue_bytes = 64u << 20;
+  connection->session_ = std::make_shared<Session>(
+      std::move(socket), std::make_shared<Handler>(connection->weak_from_this()), options);
+  connection->session_->start();
+  co_return connection;
 }
 
-/// `host` as an IPv4 or IPv6 literal; false when it is not one.
-bool parse_ip_literal(const std::string& host, std::uint16_t port, sockaddr_storage& out,
-                      socklen_t& length) {
-  out = sockaddr_storage{};
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&out);
-  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    length = sizeof(sockaddr_in);
+void PmdConnection::request(std::string_view type, std::string_view payload_json,
+                            ReplyHandler done) {
+  if (closed_) {
+    // Always asynchronous: callers never see their callback run inside the call.
+    asio::post(io_, [done = std::move(done), why = close_reason_] {
+      if (done)
+        done(nullptr, why);
+    });
+    return;
+  }
+  const std::uint64_t id = next_id_++;
+  if (!session_->send(encode_request(type, payload_json, id))) {
+    asio::post(io_, [done = std::move(done), ep = endpoint_.to_string()] {
+      if (done)
+        done(nullptr, "too many requests queued for pmd " + ep);
+    });
+    return;
+  }
+  if (done)
+    pending_.emplace(id, std::move(done));
+}
+
+void PmdConnection::handle_frame(std::string_view body) {
+  std::string why;
+  auto reply = parse_reply(body, &why);
+  if (!reply) {
+    if (!answered_) {
+      handle_closed(not_a_pmd(endpoint_, why), true);
+      session_->stop("not a PMD");
+      return;
+    }
+    spdlog::info("bad frame from pmd {}: {}", endpoint_.to_string(), why);
+    return;  // tolerate one odd frame from a real PMD
+  }
+  answered_ = true;
+  if (reply->is_event) {
+    if (on_event_)
+      on_event_(*reply);
+    return;
+  }
+  if (!reply->request_id)
+    return;
+  auto it = pending_.find(*reply->request_id);
+  if (it == pending_.end())
+    return;  // a stale answer
+  auto done = std::move(it->second);
+  pending_.erase(it);
+  done(&*reply, {});
+}
+
+void PmdConnection::handle_closed(std::string_view reason, bool framing_error) {
+  if (closed_)
+    return;
+  closed_ = true;
+  if (!answered_ && framing_error) {
+    close_reason_ = std::string(reason).find("is not a distflow PMD") != std::string::npos
+                        ? std::string(reason)
+                        : not_a_pmd(endpoint_, reason);
+    close_kind_ = PmdProbe::not_a_pmd;
+  } else if (!answered_ && !pending_.empty()) {
+    close_reason_ = not_a_pmd(endpoint_, "it closed the connection without answering");
+    close_kind_ = PmdProbe::not_a_pmd;
+  } else {
+    close_reason_ = "connection to pmd " + endpoint_.to_string() + " lost: " + std::string(reason);
+    close_kind_ = PmdProbe::unreachable;
+  }
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [id, done] : pending)
+    done(nullptr, close_reason_);
+  if (on_closed_)
+    on_closed_(close_reason_);
+}
+
+void PmdConnection::close() {
+  if (session_)
+    session_->stop("closed");
+  handle_closed("closed", false);
+}
+
+// ---- the blocking facade -------------------------------------------------------------
+
+struct PmdClient::State {
+  asio::io_context io{1};
+  PmdEndpoint endpoint;
+  std::chrono::milliseconds timeout{};
+  std::shared_ptr<PmdConnection> connection;
+  std::deque<PmdReply> events;
+
+  /// Runs the io_context until `done()` or `deadline`; false at the deadline.
+  template <class Done>
+  bool run_until(Done done, Clock::time_point deadline) {
+    while (!done()) {
+      const auto now = Clock::now();
+      if (now >= deadline)
+        return false;
+      if (io.stopped())
+        io.restart();
+      io.run_one_for(deadline - now);
+    }
     return true;
   }
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&out);
-  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    length = sizeof(sockaddr_in6);
-    return true;
-  }
-  return false;
-}
 
-}  // namespace
-
-TcpConnection connect_tcp(const std::string& host, std::uint16_t port,
-                          std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  TcpConnection result;
-  result.error = ECONNREFUSED;
-  // The common cases need no resolver (getaddrinfo reads /etc files and, for
-  // names, may load NSS modules): a literal address, or localhost.
-  const std::vector<std::string> literals = host == "localhost"
-                                                ? std::vector<std::string>{"127.0.0.1", "::1"}
-                                                : std::vector<std::string>{host};
-  bool all_literal = true;
-  for (const std::string& literal : literals) {
-    sockaddr_storage address;
-    socklen_t length = 0;
-    if (!parse_ip_literal(literal, port, address, length)) {
-      all_literal = false;
-      break;
-    }
-    result.fd = connect_one(reinterpret_cast<const sockaddr*>(&address), length, deadline);
-    if (result.fd >= 0)
-      return result;
-    result.error = errno;
+  [[noreturn]] void fail_closed() {
+    throw ClientError(connection->close_kind(),
+                      connection->answered()
+                          ? "the PMD on " + endpoint.to_string() + " closed the connection"
+                          : connection->close_reason());
   }
-  if (all_literal)
-    return result;
+};
 
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const std::string service = std::to_string(port);
-  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
-    result.resolve_error = gai_strerror(rc);
-    return result;
-  }
-  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    result.fd = connect_one(ai->ai_addr, ai->ai_addrlen, deadline);
-    if (result.fd >= 0)
-      break;
-    result.error = errno;
-  }
-  ::freeaddrinfo(found);
-  return result;
-}
+PmdClient::PmdClient(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
-std::string PmdEndpoint::to_string() const {
-  if (host.find(':') != std::string::npos)
-    return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
+PmdClient::~PmdClient() {
+  if (state_->connection)
+    state_->connection->close();
+  // Let the session's coroutines see the close before the io_context goes.
+  state_->io.restart();
+  state_->io.poll();
 }
 
 std::unique_ptr<PmdClient> PmdClient::connect(const PmdEndpoint& endpoint,
                                               std::chrono::milliseconds timeout) {
-  auto client = std::make_unique<SocketPmdClient>(endpoint, timeout);
-  client->connect_socket();
-  return client;
+  auto state = std::make_unique<State>();
+  state->endpoint = endpoint;
+  state->timeout = timeout;
+  std::string error;
+  PmdProbe kind = PmdProbe::unreachable;
+  bool finished = false;
+  asio::co_spawn(
+      state->io,
+      [&]() -> asio::awaitable<void> {
+        state->connection = co_await PmdConnection::open(state->io, endpoint, timeout, error, kind);
+        finished = true;
+      },
+      [](const std::exception_ptr& e) {
+        if (e)
+          std::rethrow_exception(e);
+      });
+  state->run_until([&] { return finished; }, Clock::now() + timeout + std::chrono::seconds(1));
+  if (!state->connection) {
+    throw ClientError(kind, error.empty() ? "no distflow PMD on " + endpoint.to_string() +
+                                                ": connection timed out"
+                                          : error);
+  }
+  State* raw = state.get();
+  state->connection->on_event([raw](const PmdReply& event) { raw->events.push_back(event); });
+  return std::unique_ptr<PmdClient>(new PmdClient(std::move(state)));
+}
+
+PmdReply PmdClient::request(std::string_view type, std::string_view payload_json) {
+  State& s = *state_;
+  std::optional<PmdReply> answer;
+  std::string error;
+  bool done = false;
+  s.connection->request(type, payload_json, [&](const PmdReply* reply, const std::string& why) {
+    if (reply)
+      answer = *reply;
+    error = why;
+    done = true;
+  });
+  if (!s.run_until([&] { return done; }, Clock::now() + s.timeout)) {
+    // Nobody must touch the locals above once we return: the request is abandoned.
+    s.connection->close();
+    s.run_until([&] { return done; }, Clock::now() + std::chrono::milliseconds(100));
+    const bool answered = s.connection->answered();
+    throw ClientError(answered ? PmdProbe::unreachable : PmdProbe::not_a_pmd,
+                      "no answer from " + s.endpoint.to_string() + " within " +
+                          std::to_string(s.timeout.count()) + " ms" +
+                          (answered ? "" : "; is it a distflow PMD?"));
+  }
+  if (!answer)
+    s.fail_closed();
+  return std::move(*answer);
+}
+
+std::optional<NodeInfo> PmdClient::resolve(std::string_view alias_or_id) {
+  std::string payload = "{\"alias\":";
+  append_json_string(payload, alias_or_id);
+  payload += '}';
+  auto reply = request("resolve", payload);
+  if (reply.error == "Node not found")
+    return std::nullopt;
+  if (!reply.error.empty())
+    throw Error("pmd " + state_->endpoint.to_string() + ": " + reply.error);
+  if (!reply.node)
+    throw Error("pmd " + state_->endpoint.to_string() + ": resolve answer without node");
+  return reply.node;
+}
+
+std::vector<NodeInfo> PmdClient::list() {
+  auto reply = request("list", "{}");
+  if (!reply.error.empty())
+    throw Error("pmd " + state_->endpoint.to_string() + ": " + reply.error);
+  return reply.nodes ? std::move(*reply.nodes) : std::vector<NodeInfo>{};
+}
+
+std::vector<NodeInfo> PmdClient::watch() {
+  auto reply = request("watch", R"({"snapshot":true})");
+  if (!reply.error.empty())
+    throw Error("pmd " + state_->endpoint.to_string() + ": " + reply.error);
+  if (reply.nodes)
+    return std::move(*reply.nodes);
+  return list();  // the original PMD ignores the snapshot extension
+}
+
+std::optional<PmdReply> PmdClient::next_event(std::chrono::milliseconds timeout) {
+  State& s = *state_;
+  s.run_until([&] { return !s.events.empty() || s.connection->closed(); }, Clock::now() + timeout);
+  if (!s.events.empty()) {
+    PmdReply event = std::move(s.events.front());
+    s.events.pop_front();
+    return event;
+  }
+  if (s.connection->closed())
+    s.fail_closed();
+  return std::nullopt;
 }
 
 PmdProbe probe_pmd(const PmdEndpoint& endpoint, std::chrono::milliseconds timeout,

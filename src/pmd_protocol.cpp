@@ -312,4 +312,10 @@ std::optional<PmdReply> parse_reply(std::string_view body, std::string* why) {
   return reply;
 }
 
+std::string PmdEndpoint::to_string() const {
+  if (host.find(':') != std::string::npos)
+    return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
 }  // namespace distflow

@@ -14,6 +14,13 @@ namespace distflow {
 
 inline constexpr std::uint16_t kDefaultPmdPort = 4369;
 
+/// Where a PMD listens.
+struct PmdEndpoint {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = kDefaultPmdPort;
+  std::string to_string() const;  ///< "host:port" ("[::1]:port" for IPv6)
+};
+
 /// A registered node as the PMD describes it.
 struct NodeInfo {
   std::string node_id;

@@ -3,9 +3,15 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -13,84 +19,209 @@
 #include "framing.hpp"
 #include "messages.hpp"
 #include "ndjson.hpp"
+#include "session.hpp"
+#include "shared_fd.hpp"
 
 namespace distflow {
 namespace {
 
-constexpr std::size_t kReadChunk = 1u << 20;   // stdin read size
-constexpr std::size_t kWriteBatch = 1u << 20;  // frames buffered per socket write
+using asio::ip::tcp;
+constexpr auto kAwait = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 1u << 20;  // stdin read size
+// Input is read while less than this waits for the socket: the reader is held
+// back by a slow receiver (TCP back-pressure), never buffering without bound.
+constexpr std::size_t kHighWater = 8u << 20;
 // Ids are at most 128 bytes (PROTOCOL.md §2.1), so the envelope fits in this.
 constexpr std::size_t kEnvelopeRoom = 4096;
 
-/// One blocking connection to the resolved target, and the encoder for its route.
-/// Plain sockets (no asio io_context): a one-shot send starts as a process, and
-/// every syscall and page it touches before its one write is start-up time.
-class Link {
+/// The target's end of the link: it never talks on our connection, so reading
+/// only reveals the end; writes report progress.
+class LinkEnd final : public SessionHandler {
  public:
-  explicit Link(const SendOptions& options)
-      : from_(options.from.empty() ? "send-" + std::to_string(::getpid()) : options.from) {
-    NodeInfo node = resolve(options);
-    target_ = fmt::format("'{}' ({}:{})", options.target, node.host, node.port);
-    connect(node, options.connect_timeout);
-    encoder_.emplace(from_, node.node_id, std::string_view{});
+  explicit LinkEnd(asio::io_context& io) : wake_(io) {
+    wake_.expires_at(asio::steady_timer::time_point::max());
   }
-  ~Link() {
-    if (fd_ >= 0)
-      ::close(fd_);
-  }
-  Link(const Link&) = delete;
-  Link& operator=(const Link&) = delete;
-
-  const MessageEncoder& encoder() const { return *encoder_; }
-
-  void write(std::string& frames, std::uint64_t sent_before) {
-    std::string_view rest = frames;
-    while (!rest.empty()) {
-      const ssize_t n = ::send(fd_, rest.data(), rest.size(), MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0) {
-        throw Error(fmt::format("connection to {} lost after {} messages: {}", target_, sent_before,
-                                std::strerror(errno)));
-      }
-      rest.remove_prefix(static_cast<std::size_t>(n));
+  bool on_readable(Session& session) override {
+    std::error_code ec;
+    while (session.decoder().next(ec)) {
     }
-    frames.clear();
+    if (ec)
+      session.stop(describe_frame_error(ec, session.decoder()));
+    return true;
+  }
+  void on_written(Session&, std::size_t, std::uint64_t frames) override {
+    written = frames;
+    wake_.cancel();
+  }
+  void on_closed(Session&, std::string_view reason) override {
+    closed = std::string(reason);
+    wake_.cancel();
+  }
+  /// Waits for the next progress or the end.
+  asio::awaitable<void> next() {
+    wake_.expires_at(asio::steady_timer::time_point::max());
+    co_await wake_.async_wait(kAwait);
   }
 
-  /// Half-closes: the kernel still delivers everything written.
-  void close() {
-    if (fd_ < 0)
-      return;
-    ::shutdown(fd_, SHUT_WR);
-    ::close(fd_);
-    fd_ = -1;
-  }
+  std::uint64_t written = 0;
+  std::optional<std::string> closed;
 
  private:
-  static NodeInfo resolve(const SendOptions& options) {
-    auto pmd = PmdClient::connect(options.pmd, options.connect_timeout);
-    auto node = pmd->resolve(options.target);
-    if (!node) {
-      throw Error(fmt::format("unknown target '{}': no node with that alias or id on pmd {}",
-                              options.target, options.pmd.to_string()));
+  asio::steady_timer wake_;
+};
+
+/// One run of `distflow send`, on one thread: resolve the target through the PMD
+/// (the one PMD client), dial it, encode every message straight into the
+/// session's write queue, flush, and say exactly what failed if anything did.
+class Sender {
+ public:
+  explicit Sender(const SendOptions& options)
+      : options_(options),
+        from_(options.from.empty() ? "send-" + std::to_string(::getpid()) : options.from) {}
+
+  /// Runs `body` (a coroutine over this sender) to completion; rethrows its error.
+  template <class Body>
+  void run(Body body) {
+    std::exception_ptr failure;
+    asio::co_spawn(io_, body(*this), [&](const std::exception_ptr& e) { failure = e; });
+    io_.run();
+    if (failure)
+      std::rethrow_exception(failure);
+  }
+
+  asio::awaitable<void> connect() {
+    std::string error;
+    PmdProbe kind = PmdProbe::unreachable;
+    auto pmd =
+        co_await PmdConnection::open(io_, options_.pmd, options_.connect_timeout, error, kind);
+    if (!pmd)
+      throw Error(error);
+    const NodeInfo node = co_await resolve(*pmd);
+    pmd->close();
+    target_ = fmt::format("'{}' ({}:{})", options_.target, node.host, node.port);
+    tcp::socket socket(io_);
+    if (auto ec = co_await dial(socket, node.host, node.port, options_.connect_timeout)) {
+      if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again)
+        throw Error(fmt::format("cannot resolve host of {}: {}", target_, ec.message()));
+      throw Error(fmt::format("cannot connect to {}: {}", target_, ec.message()));
     }
-    return *node;
+    SessionOptions session_options;
+    session_options.max_queue_bytes = 2 * kHighWater + kDefaultNodeFrameLimit;
+    // A receiver that takes nothing for this long (frozen, or gone without a
+    // reset) fails the send instead of hanging it.
+    session_options.stall_timeout = options_.write_timeout;
+    end_ = std::make_shared<LinkEnd>(io_);
+    session_ = std::make_shared<Session>(std::move(socket), end_, session_options);
+    session_->start();
+    encoder_.emplace(from_, node.node_id, std::string_view{});
   }
 
-  void connect(const NodeInfo& node, std::chrono::milliseconds timeout) {
-    TcpConnection c = connect_tcp(node.host, node.port, timeout);
-    if (!c.resolve_error.empty())
-      throw Error(fmt::format("cannot resolve host of {}: {}", target_, c.resolve_error));
-    if (c.fd < 0)
-      throw Error(fmt::format("cannot connect to {}: {}", target_, std::strerror(c.error)));
-    fd_ = c.fd;
+  /// Encodes `payload` `count` times into the write queue if there is room for all
+  /// of them now (the common case: no coroutine per line); false, with nothing
+  /// queued, when there is not.
+  bool try_queue(std::string_view payload, std::int64_t timestamp, std::uint64_t count) {
+    if (count != 1)
+      return false;
+    std::string* out = session_->reserve(encoder_->max_frame_bytes(payload.size()));
+    if (out == nullptr)
+      return false;
+    encoder_->append(*out, payload, timestamp);
+    session_->commit();
+    ++queued_;
+    return true;
   }
 
+  /// Encodes `payload` `count` times into the write queue (waiting for room).
+  asio::awaitable<void> queue(std::string_view payload, std::int64_t timestamp,
+                              std::uint64_t count) {
+    for (std::uint64_t i = 0; i < count; ++i) {
+      std::string* out = session_->reserve(encoder_->max_frame_bytes(payload.size()));
+      while (out == nullptr) {
+        co_await wait_below(kHighWater);
+        out = session_->reserve(encoder_->max_frame_bytes(payload.size()));
+      }
+      encoder_->append(*out, payload, timestamp);
+      session_->commit();
+      ++queued_;
+    }
+  }
+
+  /// Lets the writer go, and waits while the backlog is above the high-water mark.
+  asio::awaitable<void> flush_some() {
+    session_->flush();
+    if (session_->queued_bytes() > kHighWater)
+      co_await wait_below(kHighWater / 2);
+  }
+
+  /// Writes everything, half-closes, and fails unless every message went out.
+  asio::awaitable<void> finish() {
+    session_->flush();
+    while (!end_->closed && end_->written < queued_)
+      co_await end_->next();
+    if (end_->written < queued_)
+      fail();
+    // Everything is with the kernel, which still delivers it after a half-close
+    // and a close: no need to wait for the receiver to hang up.
+    std::error_code ignored;
+    session_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+    session_->stop("done");
+  }
+
+  std::uint64_t queued() const { return queued_; }
+  asio::io_context& io() { return io_; }
+
+ private:
+  asio::awaitable<NodeInfo> resolve(PmdConnection& pmd) {
+    std::string payload = "{\"alias\":";
+    append_json_string(payload, options_.target);
+    payload += '}';
+    std::optional<PmdReply> answer;
+    std::string error;
+    bool done = false;
+    asio::steady_timer wake(io_, asio::steady_timer::time_point::max());
+    pmd.request("resolve", payload, [&](const PmdReply* reply, const std::string& why) {
+      if (reply)
+        answer = *reply;
+      error = why;
+      done = true;
+      wake.cancel();
+    });
+    while (!done)
+      co_await wake.async_wait(kAwait);
+    if (!answer)
+      throw Error(error);
+    if (!answer->node) {
+      if (answer->error == "Node not found") {
+        throw Error(fmt::format("unknown target '{}': no node with that alias or id on pmd {}",
+                                options_.target, options_.pmd.to_string()));
+      }
+      throw Error(fmt::format("cannot resolve '{}' on pmd {}: {}", options_.target,
+                              options_.pmd.to_string(), answer->error));
+    }
+    co_return *answer->node;
+  }
+
+  asio::awaitable<void> wait_below(std::size_t bytes) {
+    while (session_->queued_bytes() > bytes) {
+      if (end_->closed)
+        fail();
+      co_await end_->next();
+    }
+  }
+
+  [[noreturn]] void fail() {
+    throw Error(fmt::format("connection to {} lost after {} of {} messages: {}", target_,
+                            end_->written, queued_, end_->closed.value_or("closed")));
+  }
+
+  asio::io_context io_{1};
+  const SendOptions& options_;
   std::string from_;
   std::string target_;
-  int fd_ = -1;
+  std::shared_ptr<LinkEnd> end_;
+  std::shared_ptr<Session> session_;
   std::optional<MessageEncoder> encoder_;
+  std::uint64_t queued_ = 0;
 };
 
 }  // namespace
@@ -108,73 +239,64 @@ SendResult send_message(const SendOptions& options, std::string_view body) {
     throw Error(fmt::format("body of {} bytes exceeds the limit of {} bytes", body.size(),
                             max_send_payload_bytes()));
   }
-  Link link(options);
   SendResult result;
-  std::string frames;
-  const std::int64_t timestamp = now_ms();
-  for (std::uint64_t i = 0; i < options.count; ++i) {
-    link.encoder().append(frames, body, timestamp);
-    ++result.sent;
-    if (frames.size() >= kWriteBatch)
-      link.write(frames, result.sent);
-  }
-  link.write(frames, result.sent);
-  link.close();
+  Sender sender(options);
+  sender.run([&](Sender& s) -> asio::awaitable<void> {
+    co_await s.connect();
+    co_await s.queue(body, now_ms(), options.count);
+    co_await s.finish();
+    result.sent = s.queued();
+  });
   return result;
 }
 
 SendResult send_stream(const SendOptions& options, int input_fd, const SendDiagnostic& diagnostic) {
-  Link link(options);
-  JsonValidator validator;
-  NdjsonReader reader(std::min(options.max_line_bytes, max_send_payload_bytes()));
   SendResult result;
-  std::string frames;
-  frames.reserve(kWriteBatch + kReadChunk);
-  std::string why;
-
-  auto handle = [&](const NdjsonLine& line, std::int64_t timestamp) {
-    if (line.too_long) {
-      ++result.invalid;
-      diagnostic(fmt::format("line {}: longer than the limit of {} bytes", line.number,
-                             reader.max_line_bytes()));
-      return;
+  Sender sender(options);
+  sender.run([&](Sender& s) -> asio::awaitable<void> {
+    co_await s.connect();
+    asio::posix::stream_descriptor input(s.io(), private_nonblocking_fd(input_fd, false));
+    JsonValidator validator;
+    NdjsonReader reader(std::min(options.max_line_bytes, max_send_payload_bytes()));
+    std::string why;
+    auto handle = [&](const NdjsonLine& line) -> bool {
+      if (line.too_long) {
+        ++result.invalid;
+        diagnostic(fmt::format("line {}: longer than the limit of {} bytes", line.number,
+                               reader.max_line_bytes()));
+        return false;
+      }
+      if (validator.validate(line.text, &why)) {
+        ++result.invalid;
+        diagnostic(fmt::format("line {}: invalid JSON: {}", line.number, why));
+        return false;
+      }
+      return true;
+    };
+    for (;;) {
+      auto room = reader.prepare(kReadChunk);
+      auto [ec, n] = co_await input.async_read_some(asio::buffer(room.data(), room.size()), kAwait);
+      if (ec && ec != asio::error::eof)
+        throw Error(fmt::format("cannot read input: {}", ec.message()));
+      if (n == 0)
+        break;
+      reader.commit(n);
+      // One clock read per chunk: lines read together share a timestamp.
+      const std::int64_t timestamp = now_ms();
+      while (auto line = reader.next()) {
+        if (handle(*line) && !s.try_queue(line->text, timestamp, options.count))
+          co_await s.queue(line->text, timestamp, options.count);
+      }
+      // Whatever one read brought goes out now: a slow producer is never held back.
+      co_await s.flush_some();
     }
-    if (validator.validate(line.text, &why)) {
-      ++result.invalid;
-      diagnostic(fmt::format("line {}: invalid JSON: {}", line.number, why));
-      return;
-    }
-    for (std::uint64_t i = 0; i < options.count; ++i) {
-      link.encoder().append(frames, line.text, timestamp);
-    }
-    result.sent += options.count;
-    if (frames.size() >= kWriteBatch)
-      link.write(frames, result.sent);
-  };
-
-  for (;;) {
-    auto room = reader.prepare(kReadChunk);
-    const ssize_t n = ::read(input_fd, room.data(), room.size());
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      throw Error(fmt::format("cannot read input: {}", std::strerror(errno)));
-    if (n == 0)
-      break;
-    reader.commit(static_cast<std::size_t>(n));
-    // One clock read per chunk: lines read together share a timestamp.
-    const std::int64_t timestamp = now_ms();
-    while (auto line = reader.next())
-      handle(*line, timestamp);
-    // Whatever one read brought goes out now: a slow producer is never held back.
-    link.write(frames, result.sent);
-  }
-  if (auto line = reader.finish())
-    handle(*line, now_ms());
-  link.write(frames, result.sent);
-  link.close();
-  spdlog::debug("send finished sent={} invalid={} lines={}", result.sent, result.invalid,
-                reader.lines_seen());
+    if (auto line = reader.finish(); line && handle(*line))
+      co_await s.queue(line->text, now_ms(), options.count);
+    co_await s.finish();
+    result.sent = s.queued();
+    spdlog::debug("send finished sent={} invalid={} lines={}", result.sent, result.invalid,
+                  reader.lines_seen());
+  });
   return result;
 }
 

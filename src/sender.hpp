@@ -25,6 +25,8 @@ struct SendOptions {
   std::uint64_t count = 1;  ///< every body is sent this many times
   std::size_t max_line_bytes = max_send_payload_bytes();  ///< send_stream: longest line
   std::chrono::milliseconds connect_timeout{2000};
+  /// A receiver that takes no bytes for this long fails the send (0: never).
+  std::chrono::milliseconds write_timeout{10000};
 };
 
 struct SendResult {
@@ -42,7 +44,8 @@ SendResult send_message(const SendOptions& options, std::string_view body);
 /// Sends every non-blank line of `input_fd` (NDJSON: one JSON payload per line),
 /// in order over one connection, flushed before it returns. Invalid lines go to
 /// `diagnostic` (with their line number) and are skipped; the others are sent.
-/// Throws distflow::Error as send_message() does, and when the connection breaks.
+/// Throws distflow::Error as send_message() does, and when the connection breaks
+/// or makes no progress for `write_timeout` (naming the target and the count).
 SendResult send_stream(const SendOptions& options, int input_fd, const SendDiagnostic& diagnostic);
 
 }  // namespace distflow

@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <exception>
 #include <utility>
+#include <vector>
 
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/ssl/host_name_verification.hpp>
 #include <asio/ssl/stream.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
@@ -67,6 +70,64 @@ void spawn_logged(const asio::any_io_executor& executor, asio::awaitable<void> t
       spdlog::error("{} ended with an unknown exception (a bug)", name);
     }
   });
+}
+
+asio::awaitable<std::error_code> dial(tcp::socket& socket, const std::string& host,
+                                      std::uint16_t port, std::chrono::milliseconds timeout) {
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer deadline(executor);
+  // Shared with the timer's handler, which may run after this frame is gone (its
+  // expiry already queued when the connect completed): it then touches nothing.
+  struct State {
+    bool expired = false;
+    bool done = false;
+  };
+  auto state = std::make_shared<State>();
+  deadline.expires_after(timeout);
+  deadline.async_wait([&socket, state](std::error_code ec) {
+    if (ec || state->done)
+      return;
+    state->expired = true;
+    std::error_code ignored;
+    socket.close(ignored);
+  });
+  const bool& expired = state->expired;
+  struct Finish {
+    State& state;
+    asio::steady_timer& timer;
+    ~Finish() {
+      state.done = true;
+      timer.cancel();
+    }
+  } finish{*state, deadline};
+  std::vector<tcp::endpoint> endpoints;
+  std::error_code ec;
+  if (host == "localhost") {
+    endpoints = {{asio::ip::address_v4::loopback(), port},
+                 {asio::ip::address_v6::loopback(), port}};
+  } else if (auto address = asio::ip::make_address(host, ec); !ec) {
+    endpoints = {{address, port}};
+  } else {
+    tcp::resolver resolver(executor);
+    auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), kAwait);
+    if (rec)
+      co_return expired ? asio::error::timed_out : rec;
+    for (const auto& entry : results)
+      endpoints.push_back(entry.endpoint());
+  }
+  ec = asio::error::host_not_found;
+  for (const auto& endpoint : endpoints) {
+    if (expired)
+      break;
+    std::error_code ignored;
+    socket.close(ignored);
+    std::tie(ec) = co_await socket.async_connect(endpoint, kAwait);
+    if (!ec && !expired)
+      break;
+  }
+  if (expired)
+    co_return asio::error::timed_out;
+  co_return ec;
 }
 
 struct Session::Tls {

@@ -79,6 +79,12 @@ void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* 
 void spawn_logged(const asio::any_io_executor& executor, asio::awaitable<void> task,
                   const char* name);
 
+/// Connects `socket` to host:port within `timeout`: an IP literal at once,
+/// "localhost" as 127.0.0.1 then ::1, other names through the system's resolver
+/// (each address in turn). asio::error::timed_out at the deadline.
+asio::awaitable<std::error_code> dial(asio::ip::tcp::socket& socket, const std::string& host,
+                                      std::uint16_t port, std::chrono::milliseconds timeout);
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
   /// Takes a connected socket. With a `tls` context, TLS runs over it (handshake
