@@ -46,6 +46,33 @@ std::uint64_t Outbox::commit(std::size_t frames) {
   return frames_;
 }
 
+void Outbox::append(std::string& bytes, std::size_t frames) {
+  if (bytes.empty())
+    return;
+  if (!chunks_.empty()) {
+    Chunk& last = chunks_.back();
+    if (last.bytes.size() + bytes.size() <= last.bytes.capacity()) {
+      last.bytes += bytes;
+      bytes_ += bytes.size();
+      bytes.clear();
+      reserved_at_ = last.bytes.size();
+      frames_ += frames;
+      last.frames_end = frames_;
+      return;
+    }
+  }
+  Chunk& chunk = chunks_.emplace_back();
+  chunk.bytes.swap(bytes);
+  bytes_ += chunk.bytes.size();
+  reserved_at_ = chunk.bytes.size();
+  frames_ += frames;
+  chunk.frames_end = frames_;
+  if (!spare_.empty()) {
+    bytes.swap(spare_.back());
+    spare_.pop_back();
+  }
+}
+
 std::string Outbox::take(std::uint64_t& frames_end) {
   DISTFLOW_ASSERT(!chunks_.empty());
   Chunk& front = chunks_.front();

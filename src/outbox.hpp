@@ -28,6 +28,11 @@ class Outbox {
   /// one (frames are numbered from 1 in queue order).
   std::uint64_t commit(std::size_t frames = 1);
 
+  /// Queues `bytes` (whole frames, `frames` of them) without the bound: copied into
+  /// the last chunk when it has room, else moved in as a chunk of its own (and
+  /// `bytes` gets a spare chunk back, to fill next).
+  void append(std::string& bytes, std::size_t frames);
+
   bool empty() const { return chunks_.empty(); }
   /// Bytes queued and not taken yet.
   std::size_t bytes() const { return bytes_; }

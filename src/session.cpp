@@ -302,6 +302,7 @@ asio::awaitable<void> Session::read_loop() {
     reading_ = true;
     auto [ec, n] = co_await read_some(asio::buffer(room.data(), room.size()));
     reading_ = false;
+    read_stall_.cancel();  // re-armed before the next read; never while held back
     if (stopped_)
       break;
     if (ec) {

@@ -113,6 +113,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string* reserve(std::size_t frame_bytes) { return outbox_.reserve(frame_bytes); }
   /// Counts what was appended since reserve(); returns the last frame's number.
   std::uint64_t commit(std::size_t frames = 1) { return outbox_.commit(frames); }
+  /// Whole frames built elsewhere (`frames` of them), past the bound; `bytes` comes
+  /// back empty (with a spare buffer's capacity when there is one). Then flush().
+  void queue_frames(std::string& bytes, std::size_t frames) { outbox_.append(bytes, frames); }
   /// One frame with `body`, then flush(); false when the queue is full.
   bool send(std::string_view body);
   /// Lets the writer write what is queued.

@@ -1,39 +1,38 @@
 #pragma once
 
-// Node-to-node transport (PROTOCOL.md §3): the listener with its inbound sessions
-// and one outbound connection per destination. Everything here belongs to the
-// node's I/O thread; no member is called from any other thread.
+// Node-to-node transport (PROTOCOL.md §3): the listener with its inbound
+// sessions, which parse envelopes into the mailbox (or an inline handler), and
+// the outbound links, one per destination node (link.hpp). Everything here runs
+// on the node's I/O thread except what link.hpp says application threads may do.
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <unordered_map>
 #include <vector>
 
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 
+#include "link.hpp"
 #include "mailbox.hpp"
 #include "messages.hpp"
 #include "pmd_protocol.hpp"
 
 namespace distflow {
 
+class Session;
+
 /// Runs on the I/O thread for each message parsed, in the transport's read loop,
 /// instead of the mailbox push (NodeRuntime::on_message_inline). It must not throw.
 using InlineHandler = std::function<void(const Envelope& message)>;
 
-/// Outcome of one queued message: empty error code once written to the socket.
-using SendCompletion = std::function<void(std::error_code, const std::string& message)>;
-
-/// Counters shared with the API threads (read by stats()).
+/// Counters read by other threads (NodeRuntime::stats()).
 struct TransportCounters {
   std::atomic<std::uint64_t> received{0};       ///< frames parsed from peers
   std::atomic<std::uint64_t> bad_frames{0};     ///< malformed bodies, oversize frames
@@ -47,20 +46,23 @@ struct TransportConfig {
   std::size_t max_frame_bytes = 16u << 20;
   std::size_t max_outbox_bytes = 64u << 20;    ///< per destination
   std::size_t max_inbound_connections = 1024;  ///< more are closed on accept
-  /// An inbound peer that makes no progress inside a frame for this long is closed
-  /// (0: never). Not counted while the node itself stops reading (`block`, mailbox full).
+  /// Inbound connections from one non-loopback address at once; more are closed.
+  std::size_t max_connections_per_address = 64;
+  /// An inbound peer that makes no progress inside a frame, or an outbound one that
+  /// takes no bytes, this long is closed (0: never). Not counted while the node
+  /// itself stops reading (`block`, mailbox full).
   std::chrono::milliseconds stall_timeout{30000};
+  /// An inbound connection that sends no valid frame this long after it was
+  /// accepted is closed (0: never): idle sockets do not hold slots for ever.
+  std::chrono::milliseconds hello_timeout{10000};
+  std::chrono::milliseconds connect_timeout{5000};
 };
-
-class Outbound;
-class InboundSession;
-class Transport;
 
 /// Transport::defer_writes() for a scope; write_deferred() at its end, even when
 /// what ran inside threw (a write error there is logged, never thrown).
 class DeferredWrites {
  public:
-  explicit DeferredWrites(Transport& transport);
+  explicit DeferredWrites(class Transport& transport);
   ~DeferredWrites();
   DeferredWrites(const DeferredWrites&) = delete;
   DeferredWrites& operator=(const DeferredWrites&) = delete;
@@ -69,11 +71,11 @@ class DeferredWrites {
   Transport& transport_;
 };
 
-class Transport {
+class Transport final : private LinkOwner {
  public:
   Transport(asio::io_context& io, TransportConfig config, Mailbox<Envelope>& mailbox,
             TransportCounters& counters);
-  ~Transport();
+  ~Transport() override;
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
@@ -81,70 +83,71 @@ class Transport {
   /// Throws distflow::Error when the address cannot be bound.
   std::uint16_t listen(const std::string& host, std::uint16_t port);
 
-  /// The one connection to `node` (looked up by node id; dialled on first use).
-  std::shared_ptr<Outbound> connection(const NodeInfo& node);
-  /// Queues one message on `connection`, FIFO. Failures (queue full, connection
-  /// refused or broken) are counted, logged, and given to `done`.
-  void enqueue(Outbound& connection, std::string_view payload_json, std::int64_t timestamp_ms,
-               SendCompletion done);
+  /// The one link to `node` (by node id; dialled on first use, replaced when the
+  /// node registered elsewhere).
+  std::shared_ptr<Link> link(const NodeInfo& node);
+  /// Fails the link to `node_id`, if there is one (its node left): its queue fails at once.
+  void drop_link(const std::string& node_id, const std::string& why);
+  /// Wakes senders waiting for room on any link; they fail with `why`. Any thread.
+  void interrupt_waits(const std::string& why);
 
   /// From now on, messages go to `handler` on the I/O thread instead of the mailbox.
   void set_inline_handler(InlineHandler handler);
-  /// Between defer_writes() and the matching write_deferred() (nestable), messages
-  /// enqueued on an idle connection are not handed to its writer: write_deferred()
-  /// writes them to the socket directly, one non-blocking send per connection (the
-  /// rest, if the socket takes less, goes to the writer). A read batch of inline
-  /// handlers and a drain of application sends are such brackets.
+  /// Between defer_writes() and the matching write_deferred() (nestable), links
+  /// given frames on the I/O thread are not woken: write_deferred() moves their
+  /// frames into their sessions and writes them directly, one non-blocking send per
+  /// link. A read batch of inline handlers and a drain of application sends are
+  /// such brackets.
   void defer_writes() { ++defer_depth_; }
   void write_deferred();
 
-  /// Runs after a connection to `node_id` failed (the caller invalidates its caches).
+  /// Runs after the link to `node_id` failed (the caller forgets its routes).
   void on_connection_failed(std::function<void(const std::string& node_id)> hook);
   /// Runs whenever queued messages were written or failed (drives flush()).
   void on_progress(std::function<void()> hook);
-  /// Runs when messages are dropped: by the mailbox's policy (received), or because
-  /// a destination's queue is full (sent). `reason` names the limit.
+  /// Runs when messages are dropped by the mailbox's policy; `reason` names the limit.
   void on_dropped(std::function<void(std::uint64_t n, std::string_view reason)> hook);
-  /// Messages queued on connections and not yet written or failed.
-  std::uint64_t unwritten() const { return unwritten_; }
-  /// Their bytes (the backlog send() waits on).
-  std::size_t unwritten_bytes() const { return unwritten_bytes_; }
+  /// Messages queued on links and not yet written or failed.
+  std::uint64_t unwritten() const;
 
   /// Closes the listener and every connection, inbound and outbound; unwritten
   /// messages fail. Idempotent.
   void stop();
 
  private:
-  friend class Outbound;
-  friend class InboundSession;
+  class Inbound;
+  struct Listener;
+
+  // LinkOwner
+  void link_progress(std::uint64_t written, std::uint64_t failed) override;
+  void link_failed(const std::string& node_id) override;
+  void link_ready(const std::shared_ptr<Link>& link) override;
+
+  asio::awaitable<void> accept_loop();
+  void wait_for_space(const std::shared_ptr<Session>& session);
+  void note_drops(std::uint64_t dropped);
+  void remove(const Session& session);
 
   asio::io_context& io_;
   TransportConfig config_;
+  LinkConfig link_config_;
   Mailbox<Envelope>& mailbox_;
   TransportCounters& counters_;
   EnvelopeParser parser_;  // one per thread: the I/O thread's
-  struct Listener;
   std::unique_ptr<Listener> listener_;
-  std::unordered_map<std::string, std::shared_ptr<Outbound>> outbound_;
-  std::vector<std::shared_ptr<InboundSession>> inbound_;
-  std::vector<std::weak_ptr<InboundSession>> blocked_;  // readers waiting for mailbox room
+  std::unordered_map<std::string, std::shared_ptr<Link>> links_;
+  std::vector<std::shared_ptr<Session>> inbound_;
+  std::unordered_map<std::string, std::size_t> per_address_;  // non-loopback inbound counts
+  std::vector<std::weak_ptr<Session>> blocked_;               // readers waiting for mailbox room
   InlineHandler inline_handler_;
   int defer_depth_ = 0;
-  std::vector<std::shared_ptr<Outbound>> deferred_;  // idle connections with frames queued
+  std::vector<std::shared_ptr<Link>> deferred_;  // links given frames inside the bracket
   bool space_requested_ = false;
   bool stopped_ = false;
-  std::uint64_t unwritten_ = 0;
-  std::size_t unwritten_bytes_ = 0;
   std::function<void(const std::string&)> failed_hook_;
   std::function<void()> progress_hook_;
   std::function<void(std::uint64_t, std::string_view)> dropped_hook_;
   std::string mailbox_full_;  // the reason given for mailbox drops
-
-  asio::awaitable<void> accept_loop();
-  void wait_for_space(const std::shared_ptr<InboundSession>& session);
-  void note_drops(std::uint64_t dropped);
-  void remove(const InboundSession& session);
-  void remove(const Outbound& connection);
 };
 
 }  // namespace distflow

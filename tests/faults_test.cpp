@@ -656,7 +656,7 @@ TEST_CASE("faults: node: bad bytes on its port cost one connection, it keeps rec
   const std::string log = node->stderr_text();
   INFO(log);
   CHECK(contains(log, "frame length 4294967295 exceeds limit"));
-  CHECK(contains(log, "stalled 300 ms inside a frame (buffered=12); closing"));
+  CHECK(contains(log, "stalled 300 ms inside a frame (buffered=12 queued=0); closed"));
   const auto stats = final_stats(log);
   REQUIRE(stats.count("received") == 1);
   CHECK(stats.at("received") == static_cast<std::uint64_t>(expected) + 1);

@@ -1,0 +1,254 @@
+#include "link.hpp"
+
+#include <vector>
+
+#include <asio/co_spawn.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/post.hpp>
+#include <spdlog/spdlog.h>
+
+#include "errors.hpp"
+#include "session.hpp"
+
+namespace distflow {
+namespace {
+
+using asio::ip::tcp;
+
+void call(SendCompletion& done, const std::error_code& ec, const std::string& message) {
+  if (!done)
+    return;
+  try {
+    done(ec, message);
+  } catch (const std::exception& e) {
+    spdlog::error("send completion threw: {}", e.what());
+  }
+}
+
+}  // namespace
+
+/// The destination's end of the session: it never talks on our connection (the
+/// original's nodes reply on their own), so reads only reveal the end.
+class Link::Handler final : public SessionHandler {
+ public:
+  explicit Handler(std::weak_ptr<Link> link) : link_(std::move(link)) {}
+  bool on_readable(Session& session) override {
+    std::error_code ec;
+    std::size_t ignored = 0;
+    while (session.decoder().next(ec))
+      ++ignored;
+    if (ignored > 0)
+      spdlog::debug("ignoring {} frames from {} on an outbound connection", ignored,
+                    session.peer());
+    if (ec)
+      session.stop("protocol error: " + describe_frame_error(ec, session.decoder()));
+    return true;
+  }
+  void on_written(Session&, std::size_t bytes, std::uint64_t frames_written) override {
+    if (auto link = link_.lock())
+      link->written(frames_written, bytes);
+  }
+  void on_closed(Session&, std::string_view reason) override {
+    if (auto link = link_.lock()) {
+      link->fail(make_error_code(errc::closed),
+                 "connection lost to " + link->describe() + ": " + std::string(reason));
+    }
+  }
+
+ private:
+  std::weak_ptr<Link> link_;
+};
+
+Link::Link(asio::io_context& io, NodeInfo node, const LinkConfig& config, LinkOwner& owner)
+    : io_(io),
+      node_(std::move(node)),
+      config_(config),
+      owner_(owner),
+      encoder_(config.self_id, node_.node_id, config.self_alias) {}
+
+Link::~Link() = default;
+
+std::string Link::describe() const {
+  return "'" + (node_.alias.empty() ? node_.node_id : node_.alias) + "' at " + node_.host + ":" +
+         std::to_string(node_.port);
+}
+
+std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
+                              SendCompletion& done, std::chrono::milliseconds wait,
+                              std::string& why) {
+  const std::size_t frame_bytes = encoder_.max_frame_bytes(payload.size());
+  std::unique_lock lock(mutex_);
+  auto full = [&] {
+    return unwritten_.load(std::memory_order_relaxed) + frame_bytes > config_.max_queue_bytes &&
+           unwritten_.load(std::memory_order_relaxed) > 0;
+  };
+  if (fail_reason_.empty() && interrupted_.empty() && full() && wait.count() > 0) {
+    // Back-pressure for this destination only; a failure or a stop wakes us.
+    const auto give_up = std::chrono::steady_clock::now() + wait;
+    ++waiting_;
+    room_.wait_until(lock, give_up,
+                     [&] { return !fail_reason_.empty() || !interrupted_.empty() || !full(); });
+    --waiting_;
+  }
+  if (!fail_reason_.empty()) {
+    why = fail_reason_;
+    return make_error_code(errc::closed);
+  }
+  if (!interrupted_.empty() && full()) {
+    why = "cannot send to " + describe() + ": " + interrupted_;
+    return make_error_code(errc::closed);
+  }
+  if (full()) {
+    why = "outbound queue to " + describe() + " is full (limit " +
+          std::to_string(config_.max_queue_bytes) + " bytes)";
+    return make_error_code(errc::queue_full);
+  }
+  const std::size_t before = queue_.size();
+  encoder_.append(queue_, payload, timestamp);
+  unwritten_.fetch_add(queue_.size() - before, std::memory_order_relaxed);
+  ++queue_frames_;
+  ++queued_;
+  if (done)
+    completions_.emplace_back(queued_, std::move(done));
+  if (!drain_posted_) {
+    drain_posted_ = true;
+    lock.unlock();
+    owner_.link_ready(shared_from_this());
+  }
+  return {};
+}
+
+std::uint64_t Link::pending_frames() const {
+  std::lock_guard lock(mutex_);
+  return failed() ? 0 : queued_ - written_;
+}
+
+void Link::interrupt_waits(const std::string& why) {
+  {
+    std::lock_guard lock(mutex_);
+    interrupted_ = why;
+  }
+  room_.notify_all();
+}
+
+void Link::start() {
+  asio::co_spawn(
+      io_,
+      [self = shared_from_this()]() -> asio::awaitable<void> {
+        tcp::socket socket(self->io_);
+        const std::error_code ec = co_await dial(socket, self->node_.host, self->node_.port,
+                                                 self->config_.connect_timeout);
+        if (self->failed())
+          co_return;
+        if (ec) {
+          self->fail(ec, "cannot connect to " + self->describe() + ": " + ec.message());
+          co_return;
+        }
+        SessionOptions options;
+        options.max_queue_bytes = SIZE_MAX;  // bounded before: enqueue() waits or fails
+        options.stall_timeout = self->config_.stall_timeout;
+        options.max_frame_bytes = kDefaultNodeFrameLimit;
+        auto session = std::make_shared<Session>(
+            std::move(socket), std::make_shared<Handler>(self->weak_from_this()), options);
+        self->connected(std::move(session));
+      },
+      [](const std::exception_ptr& e) {
+        if (!e)
+          return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::error("outbound link ended with an exception (a bug): {}", ex.what());
+        }
+      });
+}
+
+void Link::connected(std::shared_ptr<Session> session) {
+  session_ = std::move(session);
+  session_->start();
+  spdlog::debug("connected to {}", describe());
+  drain(false);
+}
+
+void Link::drain(bool write_now) {
+  {
+    std::lock_guard lock(mutex_);
+    drain_posted_ = false;
+    if (!session_ || failed())
+      return;  // frames wait in the queue for the connection (or fail with the link)
+    if (!queue_.empty()) {
+      spare_.clear();
+      queue_.swap(spare_);
+      moved_ += queue_frames_;
+      queue_frames_ = 0;
+    }
+  }
+  if (!spare_.empty()) {
+    const std::uint64_t frames = moved_ - session_->outbox().frames();
+    session_->queue_frames(spare_, frames);
+  }
+  if (write_now) {
+    session_->write_now();
+  } else {
+    session_->flush();
+  }
+}
+
+void Link::written(std::uint64_t frames_written, std::size_t bytes) {
+  std::vector<SendCompletion> done;
+  const std::uint64_t frames = frames_written - written_;
+  written_ = frames_written;
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    unwritten_.fetch_sub(bytes, std::memory_order_relaxed);
+    while (!completions_.empty() && completions_.front().first <= written_) {
+      done.push_back(std::move(completions_.front().second));
+      completions_.pop_front();
+    }
+    wake = waiting_ > 0;
+  }
+  if (wake)
+    room_.notify_all();
+  // Counted first: whoever a completion wakes sees the message counted.
+  if (frames > 0)
+    owner_.link_progress(frames, 0);
+  for (auto& completion : done)
+    call(completion, {}, {});
+}
+
+void Link::fail(std::error_code ec, const std::string& why) {
+  std::deque<std::pair<std::uint64_t, SendCompletion>> completions;
+  std::uint64_t lost = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (failed_.exchange(true))
+      return;
+    fail_reason_ = why;
+    lost = queued_ - written_;
+    completions.swap(completions_);
+    queue_.clear();
+    queue_frames_ = 0;
+    unwritten_.store(0, std::memory_order_relaxed);
+  }
+  room_.notify_all();
+  auto self = shared_from_this();
+  if (session_)
+    session_->stop(why);
+  std::string message = why;
+  if (lost > 0) {
+    message +=
+        "; " + std::to_string(lost) + " unsent message" + (lost == 1 ? "" : "s") + " dropped";
+    spdlog::warn("{}", message);
+  } else if (ec == errc::closed) {
+    spdlog::debug("{}", message);
+  } else {
+    spdlog::info("{}", message);
+  }
+  owner_.link_failed(node_.node_id);
+  owner_.link_progress(0, lost);
+  for (auto& [seq, done] : completions)
+    call(done, ec, message);
+}
+
+}  // namespace distflow

@@ -1,0 +1,127 @@
+#pragma once
+
+// One destination's outbound connection (PROTOCOL.md §3.2). Application threads
+// encode their messages straight into the link's queue, under the link's own
+// mutex (no hand-off of payload copies, no work left for the I/O thread but a
+// move), and wait there while this destination is too far behind: back-pressure
+// per destination, so one stuck peer never holds up sends to the others. The I/O
+// thread moves the queued frames into the session's write queue. A link that
+// fails (refused, lost, its node left) fails everything queued, at once, and
+// wakes whoever waits.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include <asio/io_context.hpp>
+
+#include "messages.hpp"
+#include "pmd_protocol.hpp"
+
+namespace distflow {
+
+class Session;
+
+/// Outcome of one queued message: empty error code once written to the socket.
+using SendCompletion = std::function<void(std::error_code, const std::string& message)>;
+
+/// What a link reports to the transport that owns it (on the I/O thread).
+class LinkOwner {
+ public:
+  virtual ~LinkOwner() = default;
+  /// Frames were written (`frames`) or failed (`failed`, with the reason).
+  virtual void link_progress(std::uint64_t written, std::uint64_t failed) = 0;
+  /// The link failed and left the owner's map; its destination is to be forgotten.
+  virtual void link_failed(const std::string& node_id) = 0;
+  /// A link with queued frames wants drain() on the I/O thread.
+  virtual void link_ready(const std::shared_ptr<class Link>& link) = 0;
+};
+
+struct LinkConfig {
+  std::string self_id;
+  std::string self_alias;
+  std::size_t max_queue_bytes = 64u << 20;  ///< unwritten bytes before sends wait, then fail
+  std::chrono::milliseconds connect_timeout{5000};
+  /// A destination that takes no bytes for this long is dropped (0: never).
+  std::chrono::milliseconds stall_timeout{0};
+};
+
+class Link : public std::enable_shared_from_this<Link> {
+ public:
+  Link(asio::io_context& io, NodeInfo node, const LinkConfig& config, LinkOwner& owner);
+  ~Link();
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
+
+  const NodeInfo& node() const { return node_; }
+
+  // ---- any thread
+  /// Encodes one message. While more than the limit is unwritten it waits, up to
+  /// `wait` (zero on the I/O thread); then, or once the link failed, the message
+  /// fails: returns the error with its text in `why` (`done` is left to the caller).
+  /// Otherwise `done` (if any) is taken, and runs on the I/O thread once the message
+  /// is written or failed.
+  std::error_code enqueue(std::string_view payload, std::int64_t timestamp, SendCompletion& done,
+                          std::chrono::milliseconds wait, std::string& why);
+  /// Bytes queued on this link and not yet on the wire.
+  std::size_t unwritten_bytes() const { return unwritten_.load(std::memory_order_relaxed); }
+  /// Wakes senders waiting for room: they fail with `why` (the node is stopping).
+  void interrupt_waits(const std::string& why);
+
+  // ---- the I/O thread
+  /// Dials the destination.
+  void start();
+  /// Moves the queued frames into the session; `write_now`: one direct send (a
+  /// deferred-writes bracket ends), else the writer is woken.
+  void drain(bool write_now);
+  /// Fails every unwritten frame with `why`, closes, leaves the owner. Idempotent.
+  void fail(std::error_code ec, const std::string& why);
+  bool failed() const { return failed_.load(std::memory_order_relaxed); }
+  /// Frames queued and neither written nor failed yet.
+  std::uint64_t pending_frames() const;
+  /// "'alias' at host:port".
+  std::string describe() const;
+
+ private:
+  class Handler;
+  void connected(std::shared_ptr<Session> session);
+  void written(std::uint64_t frames_written, std::size_t bytes);
+
+  asio::io_context& io_;
+  NodeInfo node_;
+  LinkConfig config_;
+  LinkOwner& owner_;
+
+  // Shared with application threads.
+  mutable std::mutex mutex_;
+  std::condition_variable room_;
+  MessageEncoder encoder_;
+  std::string queue_;               // encoded frames not yet moved to the session
+  std::uint64_t queue_frames_ = 0;  // how many
+  std::uint64_t queued_ = 0;        // frames ever queued (numbering, from 1)
+  std::deque<std::pair<std::uint64_t, SendCompletion>> completions_;
+  bool drain_posted_ = false;
+  int waiting_ = 0;          // senders asleep in room_
+  std::string fail_reason_;  // set once failed (under mutex_)
+  std::string interrupted_;  // set by interrupt_waits()
+  std::atomic<std::size_t> unwritten_{0};
+  std::atomic<bool> failed_{false};
+
+  // The I/O thread's.
+  std::shared_ptr<Session> session_;
+  std::string spare_;          // the queue's other buffer (swapped, capacity kept)
+  std::uint64_t moved_ = 0;    // frames moved into the session
+  std::uint64_t written_ = 0;  // frames written
+};
+
+}  // namespace distflow
