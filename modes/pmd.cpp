@@ -15,7 +15,7 @@ namespace {
 
 struct PmdFlags {
   PmdConfig config;
-  std::string ttl = "15s";
+  std::string ttl = "2s";
   std::string auto_shutdown = "0s";
   std::string stall_timeout = "30s";
 };
@@ -33,8 +33,9 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
   app.add_option("--bind", config.bind, "address to listen on (loopback unless told otherwise)")
       ->capture_default_str();
   app.add_option("--ttl", flags->ttl,
-                 "drop a node that has heartbeated once and then stays silent this long "
-                 "(e.g. 15s, 500ms; 0s: never)")
+                 "drop a node that stays silent this long (e.g. 2s, 500ms; 0s: never): one "
+                 "that announced its heartbeat interval after max(this, 3 intervals) from its "
+                 "registration on, others once they have heartbeated")
       ->capture_default_str();
   app.add_option("--auto-shutdown", flags->auto_shutdown,
                  "exit once no node has been registered for this long, e.g. 30s (0s: never); "
@@ -64,7 +65,7 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
     auto ttl = parse_duration(flags->ttl);
     if (!ttl)
       return usage_error(app, "invalid --ttl '" + flags->ttl +
-                                  "': expected e.g. 15s or 500ms (ms, s, m, h; at most 366 days)");
+                                  "': expected e.g. 2s or 500ms (ms, s, m, h; at most 366 days)");
     auto auto_shutdown = parse_duration(flags->auto_shutdown);
     if (!auto_shutdown) {
       return usage_error(app, "invalid --auto-shutdown '" + flags->auto_shutdown +

@@ -1017,7 +1017,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
     self.host = options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host;
     self.port = port_;
     self.pid = ::getpid();
-    pmd_request("register", register_payload(self),
+    self.max_frame =
+        static_cast<std::uint32_t>(std::min<std::size_t>(options_.max_frame_bytes, kMaxMaxFrame));
+    // Announced: the PMD then expects heartbeats from the registration on.
+    pmd_request("register", register_payload(self, options_.heartbeat_interval.count()),
                 [this](const PmdReply* reply, const std::string&) {
                   if (!reply)
                     return;  // link lost: the loop reconnects and registers again
