@@ -164,15 +164,16 @@ PmdOutcome Registry::handle(ConnectionId conn, std::string_view body, std::int64
 void Registry::handle_into(ConnectionId conn, std::string_view body, bool padded,
                            std::int64_t now_ms, bool loopback, std::string& reply,
                            PmdOutcome& outcome) {
+  PmdRequest request;
   std::string why;
-  if (auto ec = parser_.parse(body, padded, request_, &why)) {
+  if (auto ec = parser_.parse(body, padded, request, &why)) {
     append_response_head(reply, std::nullopt);
     append_error(reply, "malformed JSON: " +
                             (ec == errc::not_an_object ? std::string("not an object") : why));
     reply += '}';
     return;
   }
-  handle_request(conn, request_, now_ms, loopback, reply, outcome);
+  handle_request(conn, request, now_ms, loopback, reply, outcome);
 }
 
 void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std::int64_t now_ms,

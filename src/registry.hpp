@@ -114,7 +114,6 @@ class Registry {
 
   std::chrono::milliseconds ttl_;
   PmdRequestParser parser_;
-  PmdRequest request_;
   RegistryStats stats_;
   Seq next_seq_ = 1;
   std::map<Seq, Entry> entries_;  // registration order
