@@ -355,3 +355,13 @@ TEST_CASE("json: json_int64 reads integer tokens within int64 only", "[json]") {
     CHECK_FALSE(distflow::json_int64(no, value));
   }
 }
+
+TEST_CASE("json: append_json_compact drops insignificant space only when a line break is there",
+          "[json]") {
+  std::string out;
+  distflow::append_json_compact(out, R"({ "a" : [1, 2] })");
+  CHECK(out == R"({ "a" : [1, 2] })");
+  out.clear();
+  distflow::append_json_compact(out, "{\n \"a b\" :\t[1,\r\n \"x\\\" \\n y\"]\n}");
+  CHECK(out == R"({"a b":[1,"x\" \n y"]})");
+}
