@@ -1,7 +1,7 @@
 // The data path's per-message work: building a frame around a payload
 // (MessageEncoder), parsing a received envelope in one pass (EnvelopeParser; and
-// its general JsonObjectWalker path for comparison),
-// and validating payload text (JsonValidator). ~100-byte JSON payload.
+// its general JsonObjectWalker path for comparison). ~100-byte JSON payload.
+// Validating payload text is in json_bench.cpp.
 
 #include <cstdint>
 #include <string>
@@ -75,17 +75,6 @@ void BM_EnvelopeParser_ParseGeneral(benchmark::State& state) {
   BM_EnvelopeParser<true>(state);
 }
 BENCHMARK(BM_EnvelopeParser_ParseGeneral)->Arg(0)->Arg(1);
-
-void BM_JsonValidator_Validate(benchmark::State& state) {
-  distflow::JsonValidator validator;
-  for (auto _ : state) {
-    if (validator.validate(kPayload))
-      state.SkipWithError("validate failed");
-  }
-  state.SetItemsProcessed(state.iterations());
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kPayload.size()));
-}
-BENCHMARK(BM_JsonValidator_Validate);
 
 void BM_NdjsonLine_Append(benchmark::State& state) {
   std::string frame;

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "errors.hpp"
+#include "json.hpp"
 #include "modes.hpp"
 #include "pmd_client.hpp"
 
@@ -40,14 +41,23 @@ std::string nodes_json(const std::vector<NodeInfo>& nodes) {
   return out + "]";
 }
 
+std::string endpoint_json(const PmdEndpoint& endpoint) {
+  std::string out;
+  append_json_string(out, endpoint.to_string());
+  return out;
+}
+
+/// Text output: every name from the PMD goes through printable(), so that no
+/// entry can move the cursor, clear the screen or forge a row.
 void print_nodes(const std::vector<NodeInfo>& nodes) {
   std::cout << "Registered nodes: " << nodes.size() << "\n";
   if (nodes.empty())
     return;
   std::vector<std::array<std::string, 4>> rows{{"ALIAS", "NODE ID", "ADDRESS", "LAST HEARTBEAT"}};
   for (const auto& n : nodes) {
-    rows.push_back({n.alias.empty() ? "-" : n.alias, n.node_id,
-                    n.host + ":" + std::to_string(n.port), format_time(n.last_heartbeat)});
+    rows.push_back({n.alias.empty() ? "-" : printable(n.alias), printable(n.node_id),
+                    printable(n.host) + ":" + std::to_string(n.port),
+                    format_time(n.last_heartbeat)});
   }
   std::array<std::size_t, 4> width{};
   for (const auto& row : rows) {
@@ -111,8 +121,8 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd) {
         const auto nodes = client->list();
         if (flags->json) {
           if (chosen == status) {
-            std::cout << "{\"pmd\":\"" << endpoint.to_string()
-                      << "\",\"running\":true,\"nodes\":" << nodes_json(nodes) << "}\n";
+            std::cout << "{\"pmd\":" << endpoint_json(endpoint)
+                      << ",\"running\":true,\"nodes\":" << nodes_json(nodes) << "}\n";
           } else {
             std::cout << nodes_json(nodes) << "\n";
           }
@@ -133,9 +143,9 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd) {
           append_node_info(out, *node);
           std::cout << out << "\n";
         } else {
-          std::cout << "alias:          " << (node->alias.empty() ? "-" : node->alias)
-                    << "\nnode id:        " << node->node_id << "\naddress:        " << node->host
-                    << ":" << node->port
+          std::cout << "alias:          " << (node->alias.empty() ? "-" : printable(node->alias))
+                    << "\nnode id:        " << printable(node->node_id)
+                    << "\naddress:        " << printable(node->host) << ":" << node->port
                     << "\nlast heartbeat: " << format_time(node->last_heartbeat) << "\n";
         }
         return 0;
@@ -148,10 +158,10 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd) {
                       (count == "1" ? " node is" : " nodes are") +
                       " registered; use --force to stop it anyway");
         }
-        throw Error("PMD " + endpoint.to_string() + " refused to stop: " + reply.error);
+        throw Error("PMD " + endpoint.to_string() + " refused to stop: " + printable(reply.error));
       }
       if (flags->json) {
-        std::cout << "{\"pmd\":\"" << endpoint.to_string() << "\",\"stopped\":true}\n";
+        std::cout << "{\"pmd\":" << endpoint_json(endpoint) << ",\"stopped\":true}\n";
       } else {
         std::cout << "PMD on " << endpoint.to_string() << " stopped\n";
       }

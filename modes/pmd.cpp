@@ -33,9 +33,15 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
   app.add_option("--bind", config.bind, "address to listen on (loopback unless told otherwise)")
       ->capture_default_str();
   app.add_option("--ttl", flags->ttl,
-                 "drop a node that has heartbeated once and then stays silent this long "
-                 "(e.g. 15s, 500ms; 0s: never)")
+                 "drop a node that heartbeats without announcing its interval (the TypeScript "
+                 "original, every 5 s) once it is silent this long (e.g. 15s, 500ms; 0s: "
+                 "never expire any node)")
       ->capture_default_str();
+  app.add_option("--missed-heartbeats", config.missed_heartbeats,
+                 "drop a node that announced its heartbeat interval (distflow's: 500 ms) after "
+                 "this many intervals without one, counted from its registration")
+      ->capture_default_str()
+      ->check(CLI::Range(2u, 1000u));
   app.add_option("--auto-shutdown", flags->auto_shutdown,
                  "exit once no node has been registered for this long, e.g. 30s (0s: never); "
                  "set by auto-start, it also makes a daemon that finds its port taken exit 0 "
@@ -64,7 +70,7 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
     auto ttl = parse_duration(flags->ttl);
     if (!ttl)
       return usage_error(app, "invalid --ttl '" + flags->ttl +
-                                  "': expected e.g. 15s or 500ms (ms, s, m, h; at most 366 days)");
+                                  "': expected e.g. 2s or 500ms (ms, s, m, h; at most 366 days)");
     auto auto_shutdown = parse_duration(flags->auto_shutdown);
     if (!auto_shutdown) {
       return usage_error(app, "invalid --auto-shutdown '" + flags->auto_shutdown +

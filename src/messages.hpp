@@ -2,6 +2,7 @@
 
 // Node-to-node messages (PROTOCOL.md §3.1) on the data path: the payload is kept
 // as the exact JSON text received, located as a span, never rebuilt via a DOM.
+// The JSON reading itself is the json module's (json.hpp).
 
 #include <atomic>
 #include <cstdint>
@@ -11,6 +12,8 @@
 #include <system_error>
 #include <utility>
 #include <vector>
+
+#include "json.hpp"
 
 namespace distflow {
 
@@ -116,59 +119,6 @@ class EnvelopeParser {
   std::unique_ptr<Impl> impl_;
 };
 
-/// The deepest nesting of arrays and objects accepted (the whole text counts:
-/// an envelope's payload may be 1023 levels deep).
-inline constexpr unsigned kJsonMaxDepth = 1024;
-
-/// Full JSON validation of text the caller keeps as text, in one pass: RFC 8259
-/// grammar, UTF-8 (well-formed, no encoded surrogates), \u escapes (surrogates
-/// only in pairs), at most kJsonMaxDepth levels. Numbers are checked by the
-/// grammar only (1e400 is accepted, as JSON.parse does). Stateless.
-class JsonValidator {
- public:
-  /// errc::bad_json with `why` (reason and byte offset) when `text` is not one JSON value.
-  std::error_code validate(std::string_view text, std::string* why = nullptr);
-  /// Like validate(), and errc::not_an_object unless the value is an object.
-  std::error_code validate_object(std::string_view text, std::string* why = nullptr);
-};
-
-/// A member of a JSON object, as JsonObjectWalker lists it.
-struct JsonMember {
-  std::string_view key;      ///< unescaped
-  std::string_view value;    ///< the value's exact text, without the space around it
-  bool key_escaped = false;  ///< the key was spelt with escapes
-};
-
-namespace detail {
-struct JsonEscapedKey {
-  std::size_t member, offset, length;
-};
-}  // namespace detail
-
-/// Validates one JSON object completely (as JsonValidator) in one pass, and lists
-/// its top-level members in order (duplicates included). Reuses its buffers.
-class JsonObjectWalker {
- public:
-  /// errc::bad_json (`why`: reason and byte offset) or errc::not_an_object ("not a
-  /// JSON object") for anything but one object. `padded`: 16 readable bytes follow
-  /// `text`. The members' views point into `text` or into the walker (escaped
-  /// keys) and stay valid until the next walk().
-  std::error_code walk(std::string_view text, bool padded, std::string* why = nullptr);
-  const std::vector<JsonMember>& members() const { return members_; }
-
- private:
-  std::vector<JsonMember> members_;
-  std::string keys_;  // unescaped escaped keys
-  std::vector<detail::JsonEscapedKey> escaped_keys_;
-};
-
-/// Appends the unescaped text of a JSON string's contents (between its quotes),
-/// which a scan accepted (valid escapes, surrogates in pairs).
-void append_json_unescaped(std::string& out, std::string_view contents);
-/// The text of an accepted JSON string token (quotes included): a view of the
-/// token when it has no escape, else unescaped into `storage`.
-std::string_view json_string_text(std::string_view token, std::string& storage);
-
 /// Builds outgoing frames for one route (from, to, alias). The JSON around the
 /// payload is rendered once; each message costs two copies and a number.
 class MessageEncoder {
@@ -195,13 +145,6 @@ class MessageEncoder {
 /// The payload is its exact text, compacted (append_json_compact) when it holds a
 /// newline: a record never spans two lines, whatever a peer sent.
 void append_ndjson_line(std::string& out, const Envelope& message);
-
-/// Appends valid JSON text `json` as is, unless it holds a newline or carriage
-/// return: then without its insignificant whitespace (none inside strings).
-void append_json_compact(std::string& out, std::string_view json);
-
-/// Appends `text` as a JSON string literal (quotes and escapes).
-void append_json_string(std::string& out, std::string_view text);
 
 /// Milliseconds since the Unix epoch (system clock), as the protocol's timestamps.
 std::int64_t now_ms();

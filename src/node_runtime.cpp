@@ -106,6 +106,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
         options_.advertise_host.empty() ? options_.listen_host : options_.advertise_host;
     link.self.port = port_;
     link.self.pid = ::getpid();
+    link.self.max_frame =
+        static_cast<std::uint32_t>(std::min<std::size_t>(options_.max_frame_bytes, kMaxMaxFrame));
     link.heartbeat_interval = options_.heartbeat_interval;
     link.auto_start_pmd = options_.auto_start_pmd;
     link.executable = options_.executable;

@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "errors.hpp"
-#include "messages.hpp"
+#include "json.hpp"
 
 namespace distflow {
 namespace {
@@ -46,10 +46,12 @@ std::string format_peer_event(std::string_view event, const NodeInfo& peer, std:
     return line;
   }
   const std::string_view word = event.starts_with("peer:") ? event.substr(5) : event;
-  line = fmt::format("{:<7} {}  id={}  {}:{}", word, peer.alias.empty() ? "-" : peer.alias,
-                     peer.node_id, peer.host, peer.port);
+  // Names come from the PMD: escaped, so that none can act on the terminal.
+  line = fmt::format("{:<7} {}  id={}  {}:{}", printable(word),
+                     peer.alias.empty() ? "-" : printable(peer.alias), printable(peer.node_id),
+                     printable(peer.host), peer.port);
   if (!reason.empty())
-    line += fmt::format("  reason={}", reason);
+    line += fmt::format("  reason={}", printable(reason));
   line += '\n';
   return line;
 }

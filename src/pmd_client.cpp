@@ -9,7 +9,7 @@
 
 #include "errors.hpp"
 #include "framing.hpp"
-#include "messages.hpp"
+#include "json.hpp"
 #include "session.hpp"
 
 namespace distflow {

@@ -240,7 +240,8 @@ void PmdLink::send_heartbeat() {
 }
 
 void PmdLink::register_self() {
-  request("register", register_payload(config_.self),
+  // heartbeatMs announced: the PMD expects heartbeats from the registration on.
+  request("register", register_payload(config_.self, config_.heartbeat_interval.count()),
           [this](const PmdReply* reply, const std::string&) {
             if (!reply)
               return;  // connection lost: the loop reconnects and registers again

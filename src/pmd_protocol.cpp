@@ -1,146 +1,194 @@
 #include "pmd_protocol.hpp"
 
+#include <algorithm>
+#include <array>
 #include <charconv>
-#include <cmath>
 #include <cstdlib>
 #include <deque>
-#include <limits>
 #include <utility>
 
-#include <nlohmann/json.hpp>
-
+#include "errors.hpp"
 #include "framing.hpp"
-#include "messages.hpp"
+#include "json.hpp"
 
 namespace distflow {
 namespace {
 
-using nlohmann::json;
-
-/// Bodies longer than this are not worth the fast path (and would grow the
-/// parser's buffers for good).
-constexpr std::size_t kFastPathMaxBytes = 4096;
-
-// ---- the fast request reader -------------------------------------------------
+/// Bodies larger than this are read with fresh walkers, so that one huge request
+/// does not keep the parser's buffers grown for good.
+constexpr std::size_t kKeepBuffersMaxBytes = 4096;
 
 /// Unescaped strings of the request being read (views into them stay valid).
 using Strings = std::deque<std::string>;
 
-bool read_string(std::string_view value, Strings& strings, std::optional<std::string_view>& out) {
-  if (out || value.front() != '"')
-    return false;
-  out = json_string_text(value, strings.emplace_back());
-  return true;
+std::string_view string_text(std::string_view token, Strings& strings) {
+  if (token.find('\\') == std::string_view::npos)
+    return token.substr(1, token.size() - 2);
+  return json_string_text(token, strings.emplace_back());
 }
 
-/// An integer token within int64 (no fraction, no exponent).
-bool read_int64(std::string_view value, std::optional<std::int64_t>& out) {
-  std::int64_t number = 0;
-  const char* end = value.data() + value.size();
-  if (out || (value.front() != '-' && (value.front() < '0' || value.front() > '9')))
-    return false;
-  const auto [at, ec] = std::from_chars(value.data(), end, number);
-  if (ec != std::errc() || at != end)
-    return false;
-  out = number;
-  return true;
-}
-
-/// A scalar the full parser reads back as the same value: not an object or
-/// array, and a number within 64 bits (an integer) or a finite double.
-bool plain_scalar(std::string_view value) {
-  const char first = value.front();
-  if (first == '{' || first == '[')
-    return false;
-  if (first != '-' && (first < '0' || first > '9'))
-    return true;
-  const char* end = value.data() + value.size();
-  if (value.find_first_of(".eE") == std::string_view::npos) {
-    std::int64_t signed_number = 0;
-    std::uint64_t unsigned_number = 0;
-    const auto s = std::from_chars(value.data(), end, signed_number);
-    const auto u = std::from_chars(value.data(), end, unsigned_number);
-    return (s.ec == std::errc() && s.ptr == end) || (u.ec == std::errc() && u.ptr == end);
+/// A member's value (an accepted JSON token) as the registry reads it.
+PmdField field_of(std::string_view value, Strings& strings) {
+  PmdField field;
+  switch (value.front()) {
+    case '"':
+      field.kind = PmdField::Kind::string;
+      field.text = string_text(value, strings);
+      break;
+    case 'n':
+      field.kind = PmdField::Kind::null;
+      break;
+    case 't':
+    case 'f':
+      field.kind = PmdField::Kind::boolean;
+      field.number = value.front() == 't' ? 1 : 0;
+      break;
+    case '{':
+    case '[':
+      field.kind = PmdField::Kind::other;
+      break;
+    default:  // a number
+      field.kind =
+          json_int64(value, field.number) ? PmdField::Kind::integer : PmdField::Kind::other;
+      if (field.kind == PmdField::Kind::other)
+        field.number = 0;
   }
-  const std::string token(value);
-  return std::isfinite(std::strtod(token.c_str(), nullptr));
+  return field;
 }
 
-bool read_bool(std::string_view value, std::optional<bool>& out) {
-  if (out || (value != "true" && value != "false"))
-    return false;
-  out = value == "true";
-  return true;
-}
-
-/// `padded`: 16 readable bytes follow `value` (it lies inside a padded body).
-bool read_payload(std::string_view value, bool padded, JsonObjectWalker& walker, Strings& strings,
-                  PmdRequestView& out) {
-  if (value == "null")
-    return true;
-  if (value.front() != '{' || walker.walk(value, padded))
-    return false;
-  out.payload = true;
-  bool alias_seen = false;
+/// The payload's members that the registry reads, each the last of its name.
+void read_payload(const JsonObjectWalker& walker, Strings& strings, PmdRequest& out) {
   for (const JsonMember& member : walker.members()) {
-    if (member.key_escaped)
-      return false;
     const std::string_view key = member.key;
-    const std::string_view v = member.value;
-    bool ok = false;
+    PmdField* field = nullptr;
     if (key == "nodeId") {
-      ok = read_string(v, strings, out.node_id);
+      field = &out.node_id;
     } else if (key == "alias") {
-      if (alias_seen)
-        return false;
-      alias_seen = true;
-      ok = v == "null" || read_string(v, strings, out.alias);
+      field = &out.alias;
     } else if (key == "host") {
-      ok = read_string(v, strings, out.host);
+      field = &out.host;
     } else if (key == "port") {
-      ok = read_int64(v, out.port);
+      field = &out.port;
     } else if (key == "pid") {
-      ok = read_int64(v, out.pid);
+      field = &out.pid;
     } else if (key == "snapshot") {
-      ok = read_bool(v, out.snapshot);
+      field = &out.snapshot;
     } else if (key == "force") {
-      ok = read_bool(v, out.force);
+      field = &out.force;
+    } else if (key == "heartbeatMs") {
+      field = &out.heartbeat_ms;
+    } else if (key == "maxFrame") {
+      field = &out.max_frame;
     }
-    if (!ok)
-      return false;
+    if (field != nullptr)
+      *field = field_of(member.value, strings);
   }
-  return true;
 }
 
-std::optional<NodeInfo> node_from_json(const json& j) {
-  if (!j.is_object())
+// ---- the client's reading of replies ------------------------------------------
+
+/// The last value of each of `keys` among the members (empty view: absent).
+template <std::size_t N>
+std::array<std::string_view, N> last_values(const JsonObjectWalker& walker,
+                                            const std::array<std::string_view, N>& keys) {
+  std::array<std::string_view, N> out{};
+  for (const JsonMember& member : walker.members()) {
+    for (std::size_t i = 0; i < N; ++i) {
+      if (member.key == keys[i])
+        out[i] = member.value;
+    }
+  }
+  return out;
+}
+
+bool is_string(std::string_view value) {
+  return !value.empty() && value.front() == '"';
+}
+
+std::string string_of(std::string_view token) {
+  std::string storage;
+  const std::string_view text = json_string_text(token, storage);
+  return text.data() == storage.data() ? std::move(storage) : std::string(text);
+}
+
+/// A number token as an int64: integers exactly, others rounded toward zero and
+/// clamped; 0 for anything that is not a number.
+std::int64_t int64_of(std::string_view value) {
+  if (value.empty() || (value.front() != '-' && (value.front() < '0' || value.front() > '9')))
+    return 0;
+  std::int64_t integer = 0;
+  if (json_int64(value, integer))
+    return integer;
+  const double number = std::strtod(std::string(value).c_str(), nullptr);
+  constexpr double kLimit = 9.2e18;
+  return static_cast<std::int64_t>(number < -kLimit ? -kLimit : number > kLimit ? kLimit : number);
+}
+
+std::optional<NodeInfo> node_from_json(std::string_view text, JsonObjectWalker& walker) {
+  if (text.empty() || text.front() != '{' || walker.walk(text, false))
+    return std::nullopt;
+  const auto [id, alias, host, port, last_heartbeat, registered_at, pid, max_frame] =
+      last_values<8>(walker, {"nodeId", "alias", "host", "port", "lastHeartbeat", "registeredAt",
+                              "pid", "maxFrame"});
+  if (!is_string(id))
     return std::nullopt;
   NodeInfo node;
-  auto id = j.find("nodeId");
-  if (id == j.end() || !id->is_string())
-    return std::nullopt;
-  node.node_id = id->get<std::string>();
-  if (auto a = j.find("alias"); a != j.end() && a->is_string())
-    node.alias = a->get<std::string>();
-  if (auto h = j.find("host"); h != j.end() && h->is_string())
-    node.host = h->get<std::string>();
-  if (auto p = j.find("port"); p != j.end() && p->is_number_integer()) {
-    const auto port = p->get<std::int64_t>();
-    if (port >= 0 && port <= 65535)
-      node.port = static_cast<std::uint16_t>(port);
-  }
-  auto int_field = [&j](const char* key) -> std::int64_t {
-    auto it = j.find(key);
-    if (it == j.end() || !it->is_number())
-      return 0;
-    if (it->is_number_integer())
-      return it->get<std::int64_t>();
-    return static_cast<std::int64_t>(it->get<double>());
-  };
-  node.last_heartbeat = int_field("lastHeartbeat");
-  node.registered_at = int_field("registeredAt");
-  node.pid = int_field("pid");
+  node.node_id = string_of(id);
+  if (is_string(alias))
+    node.alias = string_of(alias);
+  if (is_string(host))
+    node.host = string_of(host);
+  std::int64_t number = 0;
+  if (json_int64(port, number) && number >= 0 && number <= 65535)
+    node.port = static_cast<std::uint16_t>(number);
+  node.last_heartbeat = int64_of(last_heartbeat);
+  node.registered_at = int64_of(registered_at);
+  node.pid = int64_of(pid);
+  if (json_int64(max_frame, number) && number >= kMinMaxFrame && number <= kMaxMaxFrame)
+    node.max_frame = static_cast<std::uint32_t>(number);
   return node;
+}
+
+// ---- text for terminals --------------------------------------------------------
+
+/// The code point of the well-formed UTF-8 sequence at p (lead byte >= 0x80) and
+/// its length; length 0 when it is not well-formed.
+std::pair<char32_t, int> decode_utf8(const char* p, const char* end) {
+  const auto lead = static_cast<unsigned char>(*p);
+  int length = 0;
+  char32_t code = 0;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+    code = lead & 0x1f;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    code = lead & 0x0f;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    code = lead & 0x07;
+  } else {
+    return {0, 0};
+  }
+  if (end - p < length)
+    return {0, 0};
+  for (int i = 1; i < length; ++i) {
+    const auto c = static_cast<unsigned char>(p[i]);
+    if ((c & 0xc0) != 0x80)
+      return {0, 0};
+    code = code << 6 | (c & 0x3f);
+  }
+  const char32_t min = length == 2 ? 0x80 : length == 3 ? 0x800 : 0x10000;
+  if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff))
+    return {0, 0};
+  return {code, length};
+}
+
+/// C1 controls, and the format and separator characters that move or hide text
+/// (bidirectional overrides, zero-width characters, line and paragraph separators).
+bool invisible(char32_t code) {
+  return (code >= 0x80 && code <= 0x9f) || code == 0x61c || code == 0x180e ||
+         (code >= 0x200b && code <= 0x200f) || (code >= 0x2028 && code <= 0x202e) ||
+         (code >= 0x2060 && code <= 0x206f) || code == 0xfeff || (code >= 0xfff9 && code <= 0xfffb);
 }
 
 }  // namespace
@@ -166,7 +214,49 @@ void append_node_info(std::string& out, const NodeInfo& node) {
     out += ",\"pid\":";
     out += std::to_string(node.pid);
   }
+  if (node.max_frame != 0) {
+    out += ",\"maxFrame\":";
+    out += std::to_string(node.max_frame);
+  }
   out += '}';
+}
+
+std::string printable(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  const char* p = text.data();
+  const char* end = p + text.size();
+  while (p < end) {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c >= 0x20 && c < 0x7f) {
+      if (c == '\\')
+        out += '\\';
+      out += static_cast<char>(c);
+      ++p;
+      continue;
+    }
+    if (c >= 0x80) {
+      const auto [code, length] = decode_utf8(p, end);
+      if (length > 0 && !invisible(code)) {
+        out.append(p, static_cast<std::size_t>(length));
+        p += length;
+        continue;
+      }
+      if (length > 0) {
+        out += "\\u";
+        for (int shift = 12; shift >= 0; shift -= 4)
+          out += kHex[code >> shift & 0xf];
+        p += length;
+        continue;
+      }
+    }
+    out += "\\x";
+    out += kHex[c >> 4];
+    out += kHex[c & 0xf];
+    ++p;
+  }
+  return out;
 }
 
 struct PmdRequestParser::Impl {
@@ -180,44 +270,50 @@ PmdRequestParser::~PmdRequestParser() = default;
 PmdRequestParser::PmdRequestParser(PmdRequestParser&&) noexcept = default;
 PmdRequestParser& PmdRequestParser::operator=(PmdRequestParser&&) noexcept = default;
 
-bool PmdRequestParser::parse(std::string_view body, bool padded, PmdRequestView& out) {
+std::error_code PmdRequestParser::parse(std::string_view body, bool padded, PmdRequest& out,
+                                        std::string* why) {
   static_assert(kFramePadding >= 16);
-  out = PmdRequestView{};
-  if (body.size() > kFastPathMaxBytes)
-    return false;
-  impl_->strings.clear();
+  out = PmdRequest{};
+  Impl& impl = *impl_;
+  impl.strings.clear();
   // Validates the whole body; the payload's members are walked again below.
-  if (impl_->request.walk(body, padded))
-    return false;
-  bool type_seen = false;
-  bool payload_seen = false;
-  for (const JsonMember& member : impl_->request.members()) {
-    if (member.key_escaped)
-      return false;
-    const std::string_view value = member.value;
+  if (auto ec = impl.request.walk(body, padded, why)) {
+    if (body.size() > kKeepBuffersMaxBytes)
+      impl.request = JsonObjectWalker();
+    return ec;
+  }
+  std::string_view type, payload;
+  for (const JsonMember& member : impl.request.members()) {
     if (member.key == "type") {
-      std::optional<std::string_view> type;
-      if (type_seen || !read_string(value, impl_->strings, type))
-        return false;
-      out.type = *type;
-      type_seen = true;
+      type = member.value;
     } else if (member.key == "requestId") {
-      if (out.request_id || !plain_scalar(value))
-        return false;
-      out.request_id = value;
+      out.request_id = member.value;
     } else if (member.key == "payload") {
-      // The payload is followed by the rest of the body (and the padding, if any).
-      const auto after = body.data() + body.size() - (value.data() + value.size());
-      if (payload_seen ||
-          !read_payload(value, padded || after >= 16, impl_->payload, impl_->strings, out)) {
-        return false;
-      }
-      payload_seen = true;
-    } else {
-      return false;
+      payload = member.value;
     }
   }
-  return type_seen;
+  if (is_string(type))
+    out.type = string_text(type, impl.strings);
+  if (payload.empty() || payload == "null") {
+    out.payload = PmdRequest::Payload::absent;
+  } else if (payload.front() != '{') {
+    out.payload = PmdRequest::Payload::other;
+  } else {
+    // The payload is followed by the rest of the body (and the padding, if any).
+    const auto after = body.data() + body.size() - (payload.data() + payload.size());
+    // It was validated as part of the body: this walk cannot fail.
+    if (!impl.payload.walk(payload, padded || after >= 16)) {
+      out.payload = PmdRequest::Payload::object;
+      read_payload(impl.payload, impl.strings, out);
+    } else {
+      out.payload = PmdRequest::Payload::other;
+    }
+  }
+  if (body.size() > kKeepBuffersMaxBytes) {
+    impl.request = JsonObjectWalker();
+    impl.payload = JsonObjectWalker();
+  }
+  return {};
 }
 
 std::string encode_request(std::string_view type, std::string_view payload_json,
@@ -232,7 +328,7 @@ std::string encode_request(std::string_view type, std::string_view payload_json,
   return out;
 }
 
-std::string register_payload(const NodeInfo& node) {
+std::string register_payload(const NodeInfo& node, std::int64_t heartbeat_ms) {
   std::string out = "{\"nodeId\":";
   append_json_string(out, node.node_id);
   if (!node.alias.empty()) {
@@ -247,6 +343,14 @@ std::string register_payload(const NodeInfo& node) {
     out += ",\"pid\":";
     out += std::to_string(node.pid);
   }
+  if (node.max_frame >= kMinMaxFrame) {
+    out += ",\"maxFrame\":";
+    out += std::to_string(std::min(node.max_frame, kMaxMaxFrame));
+  }
+  if (heartbeat_ms > 0 && heartbeat_ms <= kMaxHeartbeatMs) {
+    out += ",\"heartbeatMs\":";
+    out += std::to_string(std::max(heartbeat_ms, kMinHeartbeatMs));
+  }
   out += '}';
   return out;
 }
@@ -257,58 +361,63 @@ std::optional<PmdReply> parse_reply(std::string_view body, std::string* why) {
       *why = std::move(text);
     return std::nullopt;
   };
-  json j = json::parse(body.begin(), body.end(), nullptr, false);
-  if (j.is_discarded())
-    return fail("not valid JSON");
-  if (!j.is_object())
-    return fail("not a JSON object");
-  auto type = j.find("type");
-  if (type == j.end() || !type->is_string())
+  JsonObjectWalker walker;
+  if (auto ec = walker.walk(body, false))
+    return fail(ec == errc::not_an_object ? "not a JSON object" : "not valid JSON");
+  const auto [type, request_id, payload] = last_values<3>(walker, {"type", "requestId", "payload"});
+  if (!is_string(type))
     return fail("no 'type'");
   PmdReply reply;
-  const auto& type_text = type->get_ref<const std::string&>();
+  const std::string type_text = string_of(type);
   if (type_text == "event") {
     reply.is_event = true;
   } else if (type_text != "response") {
     return fail("unexpected type '" + type_text + "'");
   }
-  if (auto id = j.find("requestId"); id != j.end() && id->is_number_unsigned()) {
-    reply.request_id = id->get<std::uint64_t>();
-  } else if (id != j.end() && id->is_number_integer() && id->get<std::int64_t>() >= 0) {
-    reply.request_id = static_cast<std::uint64_t>(id->get<std::int64_t>());
+  std::uint64_t id = 0;
+  if (!request_id.empty() && request_id.find_first_of(".eE") == std::string_view::npos) {
+    const char* end = request_id.data() + request_id.size();
+    if (auto [at, ec] = std::from_chars(request_id.data(), end, id);
+        ec == std::errc() && at == end) {
+      reply.request_id = id;
+    } else if (request_id == "-0") {
+      reply.request_id = 0;
+    }
   }
-  auto payload = j.find("payload");
-  if (payload == j.end() || !payload->is_object())
+  if (payload.empty() || payload.front() != '{' || walker.walk(payload, false))
     return fail("no 'payload' object");
-  const json& p = *payload;
   if (reply.is_event) {
-    if (auto e = p.find("event"); e != p.end() && e->is_string())
-      reply.event = e->get<std::string>();
-    if (auto peer = p.find("peer"); peer != p.end())
-      reply.peer = node_from_json(*peer);
-    if (auto r = p.find("reason"); r != p.end() && r->is_string())
-      reply.reason = r->get<std::string>();
+    const auto [event, peer, reason] = last_values<3>(walker, {"event", "peer", "reason"});
+    if (is_string(event))
+      reply.event = string_of(event);
+    if (is_string(reason))
+      reply.reason = string_of(reason);
+    if (!peer.empty())
+      reply.peer = node_from_json(peer, walker);
     if (reply.event.empty() || !reply.peer)
       return fail("event without 'event' or 'peer'");
     return reply;
   }
-  if (auto e = p.find("error"); e != p.end()) {
-    reply.error = e->is_string() ? e->get<std::string>() : e->dump();
+  const auto [error, success, node, nodes] =
+      last_values<4>(walker, {"error", "success", "node", "nodes"});
+  if (!error.empty()) {
+    reply.error = is_string(error) ? string_of(error) : std::string(error);
     if (reply.error.empty())
       reply.error = "error";
   }
-  if (auto s = p.find("success"); s != p.end() && s->is_boolean())
-    reply.success = s->get<bool>();
-  if (auto n = p.find("node"); n != p.end())
-    reply.node = node_from_json(*n);
-  if (auto ns = p.find("nodes"); ns != p.end() && ns->is_array()) {
-    std::vector<NodeInfo> nodes;
-    for (const auto& item : *ns) {
-      if (auto node = node_from_json(item))
-        nodes.push_back(std::move(*node));
+  reply.success = success == "true";
+  std::vector<std::string_view> elements;
+  if (json_array_elements(nodes, elements)) {
+    std::vector<NodeInfo> list;
+    list.reserve(elements.size());
+    for (std::string_view element : elements) {
+      if (auto info = node_from_json(element, walker))
+        list.push_back(std::move(*info));
     }
-    reply.nodes = std::move(nodes);
+    reply.nodes = std::move(list);
   }
+  if (!node.empty())
+    reply.node = node_from_json(node, walker);
   return reply;
 }
 

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "errors.hpp"
+#include "log_throttle.hpp"
 #include "registry.hpp"
 #include "session.hpp"
 #include "systemd.hpp"
@@ -26,6 +27,8 @@ constexpr auto kAwait = asio::experimental::as_tuple(asio::use_awaitable);
 // Room reserved per reply: most are a few hundred bytes; a larger one (a long
 // `list`) grows its chunk.
 constexpr std::size_t kReplyRoom = 4096;
+// Joins and leaves are logged at debug; at info, one line of counts at most this often.
+constexpr std::chrono::seconds kActivityLogPeriod{60};
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -50,7 +53,7 @@ class Client final : public SessionHandler {
 class Server {
  public:
   Server(asio::io_context& io, const PmdConfig& config)
-      : io_(io), config_(config), acceptor_(io), sweep_(io), signals_(io), registry_(config.ttl) {}
+      : io_(io), config_(config), acceptor_(io), sweep_(io), signals_(io), registry_(config.ttl, config.missed_heartbeats) {}
 
   /// Binds; false when the port is in use and the config says to step aside.
   bool listen();
@@ -99,6 +102,9 @@ class Server {
   ConnectionId next_id_ = 1;
   bool stopping_ = false;
   std::chrono::steady_clock::time_point last_occupied_ = std::chrono::steady_clock::now();
+  LogThrottle accept_log_{std::chrono::seconds(1)};
+  RegistryStats logged_stats_;  // as of the last activity line
+  std::chrono::steady_clock::time_point activity_since_ = std::chrono::steady_clock::now();
 };
 
 bool Client::on_readable(Session& session) {
@@ -161,9 +167,7 @@ void Server::start() {
 
 void Server::arm_sweep() {
   using std::chrono::milliseconds;
-  milliseconds period{1000};
-  if (config_.ttl.count() > 0)
-    period = std::min(period, config_.ttl / 4);
+  milliseconds period = expiry_sweep_period(config_.ttl);
   if (config_.auto_shutdown.count() > 0)
     period = std::min(period, config_.auto_shutdown / 4);
   period = std::max(period, milliseconds(10));
@@ -174,9 +178,21 @@ void Server::arm_sweep() {
     touch();
     auto events = registry_.expire(now_ms());
     if (!events.empty())
-      spdlog::info("pmd: {} node(s) expired (no heartbeat within {} ms)", events.size(),
-                   config_.ttl.count());
+      spdlog::debug("pmd: {} node(s) expired (no heartbeat within their ttl)", events.size());
     broadcast(events);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - activity_since_ >= kActivityLogPeriod) {
+      const RegistryStats& stats = registry_.stats();
+      if (stats != logged_stats_) {
+        spdlog::info(
+            "pmd: last {} s: {} joins, {} leaves ({} ttl_expired)",
+            std::chrono::duration_cast<std::chrono::seconds>(now - activity_since_).count(),
+            stats.joins - logged_stats_.joins, stats.leaves - logged_stats_.leaves,
+            stats.ttl_expired - logged_stats_.ttl_expired);
+        logged_stats_ = stats;
+      }
+      activity_since_ = now;
+    }
     if (config_.auto_shutdown.count() > 0 && registry_.size() == 0 &&
         std::chrono::steady_clock::now() - last_occupied_ >= config_.auto_shutdown) {
       shutdown_all(nullptr, "auto-shutdown: no registered node");
@@ -194,7 +210,11 @@ asio::awaitable<void> Server::accept_loop() {
       break;
     if (ec) {
       // e.g. EMFILE: back off instead of spinning.
-      spdlog::warn("pmd: accept failed: {}", ec.message());
+      if (std::uint64_t suppressed = 0;
+          accept_log_.allow(std::chrono::steady_clock::now(), suppressed)) {
+        spdlog::warn("pmd: accept failed: {} ({} more since the last report)", ec.message(),
+                     suppressed);
+      }
       backoff.expires_after(std::chrono::milliseconds(100));
       co_await backoff.async_wait(kAwait);
       continue;
@@ -266,7 +286,7 @@ bool Server::serve(Session& session, ConnectionId id) {
     served = true;
     if (!outcome.events.empty()) {
       for (const auto& event : outcome.events)
-        spdlog::info("pmd: event {:.256}", event);
+        spdlog::debug("pmd: event {:.256}", event);
       broadcast(outcome.events);
       touch();
     }
@@ -297,7 +317,7 @@ void Server::on_closed(ConnectionId id, const Session& session, std::string_view
   sessions_.erase(id);
   auto events = registry_.connection_closed(id);
   for (const auto& event : events)
-    spdlog::info("pmd: event {:.256}", event);
+    spdlog::debug("pmd: event {:.256}", event);
   broadcast(events);
 }
 

@@ -10,13 +10,15 @@
 
 #include "framing.hpp"
 #include "pmd_protocol.hpp"
+#include "registry.hpp"
 
 namespace distflow {
 
 struct PmdConfig {
   std::string bind = "127.0.0.1";
-  std::uint16_t port = kDefaultPmdPort;        ///< 0: pick a free port
-  std::chrono::milliseconds ttl{15000};        ///< heartbeat TTL (only for nodes that heartbeat)
+  std::uint16_t port = kDefaultPmdPort;  ///< 0: pick a free port
+  std::chrono::milliseconds ttl = kDefaultTtl;  ///< for nodes that do not announce heartbeatMs
+  unsigned missed_heartbeats = kDefaultMissedHeartbeats;  ///< for those that do
   std::chrono::milliseconds auto_shutdown{0};  ///< 0: never; else exit when empty this long
   std::size_t max_frame_bytes = kDefaultPmdFrameLimit;
   std::size_t max_write_queue_bytes = 8u << 20;  ///< per connection; slower readers are dropped

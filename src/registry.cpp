@@ -2,18 +2,13 @@
 
 #include <algorithm>
 
-#include <nlohmann/json.hpp>
-
 #include "errors.hpp"
-#include "messages.hpp"
+#include "json.hpp"
 
 namespace distflow {
 namespace {
 
-using nlohmann::json;
-
 constexpr std::size_t kMaxNameBytes = 128;
-constexpr std::size_t kMaxWhyBytes = 200;
 
 void append_error(std::string& out, std::string_view message) {
   out += "{\"error\":";
@@ -56,119 +51,63 @@ void append_response_head(std::string& out, std::optional<std::string_view> requ
   }
 }
 
-// --- raw requestId: the response copies the request's JSON text verbatim ------
-// The body has already been validated by the JSON parser, so this scanner only
-// needs to skip tokens, not to check them.
-
-std::size_t skip_ws(std::string_view s, std::size_t i) {
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-    ++i;
-  return i;
+/// A string field's text; empty when it is absent or not a string.
+std::string_view text_of(const PmdField& field) {
+  return field.kind == PmdField::Kind::string ? field.text : std::string_view();
 }
 
-std::size_t skip_string(std::string_view s, std::size_t i) {  // s[i] == '"'
-  for (++i; i < s.size(); ++i) {
-    if (s[i] == '\\') {
+bool is_true(const PmdField& field) {
+  return field.kind == PmdField::Kind::boolean && field.number == 1;
+}
+
+/// Absent, or null: an optional register field that was not given.
+bool omitted(const PmdField& field) {
+  return field.kind == PmdField::Kind::absent || field.kind == PmdField::Kind::null;
+}
+
+/// Why `name` is no good as a node's name or host: control characters (C0, DEL,
+/// C1: they would act on a terminal that shows them) or invalid UTF-8. Empty if fine.
+std::string_view name_problem(std::string_view name) {
+  for (std::size_t i = 0; i < name.size();) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c < 0x20 || c == 0x7f)
+      return "contains control characters";
+    if (c < 0x80) {
       ++i;
-    } else if (s[i] == '"') {
-      return i + 1;
+      continue;
     }
-  }
-  return std::string_view::npos;
-}
-
-std::size_t skip_value(std::string_view s, std::size_t i) {
-  if (i >= s.size())
-    return std::string_view::npos;
-  if (s[i] == '"')
-    return skip_string(s, i);
-  if (s[i] == '{' || s[i] == '[') {
-    int depth = 0;
-    while (i < s.size()) {
-      const char c = s[i];
-      if (c == '"') {
-        i = skip_string(s, i);
-        if (i == std::string_view::npos)
-          return i;
-        continue;
-      }
-      if (c == '{' || c == '[')
-        ++depth;
-      if (c == '}' || c == ']') {
-        if (--depth == 0)
-          return i + 1;
-      }
-      ++i;
+    std::size_t length = 0;
+    unsigned char lo = 0x80, hi = 0xbf;  // the second byte's range
+    if (c >= 0xc2 && c <= 0xdf) {
+      length = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      length = 3;
+      lo = c == 0xe0 ? 0xa0 : 0x80;
+      hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      length = 4;
+      lo = c == 0xf0 ? 0x90 : 0x80;
+      hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+      return "is not valid UTF-8";
     }
-    return std::string_view::npos;
+    if (name.size() - i < length)
+      return "is not valid UTF-8";
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto b = static_cast<unsigned char>(name[i + k]);
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf))
+        return "is not valid UTF-8";
+    }
+    if (c == 0xc2 && static_cast<unsigned char>(name[i + 1]) <= 0x9f)
+      return "contains control characters";  // C1: U+0080..U+009F
+    i += length;
   }
-  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\t' &&
-         s[i] != '\n' && s[i] != '\r') {
-    ++i;
-  }
-  return i;
+  return {};
 }
 
-/// Raw text of the last top-level member named exactly `key` (unescaped spelling).
-std::optional<std::string_view> raw_member(std::string_view s, std::string_view key) {
-  std::size_t i = 0;
-  if (s.starts_with("\xEF\xBB\xBF"))
-    i = 3;
-  i = skip_ws(s, i);
-  if (i >= s.size() || s[i] != '{')
-    return std::nullopt;
-  std::optional<std::string_view> found;
-  i = skip_ws(s, i + 1);
-  while (i < s.size() && s[i] == '"') {
-    const std::size_t key_end = skip_string(s, i);
-    if (key_end == std::string_view::npos)
-      return std::nullopt;
-    const std::string_view name = s.substr(i + 1, key_end - i - 2);
-    i = skip_ws(s, key_end);
-    if (i >= s.size() || s[i] != ':')
-      return std::nullopt;
-    i = skip_ws(s, i + 1);
-    const std::size_t value_end = skip_value(s, i);
-    if (value_end == std::string_view::npos)
-      return std::nullopt;
-    if (name == key)
-      found = s.substr(i, value_end - i);
-    i = skip_ws(s, value_end);
-    if (i < s.size() && s[i] == ',')
-      i = skip_ws(s, i + 1);
-  }
-  return found;
-}
-
-std::string parse_error_text(const json::exception& e) {
-  std::string_view what = e.what();
-  if (auto pos = what.find("] "); pos != std::string_view::npos)
-    what.remove_prefix(pos + 2);
-  std::string out(what.substr(0, kMaxWhyBytes));
-  return out;
-}
-
-std::string_view string_field(const json* payload, const char* key) {
-  if (payload == nullptr || !payload->is_object())
-    return {};
-  auto it = payload->find(key);
-  if (it == payload->end() || !it->is_string())
-    return {};
-  return it->get_ref<const std::string&>();
-}
-
-bool bool_field(const json* payload, const char* key) {
-  if (payload == nullptr || !payload->is_object())
-    return false;
-  auto it = payload->find(key);
-  return it != payload->end() && it->is_boolean() && it->get<bool>();
-}
-
-bool has_control_chars(std::string_view text) {
-  return std::any_of(text.begin(), text.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u < 0x20 || u == 0x7f;
-  });
+/// An integer field within [min, max].
+bool integer_in(const PmdField& field, std::int64_t min, std::int64_t max) {
+  return field.kind == PmdField::Kind::integer && field.number >= min && field.number <= max;
 }
 
 }  // namespace
@@ -187,7 +126,8 @@ std::string pmd_response(const std::optional<std::string>& request_id_json,
   return out;
 }
 
-Registry::Registry(std::chrono::milliseconds ttl) : ttl_(ttl) {}
+Registry::Registry(std::chrono::milliseconds ttl, unsigned missed_heartbeats)
+    : ttl_(ttl), missed_heartbeats_(missed_heartbeats) {}
 
 std::vector<NodeInfo> Registry::nodes() const {
   std::vector<NodeInfo> out;
@@ -225,165 +165,126 @@ PmdOutcome Registry::handle(ConnectionId conn, std::string_view body, std::int64
 void Registry::handle_into(ConnectionId conn, std::string_view body, bool padded,
                            std::int64_t now_ms, bool loopback, std::string& reply,
                            PmdOutcome& outcome) {
-  PmdRequestView request;
-  if (fast_path_ && parser_.parse(body, padded, request) &&
-      handle_fast(conn, request, now_ms, loopback, reply, outcome)) {
+  PmdRequest request;
+  std::string why;
+  if (auto ec = parser_.parse(body, padded, request, &why)) {
+    append_response_head(reply, std::nullopt);
+    append_error(reply, "malformed JSON: " +
+                            (ec == errc::not_an_object ? std::string("not an object") : why));
+    reply += '}';
     return;
   }
-  handle_full(conn, body, now_ms, loopback, reply, outcome);
+  handle_request(conn, request, now_ms, loopback, reply, outcome);
 }
 
-bool Registry::handle_fast(ConnectionId conn, const PmdRequestView& request, std::int64_t now_ms,
-                           bool loopback, std::string& reply, PmdOutcome& outcome) {
+void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std::int64_t now_ms,
+                              bool loopback, std::string& reply, PmdOutcome& outcome) {
   const std::string_view type = request.type;
-  const std::string_view node_id = request.node_id.value_or(std::string_view());
+  append_response_head(reply, request.request_id);
   if (type == "resolve") {
-    append_response_head(reply, request.request_id);
-    do_resolve(request.alias.value_or(std::string_view()), node_id, reply);
+    do_resolve(text_of(request.alias), text_of(request.node_id), reply);
   } else if (type == "heartbeat") {
-    append_response_head(reply, request.request_id);
-    do_heartbeat(node_id, now_ms, reply);
+    do_heartbeat(text_of(request.node_id), now_ms, reply);
   } else if (type == "register") {
-    // Only a valid payload here: every error text comes from the full parser.
-    const std::string_view alias = request.alias.value_or(std::string_view());
-    const std::string_view host = request.host.value_or(std::string_view());
-    const std::int64_t port = request.port.value_or(0);
-    if (!request.payload || node_id.empty() || node_id.size() > kMaxNameBytes ||
-        (request.alias &&
-         (alias.empty() || alias.size() > kMaxNameBytes || has_control_chars(alias))) ||
-        host.empty() || port < 1 || port > 65535) {
-      return false;
+    Registration registration;
+    std::string_view why;
+    std::string_view field;
+    if (request.payload == PmdRequest::Payload::absent) {
+      why = "missing payload";
+    } else if (request.payload == PmdRequest::Payload::other) {
+      why = "payload must be an object";
     }
-    append_response_head(reply, request.request_id);
-    do_register(conn,
-                Registration{node_id, alias, host, static_cast<std::uint16_t>(port),
-                             request.pid.value_or(0)},
-                now_ms, reply, outcome.events);
+    const auto check_name = [&why, &field](const PmdField& value, std::string_view name,
+                                           bool optional, bool limited) {
+      if (!why.empty() || (optional && omitted(value)))
+        return;
+      field = name;
+      const std::string_view text = text_of(value);
+      if (text.empty()) {
+        why = "must be a non-empty string";
+      } else if (limited && text.size() > kMaxNameBytes) {
+        why = "exceeds 128 bytes";
+      } else {
+        why = name_problem(text);
+      }
+    };
+    check_name(request.node_id, "nodeId", false, true);
+    check_name(request.alias, "alias", true, true);
+    check_name(request.host, "host", false, false);
+    if (why.empty() && !integer_in(request.port, 1, 65535)) {
+      field = "port";
+      why = "must be an integer 1-65535";
+    }
+    if (why.empty() && !omitted(request.heartbeat_ms) &&
+        !integer_in(request.heartbeat_ms, kMinHeartbeatMs, kMaxHeartbeatMs)) {
+      field = "heartbeatMs";
+      why = "must be an integer 100-600000";
+    }
+    if (why.empty() && !omitted(request.max_frame) &&
+        !integer_in(request.max_frame, kMinMaxFrame, kMaxMaxFrame)) {
+      field = "maxFrame";
+      why = "must be an integer 16-1073741824";
+    }
+    if (!why.empty()) {
+      std::string message = "invalid register payload: ";
+      if (request.payload == PmdRequest::Payload::object) {
+        message += '\'';
+        message += field;
+        message += "' ";
+      }
+      message += why;
+      append_error(reply, message);
+    } else {
+      registration.node_id = request.node_id.text;
+      registration.alias = text_of(request.alias);
+      registration.host = request.host.text;
+      registration.port = static_cast<std::uint16_t>(request.port.number);
+      if (request.pid.kind == PmdField::Kind::integer)
+        registration.pid = request.pid.number;
+      if (request.heartbeat_ms.kind == PmdField::Kind::integer)
+        registration.heartbeat_ms = request.heartbeat_ms.number;
+      if (request.max_frame.kind == PmdField::Kind::integer)
+        registration.max_frame = static_cast<std::uint32_t>(request.max_frame.number);
+      do_register(conn, registration, now_ms, reply, outcome.events);
+    }
   } else if (type == "unregister") {
-    append_response_head(reply, request.request_id);
-    do_unregister(conn, node_id, reply, outcome.events);
+    do_unregister(conn, text_of(request.node_id), reply, outcome.events);
   } else if (type == "list" || type == "watch") {
     const bool watch = type == "watch";
-    append_response_head(reply, request.request_id);
-    do_list(conn, watch, !watch || request.snapshot.value_or(false), reply);
+    do_list(conn, watch, !watch || is_true(request.snapshot), reply);
   } else if (type == "shutdown") {
-    append_response_head(reply, request.request_id);
-    do_shutdown(loopback, request.force.value_or(false), reply, outcome);
+    do_shutdown(loopback, is_true(request.force), reply, outcome);
   } else {
-    append_response_head(reply, request.request_id);
     append_error(reply, "Unknown message type");
   }
   reply += '}';
-  return true;
-}
-
-void Registry::handle_full(ConnectionId conn, std::string_view body, std::int64_t now_ms,
-                           bool loopback, std::string& reply, PmdOutcome& outcome) {
-  json request;
-  try {
-    request = json::parse(body);
-  } catch (const json::exception& e) {  // parse_error; out_of_range for 1e400
-    reply += pmd_response(std::nullopt, error_payload("malformed JSON: " + parse_error_text(e)));
-    return;
-  }
-  if (!request.is_object()) {
-    reply += pmd_response(std::nullopt, error_payload("malformed JSON: not an object"));
-    return;
-  }
-
-  std::optional<std::string> request_id;
-  if (auto id = request.find("requestId"); id != request.end()) {
-    if (auto raw = raw_member(body, "requestId")) {
-      request_id = std::string(*raw);
-    } else {  // an escaped key spelling: fall back to the parsed value
-      request_id = id->dump(-1, ' ', false, json::error_handler_t::replace);
-    }
-  }
-  const json* payload = nullptr;
-  if (auto p = request.find("payload"); p != request.end() && !p->is_null())
-    payload = &*p;
-  std::string_view type;
-  if (auto t = request.find("type"); t != request.end() && t->is_string()) {
-    type = t->get_ref<const std::string&>();
-  }
-
-  std::string out;
-  if (type == "register") {
-    auto invalid = [&out](std::string_view why) {
-      append_error(out, "invalid register payload: " + std::string(why));
-    };
-    const auto member = [payload](const char* key) {
-      auto it = payload->find(key);
-      return it == payload->end() ? nullptr : &*it;
-    };
-    const json* node_id = payload != nullptr && payload->is_object() ? member("nodeId") : nullptr;
-    const json* alias = payload != nullptr && payload->is_object() ? member("alias") : nullptr;
-    const json* host = payload != nullptr && payload->is_object() ? member("host") : nullptr;
-    const json* port = payload != nullptr && payload->is_object() ? member("port") : nullptr;
-    const json* pid = payload != nullptr && payload->is_object() ? member("pid") : nullptr;
-    if (alias != nullptr && alias->is_null())
-      alias = nullptr;
-    const auto str = [](const json* j) -> std::string_view {
-      return j != nullptr && j->is_string() ? std::string_view(j->get_ref<const std::string&>())
-                                            : std::string_view();
-    };
-    const bool port_ok =
-        port != nullptr &&
-        (port->is_number_unsigned()
-             ? (port->get<std::uint64_t>() >= 1 && port->get<std::uint64_t>() <= 65535)
-             : (port->is_number_integer() && port->get<std::int64_t>() >= 1 &&
-                port->get<std::int64_t>() <= 65535));
-    if (payload == nullptr) {
-      invalid("missing payload");
-    } else if (!payload->is_object()) {
-      invalid("payload must be an object");
-    } else if (str(node_id).empty()) {
-      invalid("'nodeId' must be a non-empty string");
-    } else if (str(node_id).size() > kMaxNameBytes) {
-      invalid("'nodeId' exceeds 128 bytes");
-    } else if (alias != nullptr && str(alias).empty()) {
-      invalid("'alias' must be a non-empty string");
-    } else if (alias != nullptr && str(alias).size() > kMaxNameBytes) {
-      invalid("'alias' exceeds 128 bytes");
-    } else if (alias != nullptr && has_control_chars(str(alias))) {
-      invalid("'alias' contains control characters");
-    } else if (str(host).empty()) {
-      invalid("'host' must be a non-empty string");
-    } else if (!port_ok) {
-      invalid("'port' must be an integer 1-65535");
-    } else {
-      const std::int64_t pid_value =
-          pid != nullptr && pid->is_number_integer() ? pid->get<std::int64_t>() : 0;
-      do_register(conn,
-                  Registration{str(node_id), str(alias), str(host),
-                               static_cast<std::uint16_t>(port->get<std::int64_t>()), pid_value},
-                  now_ms, out, outcome.events);
-    }
-  } else if (type == "unregister") {
-    do_unregister(conn, string_field(payload, "nodeId"), out, outcome.events);
-  } else if (type == "resolve") {
-    do_resolve(string_field(payload, "alias"), string_field(payload, "nodeId"), out);
-  } else if (type == "list" || type == "watch") {
-    const bool watch = type == "watch";
-    do_list(conn, watch, !watch || bool_field(payload, "snapshot"), out);
-  } else if (type == "heartbeat") {
-    do_heartbeat(string_field(payload, "nodeId"), now_ms, out);
-  } else if (type == "shutdown") {
-    do_shutdown(loopback, bool_field(payload, "force"), out, outcome);
-  } else {
-    append_error(out, "Unknown message type");
-  }
-  reply += pmd_response(request_id, out);
 }
 
 void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_t now_ms,
                            std::string& out, std::vector<std::string>& events) {
-  if (!r.alias.empty()) {
-    if (auto owner = by_alias_.find(r.alias);
-        owner != by_alias_.end() && entries_.at(owner->second).info.node_id != r.node_id) {
-      append_error(out, "Alias '" + std::string(r.alias) + "' already in use");
-      return;
-    }
+  // Names are unambiguous: one node per nodeId (its connection's), one per alias,
+  // and no alias that is another node's nodeId (resolve takes either).
+  const auto other_node = [&r, this](const NameIndex& index, std::string_view name) {
+    auto it = index.find(name);
+    return it != index.end() && entries_.at(it->second).info.node_id != r.node_id;
+  };
+  if (auto existing = by_id_.find(r.node_id);
+      existing != by_id_.end() && entries_.at(existing->second).owner != conn) {
+    append_error(out,
+                 "nodeId '" + std::string(r.node_id) + "' is registered by another connection");
+    return;
+  }
+  if (!r.alias.empty() && other_node(by_alias_, r.alias)) {
+    append_error(out, "Alias '" + std::string(r.alias) + "' already in use");
+    return;
+  }
+  if (!r.alias.empty() && other_node(by_id_, r.alias)) {
+    append_error(out, "alias '" + std::string(r.alias) + "' is the nodeId of another node");
+    return;
+  }
+  if (other_node(by_alias_, r.node_id)) {
+    append_error(out, "nodeId '" + std::string(r.node_id) + "' is the alias of another node");
+    return;
   }
   NodeInfo info;
   info.node_id = r.node_id;
@@ -393,6 +294,7 @@ void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_
   info.last_heartbeat = now_ms;
   info.registered_at = now_ms;
   info.pid = r.pid;
+  info.max_frame = r.max_frame;
 
   if (auto existing = by_id_.find(r.node_id); existing != by_id_.end()) {
     // Same nodeId: replace in place (keeps its place in the order), no event.
@@ -400,14 +302,8 @@ void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_
     Entry& entry = entries_.at(seq);
     if (!entry.info.alias.empty() && entry.info.alias != r.alias)
       by_alias_.erase(entry.info.alias);
-    if (entry.owner != conn) {
-      owned_[entry.owner].erase(seq);
-      if (owned_[entry.owner].empty())
-        owned_.erase(entry.owner);
-      owned_[conn].insert(seq);
-      entry.owner = conn;
-    }
     entry.info = std::move(info);
+    entry.heartbeat_ms = r.heartbeat_ms;
     entry.json.clear();
     append_node_info(entry.json, entry.info);
     if (!r.alias.empty())
@@ -420,10 +316,12 @@ void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_
   entry.info = std::move(info);
   append_node_info(entry.json, entry.info);
   entry.owner = conn;
+  entry.heartbeat_ms = r.heartbeat_ms;
   by_id_.emplace(entry.info.node_id, seq);
   if (!r.alias.empty())
     by_alias_.insert_or_assign(entry.info.alias, seq);
   owned_[conn].insert(seq);
+  ++stats_.joins;
   events.push_back(event_body("peer:join", entry.json, {}));
   out += kSuccess;
 }
@@ -511,6 +409,9 @@ std::string Registry::remove(Seq seq, std::string_view reason) {
     if (owned->second.empty())
       owned_.erase(owned);
   }
+  ++stats_.leaves;
+  if (reason == "ttl_expired")
+    ++stats_.ttl_expired;
   return event_body("peer:leave", entry.json, reason);
 }
 
@@ -532,13 +433,28 @@ std::vector<std::string> Registry::expire(std::int64_t now_ms) {
     return events;
   std::vector<Seq> expired;
   for (const auto& [seq, entry] : entries_) {
-    if (entry.heartbeated && now_ms - entry.info.last_heartbeat > ttl_.count()) {
+    // A node that announced its interval heartbeats from its registration on.
+    if (!entry.heartbeated && entry.heartbeat_ms == 0)
+      continue;
+    const std::int64_t ttl = entry.heartbeat_ms > 0
+                                 ? static_cast<std::int64_t>(missed_heartbeats_) * entry.heartbeat_ms
+                                 : ttl_.count();
+    if (now_ms - entry.info.last_heartbeat > ttl)
       expired.push_back(seq);
-    }
   }
   for (Seq seq : expired)
     events.push_back(remove(seq, "ttl_expired"));
   return events;
+}
+
+std::chrono::milliseconds expiry_sweep_period(std::chrono::milliseconds ttl) {
+  using std::chrono::milliseconds;
+  // Announced intervals are short (distflow's nodes: 500 ms, so 2 s): the sweep
+  // runs often enough for those whatever the TTL of the others.
+  constexpr milliseconds kAnnouncedBasis{2000};
+  if (ttl.count() <= 0)
+    return milliseconds(1000);
+  return std::clamp(std::min(ttl, kAnnouncedBasis) / 8, milliseconds(10), milliseconds(1000));
 }
 
 namespace {

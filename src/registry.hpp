@@ -32,11 +32,29 @@ struct PmdOutcome {
   std::string problem;              ///< why `close` was set (for the log)
 };
 
+/// What the registry has done since it was made (for the daemon's periodic log line).
+struct RegistryStats {
+  std::uint64_t joins = 0;
+  std::uint64_t leaves = 0;       ///< for every reason
+  std::uint64_t ttl_expired = 0;  ///< the leaves for reason ttl_expired
+  friend bool operator==(const RegistryStats&, const RegistryStats&) = default;
+};
+
+/// The TTL of nodes that heartbeat without announcing their interval.
+inline constexpr std::chrono::milliseconds kDefaultTtl{15000};
+/// Announced intervals without a heartbeat before a node is expired.
+inline constexpr unsigned kDefaultMissedHeartbeats = 4;
+
 /// The registered nodes, their owners and the watchers.
 class Registry {
  public:
-  /// `ttl`: nodes that have heartbeated are expired after this long without one (0: never).
-  explicit Registry(std::chrono::milliseconds ttl = std::chrono::milliseconds(15000));
+  /// A node that announced its heartbeat interval ("heartbeatMs") at registration
+  /// is removed after `missed_heartbeats` intervals without a heartbeat, counted
+  /// from its registration. One that did not (the TypeScript original, every 5 s)
+  /// is held to `ttl` once it has sent a heartbeat, and never expired before.
+  /// `ttl` 0: no node ever expires.
+  explicit Registry(std::chrono::milliseconds ttl = kDefaultTtl,
+                    unsigned missed_heartbeats = kDefaultMissedHeartbeats);
 
   /// Handles one request body from `conn`. Never throws on peer input.
   PmdOutcome handle(ConnectionId conn, std::string_view body, std::int64_t now_ms, bool loopback);
@@ -45,15 +63,15 @@ class Registry {
   /// alone. `padded`: at least kFramePadding readable bytes follow `body`.
   void handle_into(ConnectionId conn, std::string_view body, bool padded, std::int64_t now_ms,
                    bool loopback, std::string& reply, PmdOutcome& outcome);
+  /// The same for a request already read (tests give it another reader's reading).
+  void handle_request(ConnectionId conn, const PmdRequest& request, std::int64_t now_ms,
+                      bool loopback, std::string& reply, PmdOutcome& outcome);
   /// `conn` closed: forgets it as a watcher, removes its nodes (reason socket_closed).
   std::vector<std::string> connection_closed(ConnectionId conn);
-  /// Removes heartbeating nodes silent for longer than the TTL (reason ttl_expired).
+  /// Removes the nodes silent for longer than their TTL (reason ttl_expired).
   std::vector<std::string> expire(std::int64_t now_ms);
 
-  /// Off: every request takes the full (DOM) parser, the reference for the fast
-  /// path's answers (tests compare the two). On by default.
-  void use_fast_path(bool on) { fast_path_ = on; }
-
+  const RegistryStats& stats() const { return stats_; }
   std::size_t size() const { return by_id_.size(); }
   /// Registered nodes in registration order.
   std::vector<NodeInfo> nodes() const;
@@ -67,6 +85,7 @@ class Registry {
     std::string json;  ///< `info` rendered (append_node_info), kept in step with it
     ConnectionId owner = 0;
     bool heartbeated = false;
+    std::int64_t heartbeat_ms = 0;  ///< announced at registration; 0: not announced
   };
   using Seq = std::uint64_t;
   /// A validated register payload (views into the request).
@@ -76,6 +95,8 @@ class Registry {
     std::string_view host;
     std::uint16_t port = 0;
     std::int64_t pid = 0;
+    std::int64_t heartbeat_ms = 0;
+    std::uint32_t max_frame = 0;
   };
   struct NameHash {
     using is_transparent = void;
@@ -85,12 +106,6 @@ class Registry {
   };
   using NameIndex = std::unordered_map<std::string, Seq, NameHash, std::equal_to<>>;
 
-  /// The fast path; false (nothing changed, nothing written) when the request
-  /// needs the full parser after all (an invalid register payload: its error text).
-  bool handle_fast(ConnectionId conn, const PmdRequestView& request, std::int64_t now_ms,
-                   bool loopback, std::string& reply, PmdOutcome& outcome);
-  void handle_full(ConnectionId conn, std::string_view body, std::int64_t now_ms, bool loopback,
-                   std::string& reply, PmdOutcome& outcome);
   /// The operations; each appends its response payload to `out`.
   void do_register(ConnectionId conn, const Registration& r, std::int64_t now_ms, std::string& out,
                    std::vector<std::string>& events);
@@ -105,8 +120,9 @@ class Registry {
   const Entry* find_alias_or_id(std::string_view name) const;
 
   std::chrono::milliseconds ttl_;
+  unsigned missed_heartbeats_;
   PmdRequestParser parser_;
-  bool fast_path_ = true;
+  RegistryStats stats_;
   Seq next_seq_ = 1;
   std::map<Seq, Entry> entries_;  // registration order
   NameIndex by_id_;
@@ -114,6 +130,10 @@ class Registry {
   std::unordered_map<ConnectionId, std::set<Seq>> owned_;
   std::set<ConnectionId> watchers_;
 };
+
+/// How often the daemon should call expire() for `ttl`: clamp(ttl / 8, 10 ms, 1 s),
+/// and 1 s when `ttl` is 0.
+std::chrono::milliseconds expiry_sweep_period(std::chrono::milliseconds ttl);
 
 /// The whole inbound path of one connection without sockets (the server's read
 /// loop and the fuzz target): takes the next complete frame buffered in

@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "messages.hpp"
+#include "json.hpp"
 
 namespace distflow_test {
 

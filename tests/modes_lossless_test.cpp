@@ -190,6 +190,37 @@ TEST_CASE("lossless: an output reader that goes away is an error, counted, not s
 
 namespace distflow::test {
 
+TEST_CASE("liveness: a node frozen 100 ms after registering leaves within 3 s (ttl_expired)",
+          "[modes][lossless]") {
+  Cluster cluster;  // the PMD's default TTL
+  auto node = cluster.node("frozen-early");
+  std::this_thread::sleep_for(100ms);  // the scenario: frozen right after registering
+  const auto frozen_at = std::chrono::steady_clock::now();
+  node->signal(SIGSTOP);
+  auto leave = cluster.wait_event_frame("peer:leave", "frozen-early", 5s);
+  const auto took = std::chrono::steady_clock::now() - frozen_at;
+  node->signal(SIGKILL);
+  REQUIRE(leave);
+  CHECK(leave->find("\"reason\":\"ttl_expired\"") != std::string::npos);
+  CHECK(took < 3s);
+}
+
+TEST_CASE("liveness: a node frozen after running a while leaves within 3 s (ttl_expired)",
+          "[modes][lossless]") {
+  Cluster cluster;
+  auto node = cluster.node("frozen-late");
+  // Several heartbeats go by first.
+  CHECK_FALSE(cluster.wait_event("peer:leave", "frozen-late", 1500ms));
+  const auto frozen_at = std::chrono::steady_clock::now();
+  node->signal(SIGSTOP);
+  auto leave = cluster.wait_event_frame("peer:leave", "frozen-late", 5s);
+  const auto took = std::chrono::steady_clock::now() - frozen_at;
+  node->signal(SIGKILL);
+  REQUIRE(leave);
+  CHECK(leave->find("\"reason\":\"ttl_expired\"") != std::string::npos);
+  CHECK(took < 3s);
+}
+
 TEST_CASE("liveness: a node whose output is stuck for 5 s is not removed", "[modes][lossless]") {
   Cluster cluster;
   // Its script takes 5 s over the first message: the mailbox and the node's reads

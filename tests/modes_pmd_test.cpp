@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "framing.hpp"
 #include "process.hpp"
@@ -152,6 +153,109 @@ class ImpostorServer {
   std::thread thread_;
 };
 
+/// A PMD that answers every request with names full of terminal control
+/// sequences (as a hostile PMD, or an entry from before they were refused, would):
+/// list, resolve and watch get one such node; a watch is followed by its leave.
+class HostilePmd {
+ public:
+  static constexpr const char* kNode =
+      R"({"nodeId":"evil\u001b[2J\u001b[H","alias":"al\nforged  row","host":"h\u0085\u202e\r","port":1,"lastHeartbeat":0})";
+
+  HostilePmd() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    REQUIRE(::listen(fd_, 8) == 0);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 100) <= 0)
+          continue;
+        const int conn = ::accept(fd_, nullptr, nullptr);
+        if (conn >= 0) {
+          serve(conn);
+          ::close(conn);
+        }
+      }
+    });
+  }
+  ~HostilePmd() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  HostilePmd(const HostilePmd&) = delete;
+  HostilePmd& operator=(const HostilePmd&) = delete;
+  std::string port_str() const { return std::to_string(port_); }
+
+ private:
+  void serve(int conn) {
+    std::string in;
+    char buf[4096];
+    while (!stop_) {
+      pollfd c{conn, POLLIN, 0};
+      if (::poll(&c, 1, 100) <= 0)
+        continue;
+      const ssize_t n = ::recv(conn, buf, sizeof buf, 0);
+      if (n <= 0)
+        return;
+      in.append(buf, static_cast<std::size_t>(n));
+      while (in.size() >= 4) {
+        const std::size_t length = (std::size_t{static_cast<unsigned char>(in[0])} << 24) |
+                                   (std::size_t{static_cast<unsigned char>(in[1])} << 16) |
+                                   (std::size_t{static_cast<unsigned char>(in[2])} << 8) |
+                                   static_cast<unsigned char>(in[3]);
+        if (in.size() < 4 + length)
+          break;
+        const auto request = nlohmann::json::parse(in.substr(4, length));
+        in.erase(0, 4 + length);
+        const std::string type = request.value("type", "");
+        const std::string head =
+            R"({"type":"response","requestId":)" + request.at("requestId").dump() + ",";
+        std::string out;
+        if (type == "resolve") {
+          append_frame(out, head + R"("payload":{"node":)" + kNode + "}}");
+        } else if (type == "watch") {
+          append_frame(out, head + R"("payload":{"success":true,"nodes":[)" + kNode + "]}}");
+          append_frame(out,
+                       std::string(R"({"type":"event","payload":{"event":"peer:leave","peer":)") +
+                           kNode + R"(,"reason":"gone\u001b[31m"}})");
+        } else if (type == "shutdown") {
+          append_frame(out, head + R"("payload":{"error":"no\u001b[2J"}})");
+        } else {
+          append_frame(out, head + R"("payload":{"nodes":[)" + kNode + "]}}");
+        }
+        (void)!::send(conn, out.data(), out.size(), MSG_NOSIGNAL);
+      }
+    }
+  }
+
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+/// No control character in `text` (C0 but '\n', DEL, C1), and, unless `json`, no
+/// bidirectional override either (JSON keeps that as text).
+bool terminal_safe(const std::string& text, bool json = false) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if ((c < 0x20 && c != '\n') || c == 0x7f)
+      return false;
+    if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) < 0xa0)
+      return false;
+    if (!json && text.compare(i, 3, "\xE2\x80\xAE") == 0)
+      return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("modes_pmd: every request and error string, byte for byte", "[modes_pmd]") {
@@ -254,6 +358,103 @@ TEST_CASE("modes_pmd: a SIGSTOPped heartbeating client expires after the TTL", "
   REQUIRE(leave);
   CHECK(contains(*leave, R"("nodeId":"frozen")"));
   CHECK(contains(*leave, R"("reason":"ttl_expired")"));
+}
+
+TEST_CASE("modes_pmd: a frozen node that announced its heartbeat leaves with the default TTL",
+          "[modes_pmd]") {
+  PmdProcess pmd;  // default --ttl (2s), sweep every 250 ms
+  RawClient watcher("127.0.0.1", pmd.port);
+  REQUIRE(watcher.request(R"({"type":"watch","requestId":"req_1"})"));
+  RawClient frozen("127.0.0.1", pmd.port);
+  const auto registered = Clock::now();
+  REQUIRE(
+      frozen.request(
+          R"({"type":"register","payload":{"nodeId":"frozen","host":"127.0.0.1","port":1,"heartbeatMs":500},"requestId":"req_1"})") ==
+      R"({"type":"response","requestId":"req_1","payload":{"success":true}})");
+  REQUIRE(contains(watcher.read_frame().value_or(""), "peer:join"));
+  // It never heartbeats and its socket stays open: only the TTL can tell.
+  auto leave = watcher.read_frame(10s);
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - registered);
+  REQUIRE(leave);
+  INFO("left " << took.count() << " ms after registering");
+  CHECK(contains(*leave, R"("nodeId":"frozen")"));
+  CHECK(contains(*leave, R"("reason":"ttl_expired")"));
+  CHECK(took >= 1990ms);  // not before the TTL
+  CHECK(frozen.request(R"({"type":"heartbeat","payload":{"nodeId":"frozen"}})") ==
+        R"({"type":"response","payload":{"error":"Node not found"}})");
+}
+
+TEST_CASE("modes_pmd: a nodeId belongs to its connection: register and unregister by another",
+          "[modes_pmd]") {
+  PmdProcess pmd;
+  RawClient watcher("127.0.0.1", pmd.port);
+  REQUIRE(watcher.request(R"({"type":"watch","requestId":"req_1"})"));
+  RawClient owner("127.0.0.1", pmd.port);
+  RawClient intruder("127.0.0.1", pmd.port);
+  REQUIRE(owner.request(reg("n1", "alpha", 5001, "req_1")) ==
+          R"({"type":"response","requestId":"req_1","payload":{"success":true}})");
+  REQUIRE(contains(watcher.read_frame().value_or(""), "peer:join"));
+  CHECK(
+      intruder.request(reg("n1", "beta", 6666, "req_2")) ==
+      R"({"type":"response","requestId":"req_2","payload":{"error":"nodeId 'n1' is registered by another connection"}})");
+  CHECK(
+      intruder.request(R"({"type":"unregister","payload":{"nodeId":"n1"},"requestId":"req_3"})") ==
+      R"({"type":"response","requestId":"req_3","payload":{"error":"Node 'n1' is registered by another connection"}})");
+  CHECK(
+      intruder.request(reg("n2", "n1", 6666, "req_4")) ==
+      R"({"type":"response","requestId":"req_4","payload":{"error":"alias 'n1' is the nodeId of another node"}})");
+  CHECK(
+      intruder.request(reg("alpha", "", 6666, "req_5")) ==
+      R"({"type":"response","requestId":"req_5","payload":{"error":"nodeId 'alpha' is the alias of another node"}})");
+  CHECK(
+      intruder.request(
+          R"({"type":"register","payload":{"nodeId":"n\u001b[2J","host":"h","port":1},"requestId":"req_6"})") ==
+      R"({"type":"response","requestId":"req_6","payload":{"error":"invalid register payload: 'nodeId' contains control characters"}})");
+  // Nothing changed: the owner's entry, as it registered it; no event went out.
+  auto resolved = intruder.request(R"({"type":"resolve","payload":{"alias":"n1"}})");
+  CHECK(contains(resolved.value_or(""), R"("alias":"alpha","host":"127.0.0.1","port":5001,)"));
+  CHECK_FALSE(watcher.read_frame(200ms));
+}
+
+TEST_CASE("modes_pmd: text output escapes what a hostile PMD sends; JSON stays JSON",
+          "[modes_pmd]") {
+  HostilePmd pmd;
+  const auto bin = distflow_binary();
+  for (const char* sub : {"list", "status"}) {
+    INFO(sub);
+    auto text = run({bin, "pmd", sub, "--port", pmd.port_str()});
+    CHECK(text.code == 0);
+    CHECK(terminal_safe(text.out));
+    CHECK(contains(text.out, "evil\\x1b[2J\\x1b[H"));
+    CHECK(contains(text.out, "al\\x0aforged  row"));
+    CHECK(contains(text.out, "h\\u0085\\u202e\\x0d:1"));
+    auto json = run({bin, "pmd", sub, "--json", "--port", pmd.port_str()});
+    CHECK(json.code == 0);
+    CHECK(terminal_safe(json.out, true));
+    CHECK(contains(json.out, R"("nodeId":"evil\u001b[2J\u001b[H")"));
+    CHECK(nlohmann::json::accept(json.out));
+  }
+  auto resolve = run({bin, "pmd", "resolve", "x", "--port", pmd.port_str()});
+  CHECK(resolve.code == 0);
+  CHECK(terminal_safe(resolve.out));
+  CHECK(contains(resolve.out, "node id:        evil\\x1b[2J\\x1b[H\n"));
+  auto kill = run({bin, "pmd", "kill", "--port", pmd.port_str()});
+  CHECK(kill.code == 1);
+  CHECK(terminal_safe(kill.err));
+  CHECK(contains(kill.err, "refused to stop: no\\x1b[2J"));
+
+  const std::string id = "evil\x1b[2J\x1b[H";
+  auto watch = run({bin, "watch", id, "--until-leave", "--port", pmd.port_str()});
+  CHECK(watch.code == 0);
+  CHECK(terminal_safe(watch.out));
+  CHECK(std::count(watch.out.begin(), watch.out.end(), '\n') == 2);  // present, leave
+  CHECK(contains(watch.out, "id=evil\\x1b[2J\\x1b[H"));
+  CHECK(contains(watch.out, "reason=gone\\x1b[31m"));
+  auto watch_json = run({bin, "watch", id, "--until-leave", "--json", "--port", pmd.port_str()});
+  CHECK(watch_json.code == 0);
+  CHECK(terminal_safe(watch_json.out, true));
+  CHECK(contains(watch_json.out, R"("reason":"gone\u001b[31m")"));
 }
 
 TEST_CASE("modes_pmd: bad frames: oversize, zero, truncated, malformed", "[modes_pmd]") {

@@ -3,11 +3,15 @@
 
 #include "registry.hpp"
 
+#include <cstdio>
 #include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "errors.hpp"
 #include "framing.hpp"
+#include "pmd_oracle.hpp"
 
 namespace distflow {
 namespace {
@@ -112,6 +116,35 @@ TEST_CASE("registry: register validation errors are exact", "[registry]") {
        "invalid register payload: 'port' must be an integer 1-65535"},
       {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":80.5}})",
        "invalid register payload: 'port' must be an integer 1-65535"},
+      // Control characters (C0, DEL, C1) in any name, escaped or not: they would act
+      // on a terminal that shows them.
+      {R"({"type":"register","payload":{"nodeId":"n\u001b[2J","host":"h","port":1}})",
+       "invalid register payload: 'nodeId' contains control characters"},
+      {"{\"type\":\"register\",\"payload\":{\"nodeId\":\"n\x7f\",\"host\":\"h\",\"port\":1}}",
+       "invalid register payload: 'nodeId' contains control characters"},
+      {R"({"type":"register","payload":{"nodeId":"n\u0085","host":"h","port":1}})",
+       "invalid register payload: 'nodeId' contains control characters"},
+      {R"({"type":"register","payload":{"nodeId":"n","alias":"a\u009b","host":"h","port":1}})",
+       "invalid register payload: 'alias' contains control characters"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h\r\nforged","port":1}})",
+       "invalid register payload: 'host' contains control characters"},
+      {"{\"type\":\"register\",\"payload\":{\"nodeId\":\"n\",\"host\":\"\xc2\x9b\",\"port\":1}}",
+       "invalid register payload: 'host' contains control characters"},
+      // The extensions: the node's heartbeat interval, its frame limit.
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1,"heartbeatMs":99}})",
+       "invalid register payload: 'heartbeatMs' must be an integer 100-600000"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1,"heartbeatMs":600001}})",
+       "invalid register payload: 'heartbeatMs' must be an integer 100-600000"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1,"heartbeatMs":"1s"}})",
+       "invalid register payload: 'heartbeatMs' must be an integer 100-600000"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1,"heartbeatMs":500.5}})",
+       "invalid register payload: 'heartbeatMs' must be an integer 100-600000"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1,"maxFrame":15}})",
+       "invalid register payload: 'maxFrame' must be an integer 16-1073741824"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1,"maxFrame":1073741825}})",
+       "invalid register payload: 'maxFrame' must be an integer 16-1073741824"},
+      {R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1,"maxFrame":true}})",
+       "invalid register payload: 'maxFrame' must be an integer 16-1073741824"},
   };
   for (const auto& [in, error] : cases) {
     INFO(in);
@@ -170,9 +203,21 @@ TEST_CASE("registry: resolve by alias, else nodeId; list in registration order",
 TEST_CASE("registry: only the owning connection may unregister", "[registry]") {
   Registry registry;
   registry.handle(1, reg("n1", "a", 5000), kT0, true);
+  registry.handle(3, R"({"type":"watch"})", kT0, true);
   auto other = registry.handle(2, R"({"type":"unregister","payload":{"nodeId":"n1"}})", kT0, true);
-  CHECK(other.reply.find(R"("error":)") != std::string::npos);
+  CHECK(
+      other.reply ==
+      R"({"type":"response","payload":{"error":"Node 'n1' is registered by another connection"}})");
   CHECK(other.events.empty());
+  // Nothing changed: the node, its alias, its owner, its entry.
+  CHECK(registry.size() == 1);
+  CHECK(registry.owned_by(1) == 1);
+  CHECK(registry.owned_by(2) == 0);
+  CHECK(registry.handle(3, R"({"type":"resolve","payload":{"alias":"a"}})", kT0, true).reply ==
+        R"({"type":"response","payload":{"node":)" + node_json("n1", "a", 5000, kT0) + "}}");
+  CHECK(registry.handle(2, reg("n2", "a", 5001), kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"Alias 'a' already in use"}})");
+  CHECK(registry.connection_closed(2).empty());
   CHECK(registry.size() == 1);
   auto missing =
       registry.handle(1, R"({"type":"unregister","payload":{"nodeId":"zz"}})", kT0, true);
@@ -331,27 +376,143 @@ TEST_CASE("registry: pmd_response shape", "[registry]") {
 
 namespace {
 
-/// Runs the same requests through the fast path and through the full parser
-/// alone; every reply, event and flag must be the same, byte for byte.
+/// Runs the same requests through the registry (its PmdRequestParser) and, on a
+/// second registry, through the DOM reading of tests/pmd_oracle.hpp: every reply,
+/// event and flag must be the same, byte for byte. For a body that is not JSON the
+/// reason after "malformed JSON: " is the scanner's own (nlohmann words it otherwise).
 struct Differential {
-  Registry fast;
-  Registry full;
-  Differential() { full.use_fast_path(false); }
+  Registry real;
+  Registry reference;
+  PmdRequestParser parser;
+  distflow_test::OracleRequest oracle;
+  std::size_t mismatches = 0;
 
   void check(ConnectionId conn, const std::string& body, std::int64_t now, bool loopback = true) {
-    INFO("conn " << conn << ": " << body);
-    const PmdOutcome a = fast.handle(conn, body, now, loopback);
-    const PmdOutcome b = full.handle(conn, body, now, loopback);
-    CHECK(a.reply == b.reply);
-    CHECK(a.events == b.events);
-    CHECK(a.close == b.close);
-    CHECK(a.shutdown == b.shutdown);
+    const PmdOutcome a = real.handle(conn, body, now, loopback);
+    PmdOutcome b;
+    distflow_test::oracle_read(body, oracle);
+    PmdRequest request;
+    const auto ec = parser.parse(body, false, request);
+    bool same = true;
+    switch (oracle.verdict) {
+      case distflow_test::OracleRequest::Verdict::ok:
+        reference.handle_request(conn, oracle.request, now, loopback, b.reply, b);
+        same = !ec && request == oracle.request && a.reply == b.reply;
+        break;
+      case distflow_test::OracleRequest::Verdict::bad_json:
+        same = ec == errc::bad_json &&
+               a.reply.rfind(R"({"type":"response","payload":{"error":"malformed JSON: )", 0) == 0;
+        break;
+      case distflow_test::OracleRequest::Verdict::not_an_object:
+        same =
+            ec == errc::not_an_object &&
+            a.reply == R"({"type":"response","payload":{"error":"malformed JSON: not an object"}})";
+        break;
+    }
+    same = same && a.events == b.events && a.close == b.close && a.shutdown == b.shutdown;
+    if (!same && mismatches++ < 5) {
+      INFO("conn " << conn << ": " << body);
+      CHECK(a.reply == b.reply);
+      CHECK(a.events == b.events);
+      CHECK(ec.message() == "");
+      CHECK(a.shutdown == b.shutdown);
+      CHECK(request == oracle.request);
+    }
   }
 };
 
+/// Register, resolve, ... bodies with every kind of value in every field, each
+/// field also spelt with an escaped key and given twice.
+std::vector<std::string> generated_requests() {
+  const std::string values[] = {
+      R"("n1")",
+      R"("alpha")",
+      R"("")",
+      R"("h")",
+      R"("n\u0031")",
+      R"("a\"b")",
+      R"("\u00e9")",
+      R"("x\u0000y")",
+      R"("x\u001bz")",
+      R"("\ud83d\ude00")",
+      "\"" + std::string(129, 'x') + "\"",
+      "null",
+      "true",
+      "false",
+      "0",
+      "-0",
+      "1",
+      "80",
+      "99",
+      "100",
+      "500",
+      "16",
+      "15",
+      "65535",
+      "65536",
+      "600000",
+      "600001",
+      "1073741824",
+      "1073741825",
+      "-1",
+      "1.0",
+      "1e2",
+      "80.5",
+      "-0.0",
+      "9223372036854775807",
+      "9223372036854775808",
+      "-9223372036854775808",
+      "-9223372036854775809",
+      "18446744073709551616",
+      "1e400",
+      "-1e400",
+      "[]",
+      "{}",
+      "[1]",
+      R"({"a":1})",
+  };
+  const std::string keys[] = {"nodeId",   "alias", "host",        "port",    "pid",
+                              "snapshot", "force", "heartbeatMs", "maxFrame"};
+  const std::string types[] = {"register", "unregister", "resolve",  "heartbeat",
+                               "list",     "watch",      "shutdown", "nope"};
+  const std::string base = R"("nodeId":"g1","alias":"ga","host":"h","port":7)";
+  std::vector<std::string> out;
+  for (const auto& type : types) {
+    for (const auto& key : keys) {
+      // The key's escaped spelling: its first letter as \u00XX.
+      char escaped_first[8];
+      std::snprintf(escaped_first, sizeof escaped_first, "\\u%04x", key[0]);
+      const std::string escaped = escaped_first + key.substr(1);
+      for (const auto& value : values) {
+        const std::string t = R"({"type":")" + type + R"(","payload":{)";
+        out.push_back(t + base + ",\"" + key + "\":" + value + "}}");
+        out.push_back(t + "\"" + key + "\":" + value + "," + base + "}}");
+        out.push_back(t + base + ",\"" + escaped + "\":" + value + "}}");
+        out.push_back(t + "\"" + key + "\":\"first\"," + base + ",\"" + escaped + "\":" + value +
+                      "}}");
+        out.push_back(t + "\"" + key + "\":" + value + ",\"" + key + "\":null}}");
+      }
+    }
+  }
+  // The request's own members: type, payload and requestId in every form.
+  for (const auto& value : values) {
+    out.push_back(R"({"type":"list","requestId":)" + value + "}");
+    out.push_back(R"({"type":"list","requestId":1,"requestId":)" + value + "}");
+    out.push_back(R"({"type":"list","request\u0049d":)" + value + "}");
+    out.push_back(R"({"request\u0049d":)" + value + R"(,"type":"list","requestId":7})");
+    out.push_back(R"({"type":"list","requestId":)" + value + R"(,"request\u0049d":"z"})");
+    out.push_back(R"({"type":)" + value + "}");
+    out.push_back(R"({"type":"resolve","type":)" + value + "}");
+    out.push_back(R"({"type":"register","payload":)" + value + "}");
+    out.push_back(R"({"type":"watch","payload":{"snapshot":true},"payload":)" + value + "}");
+    out.push_back(R"({"typ\u0065":"resolve","payload":{"alias":"ga"},"payload":)" + value + "}");
+  }
+  return out;
+}
+
 }  // namespace
 
-TEST_CASE("registry: the fast path answers exactly as the full parser", "[registry]") {
+TEST_CASE("registry: the request reader answers exactly as the DOM reading", "[registry]") {
   Differential d;
   const std::string long_name(129, 'x');
   const std::string requests[] = {
@@ -365,7 +526,8 @@ TEST_CASE("registry: the fast path answers exactly as the full parser", "[regist
       R"({"type":"register","payload":{"nodeId":"n7","host":"h","port":5007},"extra":[1,2]})",
       R"({"type":"register","payload":{"nodeId":"n8","nodeId":"n9","host":"h","port":5008}})",
       R"({"type":"register","payload":{"nodeId":"n10","host":"h","port":5010,"pid":18446744073709551615}})",
-      // register: every validation error, through the fast reader first
+      R"({"type":"register","payload":{"nodeId":"n11","host":"h","port":5011,"heartbeatMs":500,"maxFrame":65536}})",
+      // register: every validation error
       R"({"type":"register"})",
       R"({"type":"register","payload":null,"requestId":1.5})",
       R"({"type":"register","payload":[1]})",
@@ -387,7 +549,7 @@ TEST_CASE("registry: the fast path answers exactly as the full parser", "[regist
       R"({"type":"register","payload":{"nodeId":"n","host":"h","port":80.0}})",
       R"({"type":"register","payload":{"nodeId":"n","host":"h","port":1e2}})",
       R"({"type":"register","payload":{"nodeId":5,"host":"h","port":1}})",
-      R"({"type":"register","payload":{"nodeId":"n11","alias":"alpha","host":"h","port":1}})",
+      R"({"type":"register","payload":{"nodeId":"n12","alias":"alpha","host":"h","port":1}})",
       // resolve: alias, nodeId, escapes, unicode, missing, wrong types, extras
       R"({"type":"resolve","payload":{"alias":"alpha"},"requestId":"q"})",
       R"({"payload":{"alias":"alpha"},"requestId":{"a": [1, 2], "b":"x\"y"},"type":"resolve"})",
@@ -412,6 +574,7 @@ TEST_CASE("registry: the fast path answers exactly as the full parser", "[regist
       R"({"type":"resolve","type":"list"})",
       R"({"typ\u0065":"resolve","payload":{"alias":"alpha"}})",
       R"({"type":"resolv\u0065","payload":{"alias":"alpha"}})",
+      R"({"type":"resolve","payload":{"alias":")" + std::string(5000, 'a') + R"("}})",
       // list, watch, heartbeat, unknown, malformed
       R"({"type":"list","payload":{},"requestId":-0})",
       R"({"type":"list","payload":"ignored"})",
@@ -434,10 +597,13 @@ TEST_CASE("registry: the fast path answers exactly as the full parser", "[regist
       "{\"type\":\"list\"} trailing",
       "{\"type\":\"\xff\"}",
       "\xEF\xBB\xBF{\"type\":\"list\",\"requestId\":1}",
+      std::string("{\"type\":\"list\"}\0", 16),
       R"({"type":"list","requestId":1e400})",
       R"({"type":"list","requestId":18446744073709551616})",
       R"({"type":"resolve","payload":{"alias":"\ud800"}})",
       "[1]",
+      std::string(1025, '[') + std::string(1025, ']'),
+      R"({"type":"list","requestId":)" + std::string(1024, '[') + std::string(1024, ']') + "}",
       // unregister: other owner, missing, own
       R"({"type":"unregister","payload":{"nodeId":"n1"}})",
       R"({"type":"unregister","payload":{"nodeId":"zz"},"requestId":"u"})",
@@ -452,12 +618,157 @@ TEST_CASE("registry: the fast path answers exactly as the full parser", "[regist
   d.check(1, R"({"type":"unregister","payload":{"nodeId":"n1"},"requestId":9})", now);
   d.check(1, R"({"type":"shutdown"})", now, false);
   d.check(3, R"({"type":"register","payload":{"nodeId":"n2","alias":"two","host":"h","port":9}})",
-          now);  // another connection takes n2 over
-  CHECK(d.fast.connection_closed(1) == d.full.connection_closed(1));
-  CHECK(d.fast.expire(now + 100'000) == d.full.expire(now + 100'000));
+          now);  // refused: n2 belongs to connection 1
+  CHECK(d.real.connection_closed(1) == d.reference.connection_closed(1));
+  CHECK(d.real.expire(now + 100'000) == d.reference.expire(now + 100'000));
+  d.check(3, R"({"type":"list"})", now);
+
+  // Thousands more: every value in every field of every request type, from three
+  // connections (so that registrations clash, replace and are refused).
+  const auto generated = generated_requests();
+  ConnectionId conn = 0;
+  for (const auto& body : generated)
+    d.check(4 + conn++ % 3, body, now++);
   d.check(3, R"({"type":"list"})", now);
   d.check(3, R"({"type":"shutdown","payload":{"force":true}})", now);
-  CHECK(d.fast.nodes().size() == d.full.nodes().size());
+  CHECK(d.real.nodes().size() == d.reference.nodes().size());
+  CHECK(d.real.stats() == d.reference.stats());
+  CHECK(d.mismatches == 0);
+  CHECK(generated.size() > 3000);
+}
+
+TEST_CASE("registry: a nodeId belongs to the connection that registered it", "[registry]") {
+  Registry registry;
+  registry.handle(3, R"({"type":"watch"})", kT0, true);
+  REQUIRE(registry.handle(1, reg("n1", "a", 5000), kT0, true).events.size() == 1);
+  // Another live connection cannot take it over (nor its alias, nor its port).
+  auto taken = registry.handle(2, reg("n1", "b", 6000, "\"t\""), kT0 + 1, true);
+  CHECK(
+      taken.reply ==
+      R"({"type":"response","requestId":"t","payload":{"error":"nodeId 'n1' is registered by another connection"}})");
+  CHECK(taken.events.empty());
+  CHECK(registry.owned_by(2) == 0);
+  CHECK(registry.nodes().at(0).port == 5000);
+  CHECK(registry.handle(9, R"({"type":"resolve","payload":{"alias":"a"}})", kT0, true).reply ==
+        R"({"type":"response","payload":{"node":)" + node_json("n1", "a", 5000, kT0) + "}}");
+  CHECK(registry.handle(9, R"({"type":"resolve","payload":{"alias":"b"}})", kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"Node not found"}})");
+  // The owner may: replaced in place, no event, the old alias released.
+  auto again = registry.handle(1, reg("n1", "b", 6000), kT0 + 2, true);
+  CHECK(again.reply == R"({"type":"response","payload":{"success":true}})");
+  CHECK(again.events.empty());
+  CHECK(registry.nodes().at(0).port == 6000);
+  CHECK(registry.handle(2, reg("n2", "a", 6001), kT0 + 3, true).reply ==
+        R"({"type":"response","payload":{"success":true}})");
+  // Once the owner's connection is gone, the nodeId is free for anyone.
+  CHECK(registry.connection_closed(1).size() == 1);
+  CHECK(registry.handle(2, reg("n1", "", 7000), kT0 + 4, true).events.size() == 1);
+  CHECK(registry.owned_by(2) == 2);
+}
+
+TEST_CASE("registry: an alias is never another node's nodeId, nor the reverse", "[registry]") {
+  Registry registry;
+  registry.handle(1, reg("n1", "alpha", 5001), kT0, true);
+  // alias taken (the original's text, exactly)
+  CHECK(registry.handle(2, reg("n2", "alpha", 5002), kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"Alias 'alpha' already in use"}})");
+  // alias = another node's nodeId: resolve "n1" would find two nodes
+  CHECK(registry.handle(2, reg("n2", "n1", 5002), kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"alias 'n1' is the nodeId of another node"}})");
+  // nodeId = another node's alias
+  CHECK(registry.handle(2, reg("alpha", "", 5002), kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"nodeId 'alpha' is the alias of another node"}})");
+  CHECK(registry.handle(2, reg("alpha", "zeta", 5002), kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"nodeId 'alpha' is the alias of another node"}})");
+  CHECK(registry.size() == 1);
+  // A node's own names may coincide: alias = its own nodeId; re-register keeps it.
+  CHECK(registry.handle(2, reg("n3", "n3", 5003), kT0, true).reply ==
+        R"({"type":"response","payload":{"success":true}})");
+  CHECK(registry.handle(2, reg("n3", "n3", 5004), kT0, true).reply ==
+        R"({"type":"response","payload":{"success":true}})");
+  // Once n1 drops the alias 'alpha', the name is free, also as a nodeId.
+  CHECK(registry.handle(1, reg("n1", "beta", 5001), kT0, true).reply ==
+        R"({"type":"response","payload":{"success":true}})");
+  CHECK(registry.handle(2, reg("alpha", "", 5005), kT0, true).reply ==
+        R"({"type":"response","payload":{"success":true}})");
+  CHECK(registry.size() == 3);
+}
+
+TEST_CASE("registry: a node that announced heartbeatMs is expired from its registration on",
+          "[registry]") {
+  Registry registry(std::chrono::milliseconds(15000), 4);
+  const auto announced = [](std::string_view id, int heartbeat_ms) {
+    return R"({"type":"register","payload":{"nodeId":")" + std::string(id) +
+           R"(","host":"127.0.0.1","port":1,"heartbeatMs":)" + std::to_string(heartbeat_ms) + "}}";
+  };
+  REQUIRE(registry.handle(1, announced("fast", 500), kT0, true).events.size() == 1);
+  REQUIRE(registry.handle(1, announced("slow", 1000), kT0, true).events.size() == 1);
+  REQUIRE(registry.handle(1, reg("old", "", 1), kT0, true).events.size() == 1);
+  // Frozen from the start (never a heartbeat): the registration counts as the first.
+  CHECK(registry.expire(kT0 + 2000).empty());
+  auto expired = registry.expire(kT0 + 2001);  // TTL 4 x 500, whatever --ttl says
+  REQUIRE(expired.size() == 1);
+  CHECK(expired[0].find(R"("nodeId":"fast")") != std::string::npos);
+  CHECK(expired[0].find(R"("reason":"ttl_expired")") != std::string::npos);
+  // 4 x 1000: a heartbeat restarts the count.
+  registry.handle(1, R"({"type":"heartbeat","payload":{"nodeId":"slow"}})", kT0 + 2500, true);
+  CHECK(registry.expire(kT0 + 6500).empty());
+  CHECK(registry.expire(kT0 + 6501).size() == 1);
+  // Not announced, never heartbeated (the original's nodes): never expired.
+  CHECK(registry.expire(kT0 + 100'000'000).empty());
+  CHECK(registry.size() == 1);
+  // Re-registering without the extension goes back to the old rule...
+  REQUIRE(registry.handle(2, announced("again", 500), kT0, true).events.size() == 1);
+  registry.handle(2, reg("again", "", 1), kT0 + 10, true);
+  CHECK(registry.expire(kT0 + 100'000).empty());
+  // ...where --ttl applies once it heartbeats (the original's nodes, every 5 s).
+  registry.handle(2, R"({"type":"heartbeat","payload":{"nodeId":"again"}})", kT0 + 100'000, true);
+  CHECK(registry.expire(kT0 + 115'000).empty());
+  CHECK(registry.expire(kT0 + 115'001).size() == 1);
+  // --ttl 0: nothing ever expires.
+  Registry never(std::chrono::milliseconds(0));
+  never.handle(1, announced("n", 100), kT0, true);
+  CHECK(never.expire(kT0 + 100'000'000).empty());
+  CHECK(registry.stats().ttl_expired == 3);
+}
+
+TEST_CASE("registry: maxFrame is kept and shown in NodeInfo", "[registry]") {
+  Registry registry;
+  registry.handle(
+      1, R"({"type":"register","payload":{"nodeId":"n1","host":"h","port":1,"maxFrame":16777216}})",
+      kT0, true);
+  registry.handle(1, reg("n2", "", 2), kT0, true);
+  const auto nodes = registry.nodes();
+  CHECK(nodes.at(0).max_frame == 16777216);
+  CHECK(nodes.at(1).max_frame == 0);
+  CHECK(
+      registry.handle(9, R"({"type":"resolve","payload":{"nodeId":"n1"}})", kT0, true).reply ==
+      R"({"type":"response","payload":{"node":{"nodeId":"n1","host":"h","port":1,"lastHeartbeat":)" +
+          std::to_string(kT0) + R"(,"registeredAt":)" + std::to_string(kT0) +
+          R"(,"maxFrame":16777216}}})");
+}
+
+TEST_CASE("registry: stats count joins and leaves by reason", "[registry]") {
+  Registry registry(std::chrono::milliseconds(100));
+  registry.handle(1, reg("a", "", 1), kT0, true);
+  registry.handle(1, reg("a", "x", 1), kT0, true);  // a replacement is no join
+  registry.handle(1, reg("b", "", 1), kT0, true);
+  registry.handle(2, reg("c", "", 1), kT0, true);
+  registry.handle(1, R"({"type":"unregister","payload":{"nodeId":"a"}})", kT0, true);
+  registry.handle(2, R"({"type":"heartbeat","payload":{"nodeId":"c"}})", kT0, true);
+  registry.expire(kT0 + 101);
+  registry.connection_closed(1);
+  CHECK(registry.stats() == RegistryStats{3, 3, 1});
+}
+
+TEST_CASE("registry: the expiry sweep runs every min(ttl, 2 s)/8, at least every 10 ms",
+          "[registry]") {
+  using std::chrono::milliseconds;
+  CHECK(expiry_sweep_period(milliseconds(15000)) == milliseconds(250));
+  CHECK(expiry_sweep_period(milliseconds(2000)) == milliseconds(250));
+  CHECK(expiry_sweep_period(milliseconds(800)) == milliseconds(100));
+  CHECK(expiry_sweep_period(milliseconds(40)) == milliseconds(10));
+  CHECK(expiry_sweep_period(milliseconds(0)) == milliseconds(1000));
 }
 
 TEST_CASE("registry: resolve answers in place, with every requestId type", "[registry]") {

@@ -8,12 +8,16 @@
 //               (raw chunk of the input's bytes, a well-formed request built
 //               from the next bytes, close, clock step + expire)
 //
+// Every frame is also read by the DOM reading of tests/pmd_oracle.hpp and handled
+// by a second registry: replies, events and flags must be the same, byte for byte
+// (for a body that is not JSON, the reason after "malformed JSON: " may differ).
+//
 // Checked after every step: each reply is one JSON object
 // {"type":"response",...,"payload":{...}} that survives framing; each event is
 // a peer:join/peer:leave with a NodeInfo; joins minus leaves equals the
 // registry's size; aliases are unique; every node is owned by an open
-// connection; a protocol error closes only its connection; closing every
-// connection empties the registry.
+// connection; no alias is another node's nodeId; a protocol error closes only
+// its connection; closing every connection empties the registry.
 
 #include <array>
 #include <cstddef>
@@ -25,7 +29,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "errors.hpp"
 #include "framing.hpp"
+#include "pmd_oracle.hpp"
 #include "registry.hpp"
 
 namespace {
@@ -65,11 +71,13 @@ struct Input {
 struct Connection {
   ConnectionId id = 0;
   std::unique_ptr<FrameDecoder> decoder;
+  std::unique_ptr<FrameDecoder> reference;  // the same bytes, for the oracle
 };
 
 class Harness {
  public:
-  Harness(std::size_t limit, std::chrono::milliseconds ttl) : limit_(limit), registry_(ttl) {
+  Harness(std::size_t limit, std::chrono::milliseconds ttl)
+      : limit_(limit), registry_(ttl), reference_(ttl) {
     for (auto& conn : conns_)
       open(conn);
   }
@@ -77,8 +85,10 @@ class Harness {
   void feed(std::size_t c, std::string_view bytes, bool loopback) {
     Connection& conn = conns_[c];
     conn.decoder->feed(bytes);
+    conn.reference->feed(bytes);
     while (auto outcome =
                distflow::next_outcome(registry_, conn.id, *conn.decoder, now_, loopback)) {
+      compare(conn, *outcome, loopback);
       apply(*outcome);
       if (outcome->shutdown) {
         close_all();
@@ -93,7 +103,9 @@ class Harness {
 
   void close(std::size_t c) {
     Connection& conn = conns_[c];
-    events(registry_.connection_closed(conn.id));
+    const auto left = registry_.connection_closed(conn.id);
+    check(left == reference_.connection_closed(conn.id));
+    events(left);
     check(registry_.owned_by(conn.id) == 0);
     check(registry_.watchers().count(conn.id) == 0);
     open(conn);
@@ -112,7 +124,9 @@ class Harness {
 
   void tick(std::int64_t ms) {
     now_ += ms;
-    events(registry_.expire(now_));
+    const auto expired = registry_.expire(now_);
+    check(expired == reference_.expire(now_));
+    events(expired);
     invariants();
   }
 
@@ -120,6 +134,37 @@ class Harness {
   void open(Connection& conn) {
     conn.id = next_id_++;
     conn.decoder = std::make_unique<FrameDecoder>(limit_);
+    conn.reference = std::make_unique<FrameDecoder>(limit_);
+  }
+
+  /// The same frame through the oracle's reading and the reference registry.
+  void compare(Connection& conn, const PmdOutcome& outcome, bool loopback) {
+    using Verdict = distflow_test::OracleRequest::Verdict;
+    std::error_code ec;
+    const auto body = conn.reference->next(ec);
+    if (!body) {  // a framing error, on both
+      check(ec && outcome.close);
+      return;
+    }
+    distflow_test::oracle_read(*body, oracle_);
+    PmdOutcome expected;
+    switch (oracle_.verdict) {
+      case Verdict::ok:
+        reference_.handle_request(conn.id, oracle_.request, now_, loopback, expected.reply,
+                                  expected);
+        check(outcome.reply == expected.reply);
+        break;
+      case Verdict::bad_json:
+        check(outcome.reply.rfind(R"({"type":"response","payload":{"error":"malformed JSON: )",
+                                  0) == 0);
+        break;
+      case Verdict::not_an_object:
+        check(outcome.reply ==
+              R"({"type":"response","payload":{"error":"malformed JSON: not an object"}})");
+        break;
+    }
+    check(outcome.events == expected.events && outcome.close == expected.close &&
+          outcome.shutdown == expected.shutdown);
   }
 
   void apply(const PmdOutcome& outcome) {
@@ -132,7 +177,9 @@ class Harness {
       std::error_code ec;
       const auto body = back.next(ec);
       check(body && *body == outcome.reply && !ec);
-      const json reply = json::parse(outcome.reply, nullptr, false);
+      // (A copied requestId may be a number beyond double's range: valid JSON.)
+      check(distflow_test::oracle_parse(outcome.reply).object);
+      const json reply = distflow_test::oracle_detail::dom(outcome.reply);
       check(reply.is_object() && reply.value("type", "") == "response");
       check(reply.contains("payload") && reply["payload"].is_object());
     } else {
@@ -173,6 +220,11 @@ class Harness {
       if (!node.alias.empty())
         check(aliases.insert(node.alias).second);
     }
+    for (const auto& node : nodes) {
+      if (!node.alias.empty() && node.alias != node.node_id)
+        check(ids.count(node.alias) == 0);
+    }
+    check(reference_.size() == registry_.size() && reference_.stats() == registry_.stats());
     std::size_t owned = 0;
     for (const auto& conn : conns_)
       owned += registry_.owned_by(conn.id);
@@ -187,6 +239,8 @@ class Harness {
 
   std::size_t limit_;
   Registry registry_;
+  Registry reference_;  // fed the oracle's reading of every frame
+  distflow_test::OracleRequest oracle_;
   std::array<Connection, kConnections> conns_;
   ConnectionId next_id_ = 1;
   std::int64_t now_ = kT0;
@@ -214,9 +268,17 @@ std::string request(Input& in) {
       break;
   }
   switch (kind % 9) {
-    case 0:
+    case 0: {
+      const std::uint8_t extension = in.byte();
+      std::string extra;
+      if (extension & 1)
+        extra += R"(,"heartbeatMs":)" + std::to_string(90 + (extension >> 1) * 4);
+      if (extension & 2)
+        extra += R"(,"maxFrame":)" + std::to_string(extension);
       return R"({"type":"register","payload":{"nodeId":")" + id + R"(","alias":")" + alias +
-             R"(","host":"127.0.0.1","port":)" + std::to_string(1 + in.byte()) + "}" + rid + "}";
+             R"(","host":"127.0.0.1","port":)" + std::to_string(1 + in.byte()) + extra + "}" + rid +
+             "}";
+    }
     case 1:
       return R"({"type":"register","payload":{"nodeId":")" + id +
              R"(","host":"localhost","port":4000})" + rid + "}";
@@ -224,8 +286,9 @@ std::string request(Input& in) {
       return R"({"type":"unregister","payload":{"nodeId":")" + id + "\"}" + rid + "}";
     case 3:
       return R"({"type":"resolve","payload":{"alias":")" + alias + "\"}" + rid + "}";
-    case 4:
-      return R"({"type":"resolve","payload":{"alias":")" + id + "\"}" + rid + "}";
+    case 4:  // an alias that is a nodeId, or the reverse, spelt with escaped keys
+      return R"({"type":"register","payload":{"node\u0049d":")" + alias + R"(","\u0061lias":")" +
+             id + R"(","host":"h","port":9})" + rid + "}";
     case 5:
       return R"({"type":"list","payload":{})" + rid + "}";
     case 6:
