@@ -21,6 +21,8 @@ struct BenchFlags {
   BenchWorkerConfig worker;
   std::string policy = "block";
   std::string pin = "none";
+  std::string paths = "inline,regular";
+  bool regular = false;
   long timeout_s = 120;
 };
 
@@ -69,10 +71,18 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   add_common(*throughput, f->throughput.common, f->timeout_s, true);
   throughput->add_option("--msgs", f->throughput.msgs, "total messages")->capture_default_str();
   throughput->add_option("--size", f->throughput.size, "payload bytes")->capture_default_str();
-  throughput->add_option("--senders", f->throughput.senders)->capture_default_str();
+  throughput->add_option("--senders", f->throughput.senders, "> 1: also N senders -> 1 receiver")
+      ->capture_default_str();
+  throughput
+      ->add_option("--receivers", f->throughput.receivers, "> 1: also 1 sender -> N receivers")
+      ->capture_default_str();
   throughput->add_option("--target", f->throughput.target, "send to this existing node instead");
   throughput->add_flag("--inline", f->throughput.inline_receiver,
                        "the receiver counts in an on_message_inline() handler (I/O thread)");
+  throughput->add_flag("!--no-raw", f->throughput.raw_baseline,
+                       "skip the raw TCP limit (same frames, no parsing)");
+  throughput->add_flag("--via-cli", f->throughput.via_cli,
+                       "instead: distflow send - < FILE -> distflow node -> stdout pipe");
 
   auto* latency = app.add_subcommand("latency", "ping-pong round trips, and raw TCP's");
   add_common(*latency, f->latency.common, f->timeout_s, true);
@@ -82,8 +92,12 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "same", "different"}));
   latency->add_flag("!--no-raw", f->latency.raw_baseline, "skip the raw TCP baseline");
-  latency->add_flag("--regular", f->latency.regular_path,
-                    "measure on_message()/receive() instead of the inline-handler path");
+  latency->add_option("--paths", f->paths, "node paths measured in each rep: inline, regular")
+      ->capture_default_str()
+      ->check([](const std::string& text) {
+        return parse_latency_paths(text) ? std::string() : "expected inline, regular or both";
+      });
+  latency->add_flag("--regular", f->regular, "the regular path only (--paths regular)");
 
   auto* pmd = app.add_subcommand("pmd", "PMD resolve rate, registration churn, crash->leave");
   add_common(*pmd, f->pmd.common, f->timeout_s, true);
@@ -98,7 +112,7 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   worker->add_option("--role", w.role)->required();
   worker->add_option("--pmd-port", w.pmd_port);
   worker->add_option("--alias", w.alias);
-  worker->add_option("--target", w.target);
+  worker->add_option("--target", w.targets, "repeated: round-robin (tx)");
   worker->add_option("--msgs", w.msgs);
   worker->add_option("--size", w.size);
   worker->add_option("--id", w.id);
@@ -117,12 +131,15 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
     } else if (latency->parsed()) {
       f->latency.common = finish(f->latency.common, f->timeout_s);
       f->latency.pin = *parse_pin_mode(f->pin);
+      f->latency.paths = *parse_latency_paths(f->regular ? "regular" : f->paths);
       run_latency_bench(f->latency, std::cout, std::cerr);
     } else if (pmd->parsed()) {
       f->pmd.common = finish(f->pmd.common, f->timeout_s);
       run_pmd_bench(f->pmd, std::cout, std::cerr);
     } else if (worker->parsed()) {
       f->worker.timeout = std::chrono::seconds(f->timeout_s);
+      if (!f->worker.targets.empty())
+        f->worker.target = f->worker.targets.front();
       return run_bench_worker(f->worker, std::cout);
     }
     return 0;

@@ -105,6 +105,11 @@ TEST_CASE("bench_stats: text report in the nats manner", "[bench]") {
   CHECK_THAT(s, Catch::Contains(" min 500,000 | avg 1,166,667 | max 2,000,000 | stddev"));
   CHECK_THAT(s, Catch::Contains("rtt round trip: p50 5.00 us | p90 0 ns | p99 9.00 us"));
   CHECK_THAT(s, Catch::Contains("ratio: 6.50x"));
+  BenchReport lines;
+  lines.rates.push_back({"cli", 0, {{3000, 0.001}}, "lost=0", "lines"});
+  std::ostringstream cli;
+  write_text(cli, lines);
+  CHECK(cli.str() == "cli stats: 3,000,000 lines/sec  lost=0\n");
 }
 
 TEST_CASE("bench_stats: JSON and CSV carry the raw figures", "[bench]") {
@@ -115,6 +120,7 @@ TEST_CASE("bench_stats: JSON and CSV carry the raw figures", "[bench]") {
   CHECK(doc["bench"] == "demo");
   CHECK(doc["params"]["size"] == "100 B");
   CHECK(doc["rates"][0]["reps"].size() == 3);
+  CHECK(doc["rates"][0]["unit"] == "msgs");
   CHECK(doc["rates"][0]["msgs_per_sec"]["median"].get<double>() == Approx(1e6));
   CHECK(doc["latencies"][0]["median"]["p99_ns"].get<double>() == 9000);
   CHECK(doc["figures"]["ratio"]["value"].get<double>() == 6.5);
@@ -143,6 +149,17 @@ TEST_CASE("bench: payloads have the requested size and round-trip id and seq", "
   std::uint64_t seq = 0;
   CHECK_FALSE(parse_bench_payload(R"({"x":1})", id, seq));
   CHECK_FALSE(parse_bench_payload(R"({"s":1})", id, seq));
+}
+
+TEST_CASE("bench: latency paths parse", "[bench]") {
+  using P = LatencyPath;
+  CHECK(parse_latency_paths("inline") == std::vector<P>{P::inline_handler});
+  CHECK(parse_latency_paths("regular") == std::vector<P>{P::regular});
+  CHECK(parse_latency_paths("inline,regular") == std::vector<P>{P::inline_handler, P::regular});
+  CHECK(parse_latency_paths("regular,inline") == std::vector<P>{P::regular, P::inline_handler});
+  CHECK_FALSE(parse_latency_paths(""));
+  CHECK_FALSE(parse_latency_paths("inline,"));
+  CHECK_FALSE(parse_latency_paths("both"));
 }
 
 TEST_CASE("bench: pin modes parse", "[bench]") {
@@ -199,6 +216,8 @@ TEST_CASE("bench: usage errors exit 2", "[bench][modes]") {
   CHECK(test::run({test::distflow_binary(), "bench"}).code == 2);
   CHECK(test::run({test::distflow_binary(), "bench", "mailbox", "--policy", "nope"}).code == 2);
   CHECK(test::run({test::distflow_binary(), "bench", "latency", "--pin", "left"}).code == 2);
+  CHECK(test::run({test::distflow_binary(), "bench", "latency", "--paths", "fast"}).code == 2);
+  CHECK(test::run({test::distflow_binary(), "bench", "latency", "--paths", "inline,"}).code == 2);
 }
 
 TEST_CASE("bench: csv file through the binary", "[bench][modes]") {
@@ -225,45 +244,144 @@ TEST_CASE("bench: pmd smoke run through the binary", "[bench][modes]") {
   CHECK(doc["rates"].size() == 3);
 }
 
-TEST_CASE("bench: throughput smoke run through the binary", "[bench][modes]") {
-  const auto throughput =
-      test::run({test::distflow_binary(), "bench", "throughput", "--msgs", "2000", "--senders", "2",
-                 "--reps", "1", "--json", "--timeout", "30"});
-  INFO(throughput.err);
-  REQUIRE(throughput.code == 0);
-  const auto doc = nlohmann::json::parse(throughput.out);
-  CHECK(doc["rates"][0]["reps"][0]["msgs"] == 2000);
-  CHECK(doc["rates"][0]["note"] == "lost=0 reordered=0 send_failures=0");
+namespace {
+
+/// The rate series of a `bench throughput --json` document by name; null when absent.
+nlohmann::json rate_named(const nlohmann::json& doc, const std::string& name) {
+  for (const auto& series : doc["rates"]) {
+    if (series["name"] == name)
+      return series;
+  }
+  return nullptr;
+}
+
+nlohmann::json run_bench_json(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{test::distflow_binary(), "bench"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.insert(argv.end(), {"--json", "--timeout", "30"});
+  const auto result = test::run(argv);
+  INFO(result.err);
+  REQUIRE(result.code == 0);
+  return nlohmann::json::parse(result.out);
+}
+
+}  // namespace
+
+TEST_CASE("bench: throughput measures node, raw limit and fan-in in one run", "[bench][modes]") {
+  const auto doc =
+      run_bench_json({"throughput", "--msgs", "2000", "--senders", "2", "--reps", "2"});
+  CHECK(doc["params"]["senders"] == "2");
+  CHECK(doc["params"]["raw"] == "yes");
+  const auto one = rate_named(doc, "node->node");
+  REQUIRE(one.is_object());
+  CHECK(one["reps"].size() == 2);
+  CHECK(one["reps"][0]["msgs"] == 2000);
+  CHECK(one["note"] == "lost=0 reordered=0 send_failures=0");
+  const auto raw = rate_named(doc, "raw TCP (same frames, no parsing)");
+  REQUIRE(raw.is_object());
+  CHECK(raw["reps"].size() == 2);
+  CHECK(raw["reps"][1]["msgs"] == 2000);
+  CHECK(raw["note"] == "lost=0");
+  const auto fan_in = rate_named(doc, "node->node 2 senders -> 1 receiver");
+  REQUIRE(fan_in.is_object());
+  CHECK(fan_in["reps"][0]["msgs"] == 2000);
+  CHECK(fan_in["note"] == "lost=0 reordered=0 send_failures=0");
+  CHECK(rate_named(doc, "sender (written to socket)").is_object());
+  CHECK(doc["figures"]["ratio node/raw (median of per-rep ratios)"]["value"].get<double>() > 0);
+  CHECK(
+      doc["figures"]["ratio 2 senders/1 sender (median of per-rep ratios)"]["value"].get<double>() >
+      0);
 }
 
 TEST_CASE("bench: throughput with an inline receiver counts every message", "[bench][modes]") {
-  const auto throughput =
-      test::run({test::distflow_binary(), "bench", "throughput", "--msgs", "2000", "--inline",
-                 "--reps", "1", "--json", "--timeout", "30"});
-  INFO(throughput.err);
-  REQUIRE(throughput.code == 0);
-  const auto doc = nlohmann::json::parse(throughput.out);
+  const auto doc =
+      run_bench_json({"throughput", "--msgs", "2000", "--inline", "--no-raw", "--reps", "1"});
   CHECK(doc["params"]["receiver"] == "inline");
+  CHECK(doc["params"]["raw"] == "no");
+  CHECK(doc["rates"].size() == 2);  // node->node and the sender's own rate
   CHECK(doc["rates"][0]["reps"][0]["msgs"] == 2000);
   CHECK(doc["rates"][0]["note"] == "lost=0 reordered=0 send_failures=0");
+  CHECK_FALSE(doc["figures"].contains("ratio node/raw (median of per-rep ratios)"));
 }
 
-TEST_CASE("bench: latency smoke run through the binary", "[bench][modes]") {
-  const auto latency =
-      test::run({test::distflow_binary(), "bench", "latency", "--msgs", "200", "--reps", "1",
-                 "--json", "--pin", "different", "--timeout", "30"});
-  INFO(latency.err);
-  REQUIRE(latency.code == 0);
-  CHECK(nlohmann::json::parse(latency.out)["latencies"].size() == 2);
+TEST_CASE("bench: throughput fan-out counts every receiver", "[bench][modes]") {
+  const auto doc = run_bench_json(
+      {"throughput", "--msgs", "2001", "--receivers", "4", "--no-raw", "--reps", "2"});
+  CHECK(doc["params"]["receivers"] == "4");
+  const auto fan_out = rate_named(doc, "node->node 1 sender -> 4 receivers");
+  REQUIRE(fan_out.is_object());
+  CHECK(fan_out["reps"].size() == 2);
+  CHECK(fan_out["reps"][0]["msgs"] == 2001);
+  // 2001 round-robin: 501 to the first, 500 to each other, per rep; summed over 2 reps.
+  CHECK(fan_out["note"] ==
+        "lost=0 reordered=0 send_failures=0 | per receiver: received=1002/1000/1000/1000 "
+        "lost=0/0/0/0 reordered=0/0/0/0");
+  CHECK(rate_named(doc, "node->node")["reps"][0]["msgs"] == 2001);
+  CHECK(doc["figures"].contains("ratio 4 receivers/1 receiver (median of per-rep ratios)"));
 }
 
-TEST_CASE("bench: latency smoke run of the regular API path", "[bench][modes]") {
-  const auto latency =
-      test::run({test::distflow_binary(), "bench", "latency", "--msgs", "200", "--reps", "1",
-                 "--json", "--regular", "--no-raw", "--timeout", "30"});
-  INFO(latency.err);
-  REQUIRE(latency.code == 0);
-  const auto doc = nlohmann::json::parse(latency.out);
-  CHECK(doc["latencies"].size() == 1);
-  CHECK(doc["params"]["path"] == "regular");
+TEST_CASE("bench: throughput through the CLI counts the node's stdout lines", "[bench][modes]") {
+  const auto doc = run_bench_json({"throughput", "--via-cli", "--msgs", "3000", "--reps", "2"});
+  CHECK(doc["params"]["path"] == "send - < FILE -> node > pipe");
+  REQUIRE(doc["rates"].size() == 1);
+  const auto& cli = doc["rates"][0];
+  CHECK(cli["unit"] == "lines");
+  CHECK(cli["reps"].size() == 2);
+  CHECK(cli["reps"][0]["msgs"] == 3000);
+  CHECK(cli["reps"][1]["msgs"] == 3000);
+  CHECK(cli["note"] == "lost=0 last_line_out_of_order=0");
+}
+
+TEST_CASE("bench: throughput flag combinations it cannot run", "[bench][modes]") {
+  for (const auto& extra :
+       std::vector<std::vector<std::string>>{{"--senders", "2", "--receivers", "2"},
+                                             {"--via-cli", "--senders", "2"},
+                                             {"--receivers", "0"}}) {
+    std::vector<std::string> argv{test::distflow_binary(),
+                                  "bench",
+                                  "throughput",
+                                  "--msgs",
+                                  "10",
+                                  "--reps",
+                                  "1",
+                                  "--timeout",
+                                  "10"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    const auto result = test::run(argv);
+    INFO(extra[0] << " " << extra[1]);
+    CHECK(result.code == 1);
+    CHECK_THAT(result.err, Catch::Contains("throughput bench:"));
+  }
+}
+
+TEST_CASE("bench: latency measures both node paths and raw TCP in one run", "[bench][modes]") {
+  const auto doc = run_bench_json({"latency", "--msgs", "200", "--reps", "2", "--pin", "same"});
+  CHECK(doc["params"]["path"] == "inline,regular");
+  REQUIRE(doc["latencies"].size() == 3);
+  CHECK(doc["latencies"][0]["name"] == "node<->node inline");
+  CHECK(doc["latencies"][1]["name"] == "node<->node regular");
+  CHECK(doc["latencies"][2]["name"] == "raw TCP");
+  for (const auto& series : doc["latencies"]) {
+    CHECK(series["reps"].size() == 2);
+    CHECK(series["reps"][0]["samples"] == 200);
+  }
+  for (const char* figure : {"ratio p50 inline/raw", "ratio p99 inline/raw",
+                             "ratio p50 regular/raw", "ratio p99 regular/raw"}) {
+    INFO(figure);
+    CHECK(doc["figures"][figure]["value"].get<double>() > 0);
+  }
+}
+
+TEST_CASE("bench: latency of one chosen path", "[bench][modes]") {
+  const auto regular = run_bench_json(
+      {"latency", "--msgs", "200", "--reps", "1", "--regular", "--no-raw", "--pin", "different"});
+  CHECK(regular["params"]["path"] == "regular");
+  REQUIRE(regular["latencies"].size() == 1);
+  CHECK(regular["latencies"][0]["name"] == "node<->node regular");
+  const auto inline_only =
+      run_bench_json({"latency", "--msgs", "200", "--reps", "1", "--paths", "inline"});
+  CHECK(inline_only["params"]["path"] == "inline");
+  REQUIRE(inline_only["latencies"].size() == 2);
+  CHECK(inline_only["figures"].contains("ratio p50 inline/raw"));
+  CHECK_FALSE(inline_only["figures"].contains("ratio p50 regular/raw"));
 }

@@ -1,7 +1,9 @@
 #include "bench_child.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <poll.h>
 #include <string>
@@ -72,6 +74,38 @@ std::optional<std::string> BenchChild::read_line(std::chrono::milliseconds timeo
       return rest;
     }
     buf_.append(chunk, static_cast<std::size_t>(n));
+  }
+}
+
+std::optional<std::size_t> BenchChild::read_some(char* data, std::size_t n,
+                                                 std::chrono::milliseconds timeout) {
+  if (!buf_.empty()) {
+    const std::size_t take = std::min(n, buf_.size());
+    std::memcpy(data, buf_.data(), take);
+    buf_.erase(0, take);
+    return take;
+  }
+  if (out_ < 0)
+    return 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd pfd{out_, POLLIN, 0};
+    const int ready = ::poll(&pfd, 1, static_cast<int>(std::max<long long>(left.count(), 0)));
+    if (ready < 0 && errno == EINTR)
+      continue;
+    if (ready <= 0)
+      return std::nullopt;
+    const ssize_t got = ::read(out_, data, n);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0) {
+      ::close(out_);
+      out_ = -1;
+      return 0;
+    }
+    return static_cast<std::size_t>(got);
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -28,6 +29,10 @@ class BenchChild {
   int pid() const { return process_.pid(); }
   /// Next stdout line without its '\n'; nullopt on EOF or when `timeout` passes.
   std::optional<std::string> read_line(std::chrono::milliseconds timeout);
+  /// Up to `n` bytes of stdout (what read_line() buffered first): the count, 0 at
+  /// EOF, nullopt when `timeout` passes with nothing to read.
+  std::optional<std::size_t> read_some(char* data, std::size_t n,
+                                       std::chrono::milliseconds timeout);
   /// Waits up to `timeout` for the exit; the exit code (128 + signal when killed).
   std::optional<int> wait(std::chrono::milliseconds timeout) { return process_.wait(timeout); }
   /// SIGKILL now (the crash the PMD bench measures); does not reap.

@@ -382,6 +382,10 @@ LatencySummary latency_from(const Json& j) {
   return s;
 }
 
+const char* path_name(LatencyPath path) {
+  return path == LatencyPath::regular ? "regular" : "inline";
+}
+
 std::string unique_alias(std::string_view kind, unsigned rep) {
   return "bench-" + std::string(kind) + "-" + std::to_string(::getpid()) + "-" +
          std::to_string(rep);
@@ -493,6 +497,401 @@ std::string pmd_request(std::string_view type, const std::string& payload, std::
          std::to_string(id) + "}";
 }
 
+// ---- throughput ------------------------------------------------------------------------
+
+/// What one receiver counted.
+struct ReceiverCount {
+  std::uint64_t received = 0, lost = 0, reordered = 0;
+};
+
+/// One run of sender and receiver processes.
+struct FlowResult {
+  RateSample received;  ///< received ÷ (last arrival − first sender's start)
+  RateSample written;   ///< the senders' own: written ÷ (last end − first start)
+  std::uint64_t failures = 0;
+  std::vector<ReceiverCount> receivers;
+};
+
+/// `senders` tx processes into one receiver, or one tx round-robin to `receivers`
+/// receivers (or `config.target`). Aliases are `kind`-tagged so runs never share one.
+FlowResult node_flow(const ThroughputBenchConfig& config, std::uint16_t pmd_port,
+                     std::string_view kind, unsigned rep, unsigned senders, unsigned receivers) {
+  const BenchCommon& common = config.common;
+  std::vector<std::string> targets;
+  std::vector<std::unique_ptr<BenchChild>> rxs;
+  if (!config.target.empty()) {
+    targets.push_back(config.target);
+  } else {
+    for (unsigned r = 0; r < receivers; ++r) {
+      // The tx sends message i to receiver i % receivers.
+      const std::uint64_t share = config.msgs / receivers + (r < config.msgs % receivers ? 1 : 0);
+      targets.push_back(unique_alias(std::string(kind) + "-rx" + std::to_string(r), rep));
+      rxs.push_back(std::make_unique<BenchChild>(
+          worker_argv(common, pmd_port, config.inline_receiver ? "rx-inline" : "rx",
+                      {"--alias", targets.back(), "--msgs", std::to_string(share)})));
+    }
+    for (auto& rx : rxs)
+      expect_ready(*rx, "receiver");
+  }
+  std::vector<std::unique_ptr<BenchChild>> txs;
+  for (unsigned i = 0; i < senders; ++i) {
+    const std::uint64_t share = config.msgs / senders + (i == 0 ? config.msgs % senders : 0);
+    std::vector<std::string> argv = worker_argv(
+        common, pmd_port, "tx",
+        {"--alias", unique_alias(std::string(kind) + "-tx" + std::to_string(i), rep), "--msgs",
+         std::to_string(share), "--size", std::to_string(config.size), "--id", std::to_string(i)});
+    for (const std::string& target : targets) {
+      argv.push_back("--target");
+      argv.push_back(target);
+    }
+    txs.push_back(std::make_unique<BenchChild>(argv));
+  }
+  for (auto& tx : txs)
+    expect_ready(*tx, "sender");
+  FlowResult flow;
+  std::uint64_t start = UINT64_MAX, end = 0, written = 0;
+  for (auto& tx : txs) {
+    const Json result = expect_json(*tx, "sender", common.timeout);
+    start = std::min(start, result.value("start_ns", std::uint64_t{0}));
+    end = std::max(end, result.value("end_ns", std::uint64_t{0}));
+    written += result.value("sent", std::uint64_t{0});
+    flow.failures += result.value("failures", std::uint64_t{0});
+    tx->stop();
+  }
+  flow.written = {written, static_cast<double>(end - start) / 1e9};
+  std::uint64_t received = 0, last = 0;
+  for (auto& rx : rxs) {
+    const Json result = expect_json(*rx, "receiver", common.timeout);
+    ReceiverCount count;
+    count.received = result.value("received", std::uint64_t{0});
+    count.lost = result.value("lost", std::uint64_t{0});
+    count.reordered = result.value("reordered", std::uint64_t{0});
+    received += count.received;
+    last = std::max(last, result.value("last_ns", std::uint64_t{0}));
+    flow.receivers.push_back(count);
+    rx->stop();
+  }
+  flow.received = {received, last > start ? static_cast<double>(last - start) / 1e9 : 0};
+  return flow;
+}
+
+/// The limit: raw-tx writes the same envelope frames a node would (encoded once)
+/// in 1 MiB writes; raw-rx reads 256 KiB at a time and only walks the length prefixes.
+FlowResult raw_flow(const ThroughputBenchConfig& config, std::uint16_t pmd_port, unsigned rep) {
+  const BenchCommon& common = config.common;
+  BenchChild rx(worker_argv(common, pmd_port, "raw-rx", {"--msgs", std::to_string(config.msgs)}));
+  const std::string port = expect_ready(rx, "raw-rx");
+  // The aliases of the 1 -> 1 node run: envelopes of the same length.
+  BenchChild tx(worker_argv(common, pmd_port, "raw-tx",
+                            {"--port", port, "--alias", unique_alias("one-tx0", rep), "--target",
+                             unique_alias("one-rx0", rep), "--msgs", std::to_string(config.msgs),
+                             "--size", std::to_string(config.size)}));
+  expect_ready(tx, "raw-tx");
+  const Json sent = expect_json(tx, "raw-tx", common.timeout);
+  const Json got = expect_json(rx, "raw-rx", common.timeout);
+  tx.stop();
+  rx.stop();
+  const auto start = sent.value("start_ns", std::uint64_t{0});
+  const auto end = sent.value("end_ns", std::uint64_t{0});
+  const auto last = got.value("last_ns", std::uint64_t{0});
+  FlowResult flow;
+  flow.written = {sent.value("sent", std::uint64_t{0}), static_cast<double>(end - start) / 1e9};
+  ReceiverCount count;
+  count.received = got.value("received", std::uint64_t{0});
+  count.lost = got.value("lost", std::uint64_t{0});
+  flow.receivers.push_back(count);
+  flow.received = {count.received, last > start ? static_cast<double>(last - start) / 1e9 : 0};
+  return flow;
+}
+
+/// Totals of a series of runs, and the per-receiver sums, as a report note.
+std::string flow_note(const std::vector<FlowResult>& flows, bool per_receiver) {
+  std::vector<ReceiverCount> sums;
+  std::uint64_t failures = 0;
+  for (const FlowResult& flow : flows) {
+    failures += flow.failures;
+    sums.resize(std::max(sums.size(), flow.receivers.size()));
+    for (std::size_t r = 0; r < flow.receivers.size(); ++r) {
+      sums[r].received += flow.receivers[r].received;
+      sums[r].lost += flow.receivers[r].lost;
+      sums[r].reordered += flow.receivers[r].reordered;
+    }
+  }
+  ReceiverCount total;
+  for (const ReceiverCount& sum : sums) {
+    total.lost += sum.lost;
+    total.reordered += sum.reordered;
+  }
+  std::string note = "lost=" + std::to_string(total.lost) +
+                     " reordered=" + std::to_string(total.reordered) +
+                     " send_failures=" + std::to_string(failures);
+  if (per_receiver) {
+    auto column = [&](const char* name, std::uint64_t ReceiverCount::*field) {
+      note += std::string(" ") + name + "=";
+      for (std::size_t r = 0; r < sums.size(); ++r)
+        note += (r ? "/" : "") + std::to_string(sums[r].*field);
+    };
+    note += " | per receiver:";
+    column("received", &ReceiverCount::received);
+    column("lost", &ReceiverCount::lost);
+    column("reordered", &ReceiverCount::reordered);
+  }
+  return note;
+}
+
+/// Median of the per-repetition ratios a[i] / b[i] (alternating runs share their noise).
+double median_ratio(const RateSeries& a, const RateSeries& b) {
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < std::min(a.reps.size(), b.reps.size()); ++i) {
+    if (b.reps[i].rate() > 0)
+      ratios.push_back(a.reps[i].rate() / b.reps[i].rate());
+  }
+  return summarize(ratios).median;
+}
+
+void flow_series(const ThroughputBenchConfig& config, std::uint16_t pmd_port, BenchReport& report,
+                 std::ostream& err) {
+  if (!config.target.empty()) {
+    // An existing node: the senders' own rate only (nothing counts at the far end).
+    RateSeries sent{"senders (written to socket)", config.size, {}, ""};
+    std::vector<FlowResult> flows;
+    for (unsigned rep = 0; rep < config.common.reps; ++rep) {
+      ProgressBar progress(err, config.common.progress,
+                           "throughput rep " + std::to_string(rep + 1));
+      flows.push_back(node_flow(config, pmd_port, "tx", rep, config.senders, 1));
+      sent.reps.push_back(flows.back().written);
+    }
+    std::uint64_t failures = 0;
+    for (const FlowResult& flow : flows)
+      failures += flow.failures;
+    sent.note = "send_failures=" + std::to_string(failures);
+    report.rates.push_back(sent);
+    return;
+  }
+  const std::string fan_in = std::to_string(config.senders) + " senders";
+  const std::string fan_out = std::to_string(config.receivers) + " receivers";
+  RateSeries one{"node->node", config.size, {}, ""};
+  RateSeries sent{"sender (written to socket)", config.size, {}, ""};
+  RateSeries raw{"raw TCP (same frames, no parsing)", config.size, {}, ""};
+  RateSeries in{"node->node " + fan_in + " -> 1 receiver", config.size, {}, ""};
+  RateSeries outward{"node->node 1 sender -> " + fan_out, config.size, {}, ""};
+  std::vector<FlowResult> one_flows, raw_flows, in_flows, out_flows;
+  enum class Leg { raw_tcp, one_to_one, many_to_one, one_to_many };
+  std::vector<Leg> legs{Leg::one_to_one};
+  if (config.raw_baseline)
+    legs.insert(legs.begin(), Leg::raw_tcp);
+  if (config.senders > 1)
+    legs.push_back(Leg::many_to_one);
+  if (config.receivers > 1)
+    legs.push_back(Leg::one_to_many);
+  for (unsigned rep = 0; rep < config.common.reps; ++rep) {
+    ProgressBar progress(err, config.common.progress, "throughput rep " + std::to_string(rep + 1));
+    for (Leg leg : legs) {
+      switch (leg) {
+        case Leg::raw_tcp:
+          raw_flows.push_back(raw_flow(config, pmd_port, rep));
+          raw.reps.push_back(raw_flows.back().received);
+          break;
+        case Leg::one_to_one:
+          one_flows.push_back(node_flow(config, pmd_port, "one", rep, 1, 1));
+          one.reps.push_back(one_flows.back().received);
+          sent.reps.push_back(one_flows.back().written);
+          break;
+        case Leg::many_to_one:
+          in_flows.push_back(node_flow(config, pmd_port, "in", rep, config.senders, 1));
+          in.reps.push_back(in_flows.back().received);
+          break;
+        case Leg::one_to_many:
+          out_flows.push_back(node_flow(config, pmd_port, "out", rep, 1, config.receivers));
+          outward.reps.push_back(out_flows.back().received);
+          break;
+      }
+      progress.update(rep * legs.size() + 1, config.common.reps * legs.size());
+    }
+    std::reverse(legs.begin(), legs.end());  // alternate the order: no leg always goes first
+  }
+  one.note = flow_note(one_flows, false);
+  report.rates.push_back(one);
+  report.rates.push_back(sent);
+  if (config.raw_baseline) {
+    std::uint64_t raw_lost = 0;  // frames are counted, not read: no order, no send failure
+    for (const FlowResult& flow : raw_flows)
+      raw_lost += flow.receivers.empty() ? 0 : flow.receivers[0].lost;
+    raw.note = "lost=" + std::to_string(raw_lost);
+    report.rates.push_back(raw);
+    report.figures.push_back(
+        {"ratio node/raw (median of per-rep ratios)", median_ratio(one, raw), "x"});
+  }
+  if (config.senders > 1) {
+    in.note = flow_note(in_flows, false);
+    report.rates.push_back(in);
+    report.figures.push_back(
+        {"ratio " + fan_in + "/1 sender (median of per-rep ratios)", median_ratio(in, one), "x"});
+  }
+  if (config.receivers > 1) {
+    outward.note = flow_note(out_flows, true);
+    report.rates.push_back(outward);
+    report.figures.push_back({"ratio " + fan_out + "/1 receiver (median of per-rep ratios)",
+                              median_ratio(outward, one), "x"});
+  }
+}
+
+/// A file removed when the run ends.
+class TempFile {
+ public:
+  explicit TempFile(std::string path) : path_(std::move(path)) {}
+  ~TempFile() { ::unlink(path_.c_str()); }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+/// Waits until `alias` resolves at the PMD (a node has registered it).
+void wait_registered(std::uint16_t pmd_port, const std::string& alias, BenchChild& node) {
+  PmdConnection pmd(pmd_port);
+  const auto deadline = Clock::now() + kStartTimeout;
+  for (std::uint64_t id = 1;; ++id) {
+    const std::string reply =
+        pmd.request(pmd_request("resolve", R"({"alias":")" + alias + R"("})", id));
+    if (reply.find(R"("node":{)") != std::string::npos)
+      return;
+    if (const auto code = node.wait(milliseconds(0))) {
+      throw Error("bench node '" + alias + "' exited with code " + std::to_string(*code) +
+                  " before registering (its error is above)");
+    }
+    if (Clock::now() > deadline)
+      throw Error("bench node '" + alias + "' did not register within 10 s");
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+}
+
+/// What the bench read from the node's stdout.
+struct LineCount {
+  std::uint64_t lines = 0;
+  std::uint64_t last_ns = 0;  ///< when the read holding the last newline returned
+  std::string last_line;      ///< the last complete line
+};
+
+/// Counts newlines in `data` (one read) into `count`, keeping the last line.
+void count_lines(const char* data, std::size_t n, std::string& partial, LineCount& count) {
+  const auto found = static_cast<std::uint64_t>(std::count(data, data + n, '\n'));
+  if (found == 0) {
+    if (partial.size() < (1u << 20))
+      partial.append(data, n);
+    return;
+  }
+  count.lines += found;
+  const char* last = static_cast<const char*>(::memrchr(data, '\n', n));
+  const char* prev =
+      static_cast<const char*>(::memrchr(data, '\n', static_cast<std::size_t>(last - data)));
+  if (prev) {
+    count.last_line.assign(prev + 1, last);
+  } else {
+    count.last_line = partial;
+    count.last_line.append(data, last);
+  }
+  partial.assign(last + 1, data + n);
+}
+
+/// True when `line` (a node's NDJSON output line) carries payload (0, seq).
+bool line_has_seq(const std::string& line, std::uint64_t seq) {
+  constexpr std::string_view kKey = R"("payload":)";
+  const auto at = line.find(kKey);
+  unsigned id = 0;
+  std::uint64_t got = 0;
+  return at != std::string::npos &&
+         parse_bench_payload(std::string_view(line).substr(at + kKey.size()), id, got) && id == 0 &&
+         got == seq;
+}
+
+/// The shell user's path: `distflow send ALIAS - < FILE` → `distflow node --alias
+/// ALIAS` → NDJSON on the node's stdout, a pipe the bench reads in 256 KiB reads,
+/// counting newlines. The rate is lines ÷ (last line counted − send's spawn).
+void cli_series(const ThroughputBenchConfig& config, std::uint16_t pmd_port, BenchReport& report,
+                std::ostream& err) {
+  const BenchCommon& common = config.common;
+  const std::string exe = executable_of(common);
+  TempFile file("/tmp/distflow-bench-cli-" + std::to_string(::getpid()) + ".ndjson");
+  {
+    std::ofstream lines(file.path(), std::ios::binary | std::ios::trunc);
+    std::string payload, chunk;
+    for (std::uint64_t seq = 0; seq < config.msgs; ++seq) {
+      make_bench_payload(payload, 0, seq, config.size);
+      chunk += payload;
+      chunk += '\n';
+      if (chunk.size() > (1u << 20)) {
+        lines.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+        chunk.clear();
+      }
+    }
+    lines.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    if (!lines.flush())
+      throw Error("cannot write '" + file.path() + "'");
+  }
+  RateSeries cli{"send - -> node -> pipe", config.size, {}, "", "lines"};
+  std::uint64_t lost = 0, bad_tails = 0;
+  std::vector<char> buf(256 * 1024);
+  for (unsigned rep = 0; rep < common.reps; ++rep) {
+    ProgressBar progress(err, common.progress, "throughput rep " + std::to_string(rep + 1));
+    const std::string alias = unique_alias("cli", rep);
+    // stdin /dev/null: the node receives until SIGTERM; stdout: our pipe.
+    BenchChild node({exe, "--log-level", "warn", "node", "--alias", alias, "-p",
+                     std::to_string(pmd_port), "--no-auto-pmd"});
+    wait_registered(pmd_port, alias, node);
+    LineCount count;
+    std::string partial;
+    const auto deadline = Clock::now() + common.timeout;
+    const std::uint64_t start = monotonic_ns();
+    // The shell's redirection, as a user types it (exec: the pid is send's).
+    BenchChild send({"/bin/sh", "-c", "f=$1; shift; exec \"$@\" < \"$f\"", "sh", file.path(), exe,
+                     "--log-level", "warn", "send", "-p", std::to_string(pmd_port), alias, "-"});
+    std::optional<int> send_code;
+    auto last_byte = Clock::now();
+    while (count.lines < config.msgs) {
+      const auto n = node.read_some(buf.data(), buf.size(), milliseconds(100));
+      if (n && *n == 0)
+        break;  // the node's output closed: it has exited
+      if (n) {
+        const std::uint64_t before = count.lines;
+        count_lines(buf.data(), *n, partial, count);
+        if (count.lines != before)
+          count.last_ns = monotonic_ns();
+        last_byte = Clock::now();
+      }
+      if (!send_code)
+        send_code = send.wait(milliseconds(0));
+      // Everything send wrote has had 2 s to come out, or the deadline passed.
+      if ((send_code && Clock::now() - last_byte > std::chrono::seconds(2)) ||
+          Clock::now() > deadline) {
+        break;
+      }
+      progress.update(rep * config.msgs + count.lines, common.reps * config.msgs);
+    }
+    if (!send_code)
+      send_code = send.wait(std::chrono::duration_cast<milliseconds>(common.timeout));
+    send.stop();
+    node.stop();
+    if (!send_code || *send_code != 0) {
+      throw Error("throughput bench: distflow send " +
+                  (send_code ? "exited with code " + std::to_string(*send_code)
+                             : std::string("did not exit")) +
+                  " (its error is above)");
+    }
+    lost += config.msgs > count.lines ? config.msgs - count.lines : 0;
+    if (count.lines == config.msgs && !line_has_seq(count.last_line, config.msgs - 1))
+      ++bad_tails;
+    cli.reps.push_back({count.lines, count.last_ns > start
+                                         ? static_cast<double>(count.last_ns - start) / 1e9
+                                         : 0});
+  }
+  cli.note =
+      "lost=" + std::to_string(lost) + " last_line_out_of_order=" + std::to_string(bad_tails);
+  report.rates.push_back(cli);
+}
+
 }  // namespace
 
 std::optional<PinMode> parse_pin_mode(std::string_view text) {
@@ -503,6 +902,24 @@ std::optional<PinMode> parse_pin_mode(std::string_view text) {
   if (text == "different")
     return PinMode::different;
   return std::nullopt;
+}
+
+std::optional<std::vector<LatencyPath>> parse_latency_paths(std::string_view text) {
+  std::vector<LatencyPath> paths;
+  for (;;) {
+    const auto comma = text.find(',');
+    const std::string_view name = text.substr(0, comma);
+    if (name == "inline") {
+      paths.push_back(LatencyPath::inline_handler);
+    } else if (name == "regular") {
+      paths.push_back(LatencyPath::regular);
+    } else {
+      return std::nullopt;
+    }
+    if (comma == std::string_view::npos)
+      return paths;
+    text.remove_prefix(comma + 1);
+  }
 }
 
 // ---- payloads ------------------------------------------------------------------------------
@@ -567,74 +984,37 @@ BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostre
   BenchReport report;
   report.bench = "throughput";
   report.params = {{"msgs", count_param(config.msgs)},
-                   {"size", std::to_string(config.size) + " B"},
-                   {"senders", std::to_string(config.senders)},
-                   {"target", config.target.empty() ? "private receiver" : config.target},
-                   {"receiver", config.inline_receiver ? "inline" : "on_message"},
-                   {"reps", std::to_string(config.common.reps)}};
-  begin(report, config.common, out);
-  if (config.senders == 0 || config.msgs < config.senders) {
-    throw Error("throughput bench: need --senders >= 1 and --msgs >= --senders");
+                   {"size", std::to_string(config.size) + " B"}};
+  if (config.via_cli) {
+    report.params.emplace_back("path", "send - < FILE -> node > pipe");
+  } else {
+    report.params.emplace_back("senders", std::to_string(config.senders));
+    report.params.emplace_back("receivers", std::to_string(config.receivers));
+    report.params.emplace_back("target",
+                               config.target.empty() ? "private receiver" : config.target);
+    report.params.emplace_back("receiver", config.inline_receiver ? "inline" : "on_message");
+    report.params.emplace_back("raw", config.raw_baseline && config.target.empty() ? "yes" : "no");
   }
+  report.params.emplace_back("reps", std::to_string(config.common.reps));
+  begin(report, config.common, out);
+  if (config.senders == 0 || config.receivers == 0 || config.msgs < config.senders ||
+      config.msgs < config.receivers) {
+    throw Error(
+        "throughput bench: need --senders >= 1, --receivers >= 1, and --msgs at least as many");
+  }
+  if (config.senders > 1 && config.receivers > 1)
+    throw Error("throughput bench: --senders and --receivers cannot both be above 1");
+  if (!config.target.empty() && (config.receivers > 1 || config.via_cli))
+    throw Error("throughput bench: --target goes with neither --receivers nor --via-cli");
+  if (config.via_cli && (config.senders > 1 || config.receivers > 1))
+    throw Error("throughput bench: --via-cli is one send into one node");
   BenchPmd pmd(config.common);
   report.params.emplace_back("pmd", "127.0.0.1:" + std::to_string(pmd.port()));
-  RateSeries e2e{"node->node", config.size, {}, ""};
-  RateSeries sent{"senders (written to socket)", config.size, {}, ""};
-  std::uint64_t lost = 0, reordered = 0, failures = 0;
-  for (unsigned rep = 0; rep < config.common.reps; ++rep) {
-    ProgressBar progress(err, config.common.progress, "throughput rep " + std::to_string(rep + 1));
-    std::string target = config.target;
-    std::unique_ptr<BenchChild> rx;
-    if (target.empty()) {
-      target = unique_alias("rx", rep);
-      rx = std::make_unique<BenchChild>(
-          worker_argv(config.common, pmd.port(), config.inline_receiver ? "rx-inline" : "rx",
-                      {"--alias", target, "--msgs", std::to_string(config.msgs)}));
-      expect_ready(*rx, "receiver");
-    }
-    std::vector<std::unique_ptr<BenchChild>> txs;
-    for (unsigned i = 0; i < config.senders; ++i) {
-      const std::uint64_t share =
-          config.msgs / config.senders + (i == 0 ? config.msgs % config.senders : 0);
-      txs.push_back(std::make_unique<BenchChild>(
-          worker_argv(config.common, pmd.port(), "tx",
-                      {"--alias", unique_alias("tx" + std::to_string(i), rep), "--target", target,
-                       "--msgs", std::to_string(share), "--size", std::to_string(config.size),
-                       "--id", std::to_string(i)})));
-    }
-    for (auto& tx : txs)
-      expect_ready(*tx, "sender");
-    std::uint64_t start = UINT64_MAX, end = 0, written = 0;
-    for (auto& tx : txs) {
-      const Json result = expect_json(*tx, "sender", config.common.timeout);
-      start = std::min(start, result.value("start_ns", std::uint64_t{0}));
-      end = std::max(end, result.value("end_ns", std::uint64_t{0}));
-      written += result.value("sent", std::uint64_t{0});
-      failures += result.value("failures", std::uint64_t{0});
-      tx->stop();
-    }
-    sent.reps.push_back({written, static_cast<double>(end - start) / 1e9});
-    if (rx) {
-      const Json result = expect_json(*rx, "receiver", config.common.timeout);
-      const auto received = result.value("received", std::uint64_t{0});
-      const auto last = result.value("last_ns", std::uint64_t{0});
-      lost += result.value("lost", std::uint64_t{0});
-      reordered += result.value("reordered", std::uint64_t{0});
-      e2e.reps.push_back({received, last > start ? static_cast<double>(last - start) / 1e9 : 0});
-      rx->stop();
-    }
-    progress.update(rep + 1, config.common.reps);
-  }
-  const std::string note = "lost=" + std::to_string(lost) +
-                           " reordered=" + std::to_string(reordered) +
-                           " send_failures=" + std::to_string(failures);
-  if (!e2e.reps.empty()) {
-    e2e.note = note;
-    report.rates.push_back(e2e);
+  if (config.via_cli) {
+    cli_series(config, pmd.port(), report, err);
   } else {
-    sent.note = "send_failures=" + std::to_string(failures);
+    flow_series(config, pmd.port(), report, err);
   }
-  report.rates.push_back(sent);
   emit(report, config.common, out);
   return report;
 }
@@ -646,53 +1026,72 @@ BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& ou
   const char* pin = config.pin == PinMode::same        ? "same"
                     : config.pin == PinMode::different ? "different"
                                                        : "none";
+  std::string paths;
+  for (LatencyPath path : config.paths)
+    paths += (paths.empty() ? "" : ",") + std::string(path_name(path));
   report.params = {{"round trips", count_param(config.msgs)},
                    {"size", std::to_string(config.size) + " B"},
                    {"pin", pin},
-                   {"path", config.regular_path ? "regular" : "inline"},
+                   {"path", paths},
                    {"reps", std::to_string(config.common.reps)}};
-  const std::string pong_role = config.regular_path ? "pong-regular" : "pong";
-  const std::string ping_role = config.regular_path ? "ping-regular" : "ping";
   begin(report, config.common, out);
+  if (config.paths.empty())
+    throw Error("latency bench: no path to measure");
   const int cpu_a = config.pin == PinMode::none ? -1 : 0;
   const int cpu_b = config.pin == PinMode::different ? 1 : cpu_a;
   BenchPmd pmd(config.common);
-  LatencySeries node{"node<->node", {}};
+  // One leg per node path, then raw TCP; the order alternates from one rep to the next.
+  std::vector<LatencySeries> series;
+  for (LatencyPath path : config.paths)
+    series.push_back({"node<->node " + std::string(path_name(path)), {}});
   LatencySeries raw{"raw TCP", {}};
+  std::vector<std::size_t> legs;  // index into `series`; series.size(): raw
+  for (std::size_t i = 0; i <= series.size(); ++i) {
+    if (i < series.size() || config.raw_baseline)
+      legs.push_back(i);
+  }
   for (unsigned rep = 0; rep < config.common.reps; ++rep) {
     ProgressBar progress(err, config.common.progress, "latency rep " + std::to_string(rep + 1));
-    {
-      const std::string alias = unique_alias("pong", rep);
-      BenchChild pong(worker_argv(config.common, pmd.port(), pong_role, {"--alias", alias}), cpu_a);
+    for (std::size_t leg : legs) {
+      if (leg == series.size()) {
+        BenchChild pong(worker_argv(config.common, pmd.port(), "raw-pong", {}), cpu_a);
+        const std::string port = expect_ready(pong, "raw-pong");
+        BenchChild ping(worker_argv(config.common, pmd.port(), "raw-ping",
+                                    {"--port", port, "--msgs", std::to_string(config.msgs),
+                                     "--size", std::to_string(config.size)}),
+                        cpu_b);
+        expect_ready(ping, "raw-ping");
+        raw.reps.push_back(latency_from(expect_json(ping, "raw-ping", config.common.timeout)));
+        continue;
+      }
+      const bool regular = config.paths[leg] == LatencyPath::regular;
+      const std::string alias = unique_alias(regular ? "pong-r" : "pong-i", rep);
+      BenchChild pong(worker_argv(config.common, pmd.port(), regular ? "pong-regular" : "pong",
+                                  {"--alias", alias}),
+                      cpu_a);
       expect_ready(pong, "pong");
-      BenchChild ping(
-          worker_argv(config.common, pmd.port(), ping_role,
-                      {"--alias", unique_alias("ping", rep), "--target", alias, "--msgs",
-                       std::to_string(config.msgs), "--size", std::to_string(config.size)}),
-          cpu_b);
-      expect_ready(ping, "ping");
-      node.reps.push_back(latency_from(expect_json(ping, "ping", config.common.timeout)));
-    }
-    if (config.raw_baseline) {
-      BenchChild pong(worker_argv(config.common, pmd.port(), "raw-pong", {}), cpu_a);
-      const std::string port = expect_ready(pong, "raw-pong");
-      BenchChild ping(worker_argv(config.common, pmd.port(), "raw-ping",
-                                  {"--port", port, "--msgs", std::to_string(config.msgs), "--size",
-                                   std::to_string(config.size)}),
+      BenchChild ping(worker_argv(config.common, pmd.port(), regular ? "ping-regular" : "ping",
+                                  {"--alias", unique_alias(regular ? "ping-r" : "ping-i", rep),
+                                   "--target", alias, "--msgs", std::to_string(config.msgs),
+                                   "--size", std::to_string(config.size)}),
                       cpu_b);
-      expect_ready(ping, "raw-ping");
-      raw.reps.push_back(latency_from(expect_json(ping, "raw-ping", config.common.timeout)));
+      expect_ready(ping, "ping");
+      series[leg].reps.push_back(latency_from(expect_json(ping, "ping", config.common.timeout)));
     }
+    std::reverse(legs.begin(), legs.end());
     progress.update(rep + 1, config.common.reps);
   }
-  report.latencies.push_back(node);
+  report.latencies = series;
   if (config.raw_baseline) {
     report.latencies.push_back(raw);
-    for (auto [label, field] :
-         {std::pair{"p50", &LatencySummary::p50}, std::pair{"p99", &LatencySummary::p99}}) {
-      const double base = median_of(raw, field);
-      report.figures.push_back({std::string("ratio ") + label + " node/raw",
-                                base > 0 ? median_of(node, field) / base : 0, "x"});
+    for (std::size_t i = 0; i < series.size(); ++i) {
+      for (auto [label, field] :
+           {std::pair{"p50", &LatencySummary::p50}, std::pair{"p99", &LatencySummary::p99}}) {
+        const double base = median_of(raw, field);
+        report.figures.push_back(
+            {std::string("ratio ") + label + " " + path_name(config.paths[i]) + "/raw",
+             base > 0 ? median_of(series[i], field) / base : 0, "x"});
+      }
     }
   }
   emit(report, config.common, out);

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bench_stats.hpp"
 #include "mailbox.hpp"
@@ -43,18 +44,34 @@ struct MailboxBenchConfig {
 
 struct ThroughputBenchConfig {
   BenchCommon common;
-  std::uint64_t msgs = 2'000'000;  ///< total, split across senders
+  std::uint64_t msgs = 2'000'000;  ///< per run, split across senders (or receivers)
   std::size_t size = 100;          ///< payload bytes (a JSON object)
+  /// > 1: also `senders` processes into one receiver (fan-in), beside the 1 -> 1 run.
   unsigned senders = 1;
-  std::string target;  ///< an existing node: no receiver started, no loss count
+  /// > 1: also one sender round-robin to `receivers` receiver nodes (fan-out).
+  unsigned receivers = 1;
+  std::string target;  ///< an existing node: only `senders` -> it, no loss count
   /// The receiver counts in an on_message_inline() handler (on its I/O thread)
   /// instead of an on_message() handler on the dispatcher thread.
   bool inline_receiver = false;
+  /// Also the limit: a raw sender and receiver moving the same framed bytes.
+  bool raw_baseline = true;
+  /// Instead: the shell user's path, `distflow send ALIAS - < FILE` (NDJSON) into
+  /// `distflow node --alias ALIAS` whose stdout (a pipe) the bench counts lines of.
+  bool via_cli = false;
 };
 
 enum class PinMode { none, same, different };
 /// "none" | "same" | "different"; nullopt for anything else.
 std::optional<PinMode> parse_pin_mode(std::string_view text);
+
+/// Which node path a ping-pong measures.
+enum class LatencyPath {
+  inline_handler,  ///< on_message_inline() on both sides (the I/O thread)
+  regular,         ///< pong: on_message() on the dispatcher; ping: send() then receive()
+};
+/// "inline", "regular" or a comma list of them ("inline,regular"); nullopt otherwise.
+std::optional<std::vector<LatencyPath>> parse_latency_paths(std::string_view text);
 
 struct LatencyBenchConfig {
   BenchCommon common;
@@ -62,9 +79,8 @@ struct LatencyBenchConfig {
   std::size_t size = 100;
   PinMode pin = PinMode::none;
   bool raw_baseline = true;  ///< also run the raw-TCP ping-pong
-  /// The regular API path (pong: on_message() on the dispatcher; ping: send() then
-  /// receive() on its main thread) instead of on_message_inline() on both sides.
-  bool regular_path = false;
+  /// Each is measured in every repetition, alternating with raw TCP.
+  std::vector<LatencyPath> paths{LatencyPath::inline_handler, LatencyPath::regular};
 };
 
 struct PmdBenchConfig {

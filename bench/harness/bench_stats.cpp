@@ -171,7 +171,8 @@ void write_text(std::ostream& out, const BenchReport& report) {
   for (const RateSeries& series : report.rates) {
     const std::vector<double> rates = rates_of(series);
     const Summary s = summarize(rates);
-    out << series.name << " stats: " << format_count(s.median) << " msgs/sec";
+    const std::string per_sec = " " + series.unit + "/sec";
+    out << series.name << " stats: " << format_count(s.median) << per_sec;
     if (series.msg_bytes) {
       out << " ~ " << format_byte_rate(s.median * static_cast<double>(series.msg_bytes));
     }
@@ -181,12 +182,12 @@ void write_text(std::ostream& out, const BenchReport& report) {
     out << "\n";
     if (s.n > 1) {
       for (std::size_t i = 0; i < rates.size(); ++i) {
-        out << " [" << i + 1 << "] " << format_count(rates[i]) << " msgs/sec ("
-            << format_count(static_cast<double>(series.reps[i].msgs)) << " msgs in "
-            << format_fixed(series.reps[i].seconds, 3) << " s)\n";
+        out << " [" << i + 1 << "] " << format_count(rates[i]) << per_sec << " ("
+            << format_count(static_cast<double>(series.reps[i].msgs)) << " " << series.unit
+            << " in " << format_fixed(series.reps[i].seconds, 3) << " s)\n";
       }
       out << " min " << format_count(s.min) << " | avg " << format_count(s.avg) << " | max "
-          << format_count(s.max) << " | stddev " << format_count(s.stddev) << " msgs/sec\n";
+          << format_count(s.max) << " | stddev " << format_count(s.stddev) << per_sec << "\n";
     }
   }
   for (const LatencySeries& series : report.latencies) {
@@ -227,6 +228,7 @@ void write_json(std::ostream& out, const BenchReport& report) {
                       {"bytes_per_sec", sample.rate() * static_cast<double>(series.msg_bytes)}});
     }
     Json entry{{"name", series.name},
+               {"unit", series.unit},
                {"msg_bytes", series.msg_bytes},
                {"msgs_per_sec", summary_json(summarize(rates_of(series)))},
                {"reps", reps}};

@@ -47,7 +47,8 @@ struct RateSeries {
   std::string name;
   std::size_t msg_bytes = 0;  ///< for the MB/sec column; 0 hides it
   std::vector<RateSample> reps;
-  std::string note;  ///< printed after the figure, e.g. "lost=0 reordered=0"
+  std::string note;           ///< printed after the figure, e.g. "lost=0 reordered=0"
+  std::string unit = "msgs";  ///< what is counted: "msgs/sec" in the text report
 };
 struct LatencySeries {
   std::string name;

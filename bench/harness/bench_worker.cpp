@@ -1,5 +1,6 @@
 #include "bench_worker.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
@@ -11,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <ostream>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -135,15 +137,29 @@ int run_rx(const BenchWorkerConfig& config, std::ostream& out, bool inline_handl
 
 int run_tx(const BenchWorkerConfig& config, std::ostream& out) {
   auto node = start_node(config, 1000, OverflowPolicy::drop_newest);
+  std::vector<std::string> targets = config.targets;
+  if (targets.empty())
+    targets.push_back(config.target);
+  const std::uint64_t fan = targets.size();
   std::string payload;
-  make_bench_payload(payload, config.id, 0, config.size);
   // Resolve and connect before the clock starts: the first send_sync does both.
-  node->send_sync(config.target, payload);
+  // Message i goes to target i % fan with sequence i / fan: each receiver sees its
+  // own run 0, 1, 2... and counts loss and reordering as with one sender.
+  make_bench_payload(payload, config.id, 0, config.size);
+  for (std::uint64_t t = 0; t < fan && t < config.msgs; ++t)
+    node->send_sync(targets[t], payload);
   out << "ready " << node->alias() << std::endl;
   const std::uint64_t start = monotonic_ns();
-  for (std::uint64_t seq = 1; seq < config.msgs; ++seq) {
-    make_bench_payload(payload, config.id, seq, config.size);
-    node->send(config.target, payload);
+  if (fan == 1) {
+    for (std::uint64_t seq = 1; seq < config.msgs; ++seq) {
+      make_bench_payload(payload, config.id, seq, config.size);
+      node->send(targets[0], payload);
+    }
+  } else {
+    for (std::uint64_t i = fan; i < config.msgs; ++i) {
+      make_bench_payload(payload, config.id, i / fan, config.size);
+      node->send(targets[i % fan], payload);
+    }
   }
   const std::uint64_t queued = monotonic_ns();
   node->flush(std::chrono::duration_cast<std::chrono::milliseconds>(config.timeout));
@@ -350,8 +366,8 @@ void set_nodelay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-int run_raw_pong(const BenchWorkerConfig&, std::ostream& out) {
-  Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+/// Listens on 127.0.0.1:0, prints `ready PORT`, returns the one accepted connection.
+int listen_loopback(std::ostream& out, Fd& listener) {
   if (listener.get() < 0)
     fail("raw socket");
   sockaddr_in addr{};
@@ -364,9 +380,34 @@ int run_raw_pong(const BenchWorkerConfig&, std::ostream& out) {
     fail("raw listen on 127.0.0.1:0");
   }
   out << "ready " << ntohs(addr.sin_port) << std::endl;
-  Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (conn.get() < 0)
+  const int conn = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+  if (conn < 0)
     fail("raw accept");
+  return conn;
+}
+
+/// A TCP_NODELAY connection to 127.0.0.1:`port`.
+int connect_loopback(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    fail("raw socket");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    const int saved = errno;
+    ::close(fd);
+    errno = saved;
+    fail("raw connect to 127.0.0.1:" + std::to_string(port));
+  }
+  set_nodelay(fd);
+  return fd;
+}
+
+int run_raw_pong(const BenchWorkerConfig&, std::ostream& out) {
+  Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  Fd conn(listen_loopback(out, listener));
   set_nodelay(conn.get());
   std::string body, frame;
   while (read_frame(conn.get(), body)) {
@@ -378,17 +419,7 @@ int run_raw_pong(const BenchWorkerConfig&, std::ostream& out) {
 }
 
 int run_raw_ping(const BenchWorkerConfig& config, std::ostream& out) {
-  Fd conn(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (conn.get() < 0)
-    fail("raw socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(config.port);
-  if (::connect(conn.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    fail("raw connect to 127.0.0.1:" + std::to_string(config.port));
-  }
-  set_nodelay(conn.get());
+  Fd conn(connect_loopback(config.port));
   // The same bytes a node would send: a full envelope around the same payload.
   std::string payload, frame, body;
   make_bench_payload(payload, 0, 0, config.size);
@@ -409,6 +440,104 @@ int run_raw_ping(const BenchWorkerConfig& config, std::ostream& out) {
       break;
   }
   print_latencies(out, samples);
+  return 0;
+}
+
+// ---- raw throughput: the limit of the framed bytes over loopback TCP -------------------
+
+// Counts frames by their length prefixes, nothing else: the receiving half of the limit.
+int run_raw_rx(const BenchWorkerConfig& config, std::ostream& out) {
+  Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  Fd conn(listen_loopback(out, listener));
+  set_nodelay(conn.get());  // as a node's sockets
+  // Ends when every frame arrived, at EOF, after 2 s without a byte, or at the deadline.
+  const timeval idle{2, 0};
+  ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
+  constexpr std::size_t kReadBytes = 256 * 1024;
+  std::vector<char> buf(kReadBytes);
+  std::uint64_t frames = 0, bytes = 0, first_ns = 0, last_ns = 0;
+  std::uint64_t skip = 0;  // body bytes of the current frame still to come
+  unsigned char header[kFrameHeaderBytes];
+  std::size_t header_have = 0;  // bytes of the next length prefix already read
+  const auto deadline = Clock::now() + config.timeout;
+  while (frames < config.msgs) {
+    const ssize_t n = ::read(conn.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;  // EOF, or 2 s of silence (EAGAIN)
+    const std::uint64_t now = monotonic_ns();
+    if (first_ns == 0)
+      first_ns = now;
+    bytes += static_cast<std::uint64_t>(n);
+    const char* p = buf.data();
+    const char* end = p + n;
+    const std::uint64_t before = frames;
+    while (p < end) {
+      if (skip > 0) {
+        const auto take = std::min<std::uint64_t>(skip, static_cast<std::uint64_t>(end - p));
+        p += take;
+        skip -= take;
+        if (skip == 0)
+          ++frames;
+        continue;
+      }
+      header[header_have++] = static_cast<unsigned char>(*p++);
+      if (header_have == kFrameHeaderBytes) {
+        header_have = 0;
+        skip = (std::uint64_t{header[0]} << 24) | (std::uint64_t{header[1]} << 16) |
+               (std::uint64_t{header[2]} << 8) | std::uint64_t{header[3]};
+        if (skip == 0 || skip > kDefaultNodeFrameLimit)
+          throw Error("raw rx: frame length out of range");
+      }
+    }
+    if (frames != before)
+      last_ns = now;
+    if (Clock::now() > deadline)  // one clock read per 256 KiB
+      break;
+  }
+  Json result{{"received", frames},
+              {"expected", config.msgs},
+              {"lost", config.msgs > frames ? config.msgs - frames : 0},
+              {"bytes", bytes},
+              {"first_ns", first_ns},
+              {"last_ns", last_ns}};
+  out << result.dump() << std::endl;
+  return 0;
+}
+
+// Writes `msgs` frames from a 1 MiB block encoded once: the sending half of the limit.
+int run_raw_tx(const BenchWorkerConfig& config, std::ostream& out) {
+  Fd conn(connect_loopback(config.port));
+  // The envelopes a node would send: node ids as generate_node_id() makes them
+  // (alias-PID-xxxxxx), the sender's alias, the bench payload with its sequence.
+  const std::string suffix = "-" + std::to_string(::getpid()) + "-a1b2c3";
+  const MessageEncoder encoder(config.alias + suffix, config.target + suffix, config.alias);
+  constexpr std::size_t kWriteBytes = 1 << 20;
+  const std::int64_t timestamp = now_ms();
+  std::string block, payload;
+  std::vector<std::size_t> ends;  // ends[i]: the block's bytes up to and including frame i
+  block.reserve(kWriteBytes + 4096);
+  for (std::uint64_t seq = 0; ends.empty() || block.size() < kWriteBytes - 4096; ++seq) {
+    make_bench_payload(payload, config.id, seq, config.size);
+    encoder.append(block, payload, timestamp);
+    ends.push_back(block.size());
+  }
+  const std::uint64_t per_block = ends.size();
+  out << "ready" << std::endl;
+  const std::uint64_t start = monotonic_ns();
+  std::uint64_t left = config.msgs;
+  for (; left >= per_block; left -= per_block)
+    write_all(conn.get(), block.data(), block.size());
+  if (left > 0)
+    write_all(conn.get(), block.data(), ends[left - 1]);
+  const std::uint64_t end = monotonic_ns();
+  Json result{{"sent", config.msgs},
+              {"failures", 0},
+              {"frame_bytes", block.size() / per_block},
+              {"start_ns", start},
+              {"end_ns", end}};
+  out << result.dump() << std::endl;
   return 0;
 }
 
@@ -442,10 +571,14 @@ int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
     return run_raw_pong(config, out);
   if (config.role == "raw-ping")
     return run_raw_ping(config, out);
+  if (config.role == "raw-rx")
+    return run_raw_rx(config, out);
+  if (config.role == "raw-tx")
+    return run_raw_tx(config, out);
   throw Error(
       "unknown bench worker role '" + config.role +
-      "': expected rx, rx-inline, tx, pong, ping, pong-regular, ping-regular, idle, raw-pong or "
-      "raw-ping");
+      "': expected rx, rx-inline, tx, pong, ping, pong-regular, ping-regular, idle, raw-pong, "
+      "raw-ping, raw-rx or raw-tx");
 }
 
 }  // namespace distflow

@@ -6,11 +6,16 @@
 // and exits. Every wait is bounded by `timeout`.
 //
 //   rx        a node that counts messages: loss, reordering, first/last arrival
-//   tx        a node that sends `msgs` sequenced payloads to `target`, then flushes
+//   tx        a node that sends `msgs` sequenced payloads to `target`, then flushes;
+//             with several targets, round-robin, a sequence per target
 //   pong      a node that sends every message back to its sender
 //   ping      a node that times `msgs` round trips to `target` (a pong)
 //   raw-pong  a plain blocking TCP echo of frames on 127.0.0.1:0
 //   raw-ping  times `msgs` round trips of one frame to `port` (a raw-pong)
+//   raw-rx    accepts one TCP connection on 127.0.0.1:0 and counts `msgs` frames by
+//             walking their length prefixes (256 KiB reads, no parsing)
+//   raw-tx    writes `msgs` envelope frames (encoded once, as a node would send
+//             them from `alias` to `target`) to `port` in 1 MiB writes
 //   idle      a node that registers and waits (SIGKILLed by the pmd bench)
 
 #include <chrono>
@@ -18,6 +23,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <string>
+#include <vector>
 
 namespace distflow {
 
@@ -25,11 +31,13 @@ struct BenchWorkerConfig {
   std::string role;
   std::uint16_t pmd_port = 0;
   std::string alias;
-  std::string target;      ///< tx, ping: the alias to send to
+  std::string target;  ///< tx, ping, raw-tx: the alias to send to
+  /// tx: every alias to send to, round-robin (`target` is the first); empty: `target`.
+  std::vector<std::string> targets;
   std::uint64_t msgs = 0;  ///< rx: expected total; tx: to send; ping: round trips
   std::size_t size = 100;
   unsigned id = 0;         ///< tx: sender id carried in the payload
-  std::uint16_t port = 0;  ///< raw-ping: the raw-pong's port
+  std::uint16_t port = 0;  ///< raw-ping, raw-tx: the raw-pong's or raw-rx's port
   bool auto_pmd = false;   ///< idle: start the PMD if none answers (as `distflow node`)
   std::chrono::seconds timeout{120};
 };
