@@ -53,7 +53,12 @@ class Client final : public SessionHandler {
 class Server {
  public:
   Server(asio::io_context& io, const PmdConfig& config)
-      : io_(io), config_(config), acceptor_(io), sweep_(io), signals_(io), registry_(config.ttl, config.missed_heartbeats) {}
+      : io_(io),
+        config_(config),
+        acceptor_(io),
+        sweep_(io),
+        signals_(io),
+        registry_(config.ttl, config.missed_heartbeats) {}
 
   /// Binds; false when the port is in use and the config says to step aside.
   bool listen();

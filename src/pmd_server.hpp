@@ -16,7 +16,7 @@ namespace distflow {
 
 struct PmdConfig {
   std::string bind = "127.0.0.1";
-  std::uint16_t port = kDefaultPmdPort;  ///< 0: pick a free port
+  std::uint16_t port = kDefaultPmdPort;         ///< 0: pick a free port
   std::chrono::milliseconds ttl = kDefaultTtl;  ///< for nodes that do not announce heartbeatMs
   unsigned missed_heartbeats = kDefaultMissedHeartbeats;  ///< for those that do
   std::chrono::milliseconds auto_shutdown{0};  ///< 0: never; else exit when empty this long

@@ -436,9 +436,9 @@ std::vector<std::string> Registry::expire(std::int64_t now_ms) {
     // A node that announced its interval heartbeats from its registration on.
     if (!entry.heartbeated && entry.heartbeat_ms == 0)
       continue;
-    const std::int64_t ttl = entry.heartbeat_ms > 0
-                                 ? static_cast<std::int64_t>(missed_heartbeats_) * entry.heartbeat_ms
-                                 : ttl_.count();
+    const std::int64_t ttl =
+        entry.heartbeat_ms > 0 ? static_cast<std::int64_t>(missed_heartbeats_) * entry.heartbeat_ms
+                               : ttl_.count();
     if (now_ms - entry.info.last_heartbeat > ttl)
       expired.push_back(seq);
   }

@@ -141,8 +141,7 @@ TEST_CASE("systemd: refuses fd 3 when it is not a listening TCP socket", "[syste
   }
 }
 
-TEST_CASE("systemd: distflow pmd serves the socket that socket activation passes it",
-          "[systemd]") {
+TEST_CASE("systemd: distflow pmd serves the socket that socket activation passes it", "[systemd]") {
   const char* activate = "/usr/bin/systemd-socket-activate";  // Debian's systemd package
   if (::access(activate, X_OK) != 0) {
     SUCCEED("systemd-socket-activate not found: skipped");
