@@ -102,6 +102,12 @@ TEST_CASE("cookie_gate: the worked example of PROTOCOL.md, byte for byte", "[coo
   CHECK_FALSE(x.acceptor_last.reply);  // the acceptor opens silently
   CHECK(dialler.peer_name() == kNameS);
   CHECK(acceptor.peer_name() == kNameC);
+  // The example's wrong cookie: same challenge, refused by the dialler.
+  CookieGate chop(Role::dialler, "chocolate-chop", kNameC, {}, kNonceC);
+  chop.opening();
+  const auto refused = chop.on_frame(x.challenge);
+  CHECK(refused.reply == R"({"type":"handshake_error","error":"cookie mismatch"})");
+  CHECK(refused.reply->size() == 52);
   // Names are escaped in the frames, and the HMAC covers their unescaped bytes.
   CookieGate quoted_d(Role::dialler, kCookie, "say \"hi\"/é", {}, kNonceC);
   CookieGate quoted_a(Role::acceptor, kCookie, "pmd", {}, kNonceS);
