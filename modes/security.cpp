@@ -18,10 +18,13 @@ namespace distflow::modes {
 void add_security_flags(CLI::App& app, SecurityFlags& flags, bool listens) {
   app.add_option("--cookie-file", flags.cookie_file,
                  "shared secret for the cookie handshake, a file only its owner may read "
-                 "(default: $DISTFLOW_COOKIE_FILE)");
-  app.add_option("--tls-cert", flags.tls.cert, "TLS: our certificate chain (PEM)");
-  app.add_option("--tls-key", flags.tls.key, "TLS: our private key (PEM)");
-  app.add_option("--tls-ca", flags.tls.ca, "TLS: the CA that peers' certificates must chain to");
+                 "(default: $DISTFLOW_COOKIE_FILE)")
+      ->type_name("FILE");
+  app.add_option("--tls-cert", flags.tls.cert, "TLS: our certificate chain (PEM)")
+      ->type_name("FILE");
+  app.add_option("--tls-key", flags.tls.key, "TLS: our private key (PEM)")->type_name("FILE");
+  app.add_option("--tls-ca", flags.tls.ca, "TLS: the CA that peers' certificates must chain to")
+      ->type_name("FILE");
   if (listens) {
     app.add_flag("--insecure", flags.insecure,
                  "allow listening beyond loopback without --cookie-file or --tls-* (warned)");

@@ -126,9 +126,11 @@ bool check_frame(std::string_view body, std::string_view expected, bool versione
     return false;
   }
   if (frame.type != expected) {
+    const bool handshake =
+        frame.type == "hello" || frame.type == "challenge" || frame.type == "proof";
     error = "bad handshake frame: expected '" + std::string(expected) + "', got " +
             (frame.type ? "'" + sanitized(*frame.type) + "'" : std::string("no 'type'")) +
-            " (is the peer configured without a cookie?)";
+            (handshake ? "" : " (is the peer configured without a cookie?)");
     return false;
   }
   if (versioned) {

@@ -299,6 +299,10 @@ TEST_CASE("cookie_gate: garbage frames are refused with the precise reason", "[c
     CHECK(after.state == State::refused);
     CHECK_FALSE(after.reply);
   }
+  // A handshake frame out of turn gets no hint about a missing cookie.
+  CookieGate turned(Role::acceptor, "shared", "node-b");
+  CHECK(turned.on_frame(R"({"type":"challenge"})").error ==
+        "bad handshake frame: expected 'hello', got 'challenge'");
   const Case dialler_cases[] = {
       {R"({"type":"response","payload":{"error":"Unknown message type"}})",
        "bad handshake frame: expected 'challenge', got 'response' (is the peer configured "
