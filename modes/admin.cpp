@@ -20,6 +20,8 @@ struct AdminFlags {
   bool json = false;
   bool force = false;
   std::string name;
+  SecurityFlags security;
+  SecurityOptions security_options;  // TODO(#12): the client does not use them yet
 };
 
 std::string format_time(std::int64_t ms) {
@@ -77,12 +79,14 @@ void print_nodes(const std::vector<NodeInfo>& nodes) {
 
 }  // namespace
 
-std::function<Runner()> add_pmd_admin(CLI::App& pmd) {
+std::function<Runner()> add_pmd_admin(CLI::App& pmd,
+                                      std::shared_ptr<const SecurityFlags> pmd_security) {
   auto flags = std::make_shared<AdminFlags>();
   auto common = [&pmd, flags](CLI::App* sub) {
     sub->add_option("--host", flags->host, "PMD host")->capture_default_str();
     sub->add_option("-p,--port", flags->port, "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)");
     sub->add_flag("--json", flags->json, "print one JSON document instead of text");
+    add_security_flags(*sub, flags->security, false);
     (void)pmd;
   };
   CLI::App* status = pmd.add_subcommand("status", "show whether a PMD answers, and its nodes");
@@ -95,7 +99,7 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd) {
   resolve->add_option("name", flags->name, "alias or node id")->required();
   kill->add_flag("--force", flags->force, "stop even when nodes are registered");
 
-  return [&pmd, flags, status, list, resolve, kill]() -> Runner {
+  return [&pmd, flags, pmd_security, status, list, resolve, kill]() -> Runner {
     CLI::App* chosen = nullptr;
     for (CLI::App* sub : {status, list, resolve, kill}) {
       if (sub->parsed())
@@ -103,7 +107,11 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd) {
     }
     if (chosen == nullptr)
       return Runner{};
-    return [&pmd, flags, chosen, status, list, resolve]() -> int {
+    return [&pmd, flags, pmd_security, chosen, status, list, resolve]() -> int {
+      if (int code = load_security(pmd, flags->security, flags->security_options, {}, {},
+                                   pmd_security.get())) {
+        return code;
+      }
       PmdEndpoint endpoint;
       endpoint.host = flags->host;
       // `pmd --port P list` and `pmd list --port P` both work.

@@ -5,10 +5,15 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <CLI/CLI.hpp>
+
+#include "security_options.hpp"
 
 namespace distflow::modes {
 
@@ -27,9 +32,35 @@ Runner setup_send(CLI::App& app, const GlobalOptions& global);
 Runner setup_watch(CLI::App& app, const GlobalOptions& global);
 Runner setup_bench(CLI::App& app, const GlobalOptions& global);
 
+/// The security flags as given (security.cpp); empty: not given.
+struct SecurityFlags {
+  std::string cookie_file;
+  TlsFiles tls;
+  bool insecure = false;
+};
+
+/// Declares --cookie-file FILE (default: $DISTFLOW_COOKIE_FILE), --tls-cert, --tls-key,
+/// --tls-ca and, for a mode that listens, --insecure.
+void add_security_flags(CLI::App& app, SecurityFlags& flags, bool listens);
+
+/// After parsing: loads the cookie and checks the TLS files into `out`; with `listen`
+/// addresses (set by `listen_flag`), applies the exposure rule (refused, or a warning
+/// logged). `fallback`: flags given one level up (`pmd --cookie-file F list`), used
+/// where `flags` has none. Returns 0, or 2 once the usage error is printed.
+int load_security(const CLI::App& app, const SecurityFlags& flags, SecurityOptions& out,
+                  const std::vector<std::string>& listen = {}, std::string_view listen_flag = {},
+                  const SecurityFlags* fallback = nullptr);
+
+/// The values of `flag` (--bind, --listen): hosts without a port, IPv6 with or without
+/// brackets. Returns 0 with the bare hosts in `out`, or 2 once the usage error is printed.
+int parse_listen_hosts(const CLI::App& app, const std::vector<std::string>& values,
+                       std::string_view flag, std::vector<std::string>& out);
+
 /// Adds `status`, `list`, `resolve`, `kill` under the `pmd` subcommand (admin.cpp).
 /// Returns the runner of whichever was parsed, or an empty Runner if none was.
-std::function<Runner()> add_pmd_admin(CLI::App& pmd);
+/// `pmd_security`: the security flags given to `pmd` itself (they apply too).
+std::function<Runner()> add_pmd_admin(CLI::App& pmd,
+                                      std::shared_ptr<const SecurityFlags> pmd_security);
 
 /// The PMD port from DISTFLOW_PMD_PORT, else 4369 (used as every --port default).
 std::uint16_t default_pmd_port();

@@ -4,6 +4,7 @@
 #include <memory>
 #include <unistd.h>
 
+#include "address.hpp"
 #include "modes.hpp"
 #include "node_bridge.hpp"
 
@@ -19,6 +20,8 @@ struct NodeFlags {
   std::string stall_timeout = "30s";
   bool exec = false;
   bool no_auto_pmd = false;
+  std::string listen_port = "0";
+  SecurityFlags security;
 };
 
 }  // namespace
@@ -80,8 +83,12 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
   app.add_option("-p,--port", node.pmd.port, "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
       ->capture_default_str();
   app.add_flag("--no-auto-pmd", flags->no_auto_pmd, "fail instead of starting a PMD");
-  app.add_option("--listen", node.listen_host, "address to listen on")->capture_default_str();
-  app.add_option("--listen-port", node.listen_port, "port to listen on (0: ephemeral)")
+  app.add_option("--listen", node.listen_host,
+                 "address to listen on (beyond loopback: needs --cookie-file, --tls-* or "
+                 "--insecure)")
+      ->capture_default_str();
+  app.add_option("--listen-port", flags->listen_port,
+                 "port to listen on, or the first free one of a range FIRST-LAST (0: ephemeral)")
       ->capture_default_str();
   app.add_option("--advertise", node.advertise_host,
                  "host registered with the PMD (default: the listen address)");
@@ -104,6 +111,7 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
                  "bytes queued for one destination before sends to it fail")
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
+  add_security_flags(app, flags->security, true);
 
   return [flags, &app]() -> int {
     NodeBridgeOptions& options = flags->options;
@@ -131,6 +139,18 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
                              "': expected e.g. 30s, 500ms, 0s (ms, s, m, h; at most 366 days)");
     }
     options.node.stall_timeout = *stall_timeout;
+    std::string error;
+    const auto ports = parse_port_range(flags->listen_port, "--listen-port", error);
+    if (!ports)
+      return usage_error(app, error);
+    options.node.listen_port = ports->first;
+    options.node.listen_port_last = ports->last == ports->first ? 0 : ports->last;
+    std::vector<std::string> listen;
+    if (int code = parse_listen_hosts(app, {options.node.listen_host}, "--listen", listen))
+      return code;
+    options.node.listen_host = listen.front();
+    if (int code = load_security(app, flags->security, options.node.security, listen, "--listen"))
+      return code;
     options.node.overflow = *parse_overflow_policy(flags->overflow);
     options.node.auto_start_pmd = !flags->no_auto_pmd;
     options.restart = *parse_restart_policy(flags->restart);

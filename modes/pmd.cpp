@@ -4,6 +4,7 @@
 #include <iostream>
 #include <optional>
 #include <unistd.h>
+#include <vector>
 
 #include "errors.hpp"
 #include "modes.hpp"
@@ -18,6 +19,8 @@ struct PmdFlags {
   std::string ttl = "15s";
   std::string auto_shutdown = "0s";
   std::string stall_timeout = "30s";
+  std::vector<std::string> binds{"127.0.0.1"};
+  SecurityFlags security;
 };
 
 }  // namespace
@@ -30,8 +33,11 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
   app.add_option("-p,--port", config.port,
                  "TCP port (default: $DISTFLOW_PMD_PORT, else 4369; 0 picks a free port)")
       ->capture_default_str();
-  app.add_option("--bind", config.bind, "address to listen on (loopback unless told otherwise)")
-      ->capture_default_str();
+  app.add_option("--bind", flags->binds,
+                 "address to listen on, repeatable (loopback unless told otherwise; beyond it "
+                 "needs --cookie-file, --tls-* or --insecure)")
+      ->capture_default_str()
+      ->allow_extra_args(false);
   app.add_option("--ttl", flags->ttl,
                  "drop a node that heartbeats without announcing its interval (the TypeScript "
                  "original, every 5 s) once it is silent this long (e.g. 15s, 500ms; 0s: "
@@ -63,7 +69,8 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
                  "close a connection that makes no progress this long: stopped in the middle "
                  "of a frame, or not reading its replies (0s: never)")
       ->capture_default_str();
-  auto admin = add_pmd_admin(app);
+  add_security_flags(app, flags->security, true);
+  auto admin = add_pmd_admin(app, std::shared_ptr<const SecurityFlags>(flags, &flags->security));
   return [admin, flags, &app]() -> int {
     if (auto runner = admin())
       return runner();
@@ -85,6 +92,9 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
       return usage_error(app, "invalid --max-frame: expected 16 bytes to 1 GiB");
     }
     PmdConfig run_config = flags->config;
+    if (int code = parse_listen_hosts(app, flags->binds, "--bind", run_config.binds))
+      return code;
+    run_config.bind = run_config.binds.front();
     run_config.ttl = *ttl;
     run_config.auto_shutdown = *auto_shutdown;
     run_config.stall_timeout = *stall_timeout;
@@ -92,6 +102,10 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
     run_config.quiet_if_port_in_use = run_config.auto_shutdown.count() > 0;
     run_config.listen_fd =
         systemd_listen_fd(std::getenv("LISTEN_PID"), std::getenv("LISTEN_FDS"), ::getpid());
+    // A socket from systemd is where its unit says: --bind does not apply.
+    const auto exposed = run_config.listen_fd < 0 ? run_config.binds : std::vector<std::string>{};
+    if (int code = load_security(app, flags->security, run_config.security, exposed, "--bind"))
+      return code;
     run_pmd(run_config, [&run_config](std::uint16_t port) {
       const bool v6 = run_config.bind.find(':') != std::string::npos;
       std::cout << (v6 ? "[" + run_config.bind + "]" : run_config.bind) << ":" << port << std::endl;

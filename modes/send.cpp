@@ -16,6 +16,7 @@ struct SendFlags {
   SendOptions options;
   std::string body;
   std::string timeout = "10s";
+  SecurityFlags security;
 };
 
 }  // namespace
@@ -48,6 +49,7 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
                  "longest stdin line (one payload) in bytes")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, max_send_payload_bytes()));
+  add_security_flags(app, flags->security, false);
 
   return [flags, &app]() -> int {
     if (app.get_option("body")->count() > 0 && flags->body.empty())
@@ -62,6 +64,8 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
       if (std::string why = invalid_name_reason(flags->options.from); !why.empty())
         return usage_error(app, "invalid --from '" + flags->options.from + "': " + why);
     }
+    if (int code = load_security(app, flags->security, flags->options.security))
+      return code;
     if (!flags->body.empty() && flags->body != "-") {
       send_message(flags->options, flags->body);
       return 0;

@@ -9,8 +9,18 @@
 
 namespace distflow::modes {
 
+namespace {
+
+struct WatchFlags {
+  WatchOptions options;
+  SecurityFlags security;
+};
+
+}  // namespace
+
 Runner setup_watch(CLI::App& app, const GlobalOptions&) {
-  auto options = std::make_shared<WatchOptions>();
+  auto flags = std::make_shared<WatchFlags>();
+  WatchOptions* options = &flags->options;
   options->pmd.port = default_pmd_port();
   app.footer(
       "Print the registered peers, then every join and leave as it happens, one line\n"
@@ -25,11 +35,14 @@ Runner setup_watch(CLI::App& app, const GlobalOptions&) {
   app.add_option("-p,--port", options->pmd.port,
                  "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
       ->capture_default_str();
+  add_security_flags(app, flags->security, false);
 
-  return [options, &app]() -> int {
+  return [flags, options, &app]() -> int {
     if (options->until_leave && options->node.empty()) {
       return usage_error(app, "--until-leave needs a NODE to follow");
     }
+    if (int code = load_security(app, flags->security, options->security))
+      return code;
     return watch_peers(*options, STDOUT_FILENO);
   };
 }

@@ -19,6 +19,7 @@
 #include "mailbox.hpp"
 #include "messages.hpp"
 #include "pmd_protocol.hpp"
+#include "security_options.hpp"
 
 namespace distflow {
 
@@ -30,7 +31,10 @@ struct NodeOptions {
   std::string executable;      ///< binary re-exec'd as the PMD; empty: self
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 0;  ///< 0: ephemeral
-  std::string advertise_host;     ///< host registered with the PMD; empty: listen_host
+  /// With a listen_port: the last port of the range listen_port..listen_port_last to
+  /// try (0: listen_port alone). TODO(#12): not used by the runtime yet.
+  std::uint16_t listen_port_last = 0;
+  std::string advertise_host;  ///< host registered with the PMD; empty: listen_host
   std::size_t mailbox_size = 1000;
   OverflowPolicy overflow = OverflowPolicy::drop_newest;
   std::size_t max_frame_bytes = kDefaultNodeFrameLimit;
@@ -47,6 +51,8 @@ struct NodeOptions {
   /// send() checks that each payload is one valid JSON value (grammar and UTF-8) and
   /// fails the message otherwise. Off: the caller guarantees it (e.g. already validated).
   bool validate_payloads = true;
+  /// Cookie, TLS and --insecure (issue 12). TODO(#12): not used by the runtime yet.
+  SecurityOptions security;
 };
 
 /// Called with a failed send: what failed and why ("unknown target 'x': Node not found").

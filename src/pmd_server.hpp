@@ -7,15 +7,20 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "framing.hpp"
 #include "pmd_protocol.hpp"
 #include "registry.hpp"
+#include "security_options.hpp"
 
 namespace distflow {
 
 struct PmdConfig {
   std::string bind = "127.0.0.1";
+  /// Every address to listen on (`--bind`, repeatable); empty: `bind` alone.
+  /// TODO(#12): the server listens on `bind` only; `binds` is parsed and checked.
+  std::vector<std::string> binds;
   std::uint16_t port = kDefaultPmdPort;         ///< 0: pick a free port
   std::chrono::milliseconds ttl = kDefaultTtl;  ///< for nodes that do not announce heartbeatMs
   unsigned missed_heartbeats = kDefaultMissedHeartbeats;  ///< for those that do
@@ -34,6 +39,8 @@ struct PmdConfig {
   bool quiet_if_port_in_use = false;
   /// A listening socket to serve instead of binding (systemd socket activation); -1: bind.
   int listen_fd = -1;
+  /// Cookie, TLS and --insecure (issue 12). TODO(#12): not used by the server yet.
+  SecurityOptions security;
 };
 
 /// Runs the daemon until SIGINT/SIGTERM, a `shutdown` request, or auto-shutdown.

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "pmd_client.hpp"
+#include "security_options.hpp"
 
 namespace distflow {
 
@@ -27,6 +28,7 @@ struct SendOptions {
   std::chrono::milliseconds connect_timeout{2000};
   /// A receiver that takes no bytes for this long fails the send (0: never).
   std::chrono::milliseconds write_timeout{10000};
+  SecurityOptions security;  ///< TODO(#12): not used yet
 };
 
 struct SendResult {
