@@ -8,6 +8,8 @@
 #include <spdlog/spdlog.h>
 
 #include "errors.hpp"
+#include "framing.hpp"
+#include "json.hpp"
 #include "session.hpp"
 
 namespace distflow {
@@ -27,6 +29,23 @@ void call(SendCompletion& done, const std::error_code& ec, const std::string& me
 
 }  // namespace
 
+std::optional<std::string> refusal_reason(std::string_view frame) {
+  JsonObjectWalker walker;
+  std::string padded(frame);
+  if (walker.walk(padded, false))
+    return std::nullopt;
+  std::optional<std::string> reason;
+  for (const JsonMember& member : walker.members()) {
+    if (member.key == "from" || member.key == "payload")
+      return std::nullopt;  // a message, whatever else it carries
+    if (member.key == "error" && !member.value.empty() && member.value.front() == '"') {
+      std::string storage;
+      reason = std::string(json_string_text(member.value, storage));
+    }
+  }
+  return reason;
+}
+
 /// The destination's end of the session: it never talks on our connection (the
 /// original's nodes reply on their own), so reads only reveal the end.
 class Link::Handler final : public SessionHandler {
@@ -35,8 +54,16 @@ class Link::Handler final : public SessionHandler {
   bool on_readable(Session& session) override {
     std::error_code ec;
     std::size_t ignored = 0;
-    while (session.decoder().next(ec))
+    while (auto frame = session.decoder().next(ec)) {
+      if (auto reason = refusal_reason(*frame)) {
+        if (auto link = link_.lock()) {
+          link->fail(make_error_code(errc::closed),
+                     "refused by " + link->describe() + ": " + *reason);
+        }
+        return true;
+      }
       ++ignored;
+    }
     if (ignored > 0)
       spdlog::debug("ignoring {} frames from {} on an outbound connection", ignored,
                     session.peer());
@@ -105,6 +132,14 @@ std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
   }
   const std::size_t before = queue_.size();
   encoder_.append(queue_, payload, timestamp);
+  const std::size_t body = queue_.size() - before - kFrameHeaderBytes;
+  if (node_.max_frame != 0 && body > node_.max_frame) {
+    // The receiver would drop it and the connection: refused here, with its limit.
+    queue_.resize(before);
+    why = "message of " + std::to_string(body) + " bytes exceeds the limit of " + describe() +
+          " (" + std::to_string(node_.max_frame) + " bytes, its --max-frame)";
+    return make_error_code(errc::frame_too_large);
+  }
   unwritten_.fetch_add(queue_.size() - before, std::memory_order_relaxed);
   ++queue_frames_;
   ++queued_;

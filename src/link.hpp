@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -31,6 +32,10 @@
 namespace distflow {
 
 class Session;
+
+/// The reason in a node's refusal frame `{"error":"..."}` (what a node writes on
+/// a connection it will not serve, PROTOCOL.md §3.2); nullopt for any other frame.
+std::optional<std::string> refusal_reason(std::string_view frame);
 
 /// Outcome of one queued message: empty error code once written to the socket.
 using SendCompletion = std::function<void(std::error_code, const std::string& message)>;

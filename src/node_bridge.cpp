@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "errors.hpp"
+#include "log_throttle.hpp"
 #include "messages.hpp"
 #include "shared_fd.hpp"
 #include "subprocess.hpp"
@@ -44,11 +45,13 @@ int poll_ms(Clock::time_point deadline) {
 // ---- signals: SIGTERM/SIGINT/SIGHUP become a byte on a self-pipe ------------------
 
 int g_signal_pipe[2] = {-1, -1};
+int g_alarm_pipe[2] = {-1, -1};  // the same signals, for the thread that unblocks sends
 
 extern "C" void on_stop_signal(int sig) {
   const int saved = errno;
   const auto byte = static_cast<unsigned char>(sig);
   [[maybe_unused]] const auto n = ::write(g_signal_pipe[1], &byte, 1);
+  [[maybe_unused]] const auto m = ::write(g_alarm_pipe[1], &byte, 1);
   errno = saved;
 }
 
@@ -56,9 +59,12 @@ extern "C" void on_stop_signal(int sig) {
 class StopSignals {
  public:
   StopSignals() {
-    if (::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    if (::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0 ||
+        ::pipe2(g_alarm_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
       throw Error(fmt::format("cannot create signal pipe: {}", std::strerror(errno)));
     }
+    // The alarm's reader blocks (its own thread); the handler's writes never do.
+    ::fcntl(g_alarm_pipe[0], F_SETFL, ::fcntl(g_alarm_pipe[0], F_GETFL) & ~O_NONBLOCK);
     struct sigaction action {};
     action.sa_handler = &on_stop_signal;
     sigemptyset(&action.sa_mask);
@@ -76,14 +82,28 @@ class StopSignals {
     ::sigaction(SIGINT, &old_int_, nullptr);
     ::sigaction(SIGHUP, &old_hup_, nullptr);
     ::sigaction(SIGPIPE, &old_pipe_, nullptr);
-    ::close(g_signal_pipe[0]);
-    ::close(g_signal_pipe[1]);
-    g_signal_pipe[0] = g_signal_pipe[1] = -1;
+    for (int* fd : {&g_signal_pipe[0], &g_signal_pipe[1], &g_alarm_pipe[0], &g_alarm_pipe[1]}) {
+      ::close(*fd);
+      *fd = -1;
+    }
   }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
 
   int fd() const { return g_signal_pipe[0]; }
+  /// Blocks until a signal arrives (its number) or wake_alarm() (0).
+  int wait_alarm() const {
+    unsigned char byte = 0;
+    ssize_t n = 0;
+    do {
+      n = ::read(g_alarm_pipe[0], &byte, 1);
+    } while (n < 0 && errno == EINTR);
+    return n == 1 ? byte : 0;
+  }
+  void wake_alarm() const {
+    const unsigned char zero = 0;
+    [[maybe_unused]] const auto n = ::write(g_alarm_pipe[1], &zero, 1);
+  }
   /// The signal received, or 0.
   int take() const {
     unsigned char byte = 0;
@@ -286,6 +306,7 @@ class OutputWriter {
 // ---- input: NDJSON lines to sends ----------------------------------------------------
 
 struct Counters {
+  LogThrottle failure_log{std::chrono::seconds(1)};  // the I/O thread's
   std::atomic<std::uint64_t> lines{0};
   std::atomic<std::uint64_t> bad_lines{0};
   std::atomic<std::uint64_t> send_failures{0};
@@ -356,7 +377,17 @@ class InputStream {
                [counters, number = line.number, source = source_](std::error_code,
                                                                   const std::string& message) {
                  counters->send_failures.fetch_add(1, std::memory_order_relaxed);
-                 spdlog::warn("{} line {}: {}", source, number, message);
+                 // On the I/O thread. A destination that is gone fails every line
+                 // sent to it: one report a second, with the count.
+                 std::uint64_t more = 0;
+                 if (counters->failure_log.allow(std::chrono::steady_clock::now(), more)) {
+                   if (more > 0) {
+                     spdlog::warn("{} line {}: {} ({} more lines failed since the last report)",
+                                  source, number, message, more);
+                   } else {
+                     spdlog::warn("{} line {}: {}", source, number, message);
+                   }
+                 }
                });
   }
 
@@ -381,11 +412,25 @@ class Bridge {
   explicit Bridge(const NodeBridgeOptions& options)
       : options_(options),
         limiter_(options.restart, options.restart_limit, options.restart_window) {}
+  ~Bridge() {
+    if (alarm_.joinable()) {
+      signals_.wake_alarm();
+      alarm_.join();
+    }
+  }
+  Bridge(const Bridge&) = delete;
+  Bridge& operator=(const Bridge&) = delete;
 
   int run() {
     NodeOptions node_options = options_.node;
     node_options.validate_payloads = false;  // InputStream validates every line once
     node_ = NodeRuntime::start(node_options);
+    // A stop signal must not wait behind a send blocked on a stuck destination
+    // (the main thread may be inside one): this thread makes such sends give up.
+    alarm_ = std::thread([this] {
+      while (const int sig = signals_.wait_alarm())
+        node_->interrupt_sends("stopping on signal " + std::to_string(sig));
+    });
     spdlog::info("node started node_id={} alias={} port={} pmd={}", node_->node_id(),
                  node_->alias().empty() ? "-" : node_->alias(), node_->port(),
                  options_.node.pmd.to_string());
@@ -523,6 +568,10 @@ class Bridge {
   }
 
   void stop() {
+    if (alarm_.joinable()) {
+      signals_.wake_alarm();
+      alarm_.join();
+    }
     try {
       node_->flush(std::chrono::seconds(5));
     } catch (const std::exception& e) {
@@ -551,6 +600,7 @@ class Bridge {
   RestartLimiter limiter_;
   Counters counters_;
   std::unique_ptr<NodeRuntime> node_;
+  std::thread alarm_;  // unblocks sends on a stop signal
   std::optional<OutputWriter> output_;
   std::unique_ptr<Subprocess> child_;
   bool child_failed_ = false;

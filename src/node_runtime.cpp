@@ -268,6 +268,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
     }
   }
 
+  void interrupt_sends(std::string_view why) override {
+    router_->interrupt_waits(std::string(why));
+  }
+
   std::vector<NodeInfo> discover() override { return pmd_->peers(); }
   void on_peer_join(PeerHandler handler) override { pmd_->on_peer_join(std::move(handler)); }
   void on_peer_leave(PeerHandler handler) override { pmd_->on_peer_leave(std::move(handler)); }

@@ -122,6 +122,9 @@ class NodeRuntime {
   /// distflow::Error on failure (unknown target, connection refused...).
   virtual void send_sync(std::string_view target, std::string_view payload_json,
                          std::chrono::milliseconds timeout = std::chrono::seconds(5)) = 0;
+  /// Sends waiting for room (a destination far behind) fail at once with `why`, and
+  /// later ones fail instead of waiting: the node is about to stop. Any thread.
+  virtual void interrupt_sends(std::string_view why) = 0;
   /// Waits until every queued outbound message is written (or failed).
   virtual void flush(std::chrono::milliseconds timeout = std::chrono::seconds(5)) = 0;
 

@@ -142,6 +142,15 @@ void PmdConnection::handle_frame(std::string_view body) {
     return;  // tolerate one odd frame from a real PMD
   }
   answered_ = true;
+  if (!refused_checked_ && !reply->is_event && !reply->request_id && !reply->error.empty()) {
+    // The first frame, an error answering no request: the PMD refused us in words.
+    refused_checked_ = true;
+    refusal_ = "pmd " + endpoint_.to_string() + " refused the connection: " + reply->error;
+    handle_closed(refusal_, false);
+    session_->stop("refused");
+    return;
+  }
+  refused_checked_ = true;
   if (reply->is_event) {
     if (on_event_)
       on_event_(*reply);
@@ -169,6 +178,9 @@ void PmdConnection::handle_closed(std::string_view reason, bool framing_error) {
   } else if (!answered_ && !pending_.empty()) {
     close_reason_ = not_a_pmd(endpoint_, "it closed the connection without answering");
     close_kind_ = PmdProbe::not_a_pmd;
+  } else if (!refusal_.empty()) {
+    close_reason_ = refusal_;
+    close_kind_ = PmdProbe::unreachable;
   } else {
     close_reason_ = "connection to pmd " + endpoint_.to_string() + " lost: " + std::string(reason);
     close_kind_ = PmdProbe::unreachable;
@@ -211,10 +223,12 @@ struct PmdClient::State {
   }
 
   [[noreturn]] void fail_closed() {
+    const std::string& why = connection->close_reason();
+    const bool refused = why.find("refused the connection") != std::string::npos;
     throw ClientError(connection->close_kind(),
-                      connection->answered()
+                      connection->answered() && !refused
                           ? "the PMD on " + endpoint.to_string() + " closed the connection"
-                          : connection->close_reason());
+                          : why);
   }
 };
 

@@ -76,6 +76,8 @@ class PmdConnection : public std::enable_shared_from_this<PmdConnection> {
   std::string close_reason_;
   PmdProbe close_kind_ = PmdProbe::unreachable;
   bool answered_ = false;
+  bool refused_checked_ = false;  // the first frame was looked at for a refusal
+  std::string refusal_;           // the PMD refused us, in these words
   bool closed_ = false;
 };
 

@@ -108,6 +108,7 @@ class Server {
   bool stopping_ = false;
   std::chrono::steady_clock::time_point last_occupied_ = std::chrono::steady_clock::now();
   LogThrottle accept_log_{std::chrono::seconds(1)};
+  LogThrottle refuse_log_{std::chrono::seconds(1)};
   RegistryStats logged_stats_;  // as of the last activity line
   std::chrono::steady_clock::time_point activity_since_ = std::chrono::steady_clock::now();
 };
@@ -225,9 +226,17 @@ asio::awaitable<void> Server::accept_loop() {
       continue;
     }
     if (sessions_.size() >= config_.max_connections) {
-      spdlog::info("pmd: refusing connection: {} connections open (limit)", sessions_.size());
-      std::error_code ignored;
-      socket.close(ignored);
+      if (std::uint64_t suppressed = 0;
+          refuse_log_.allow(std::chrono::steady_clock::now(), suppressed)) {
+        spdlog::info(
+            "pmd: refusing connections: {} open, the limit ({} more since the last report)",
+            sessions_.size(), suppressed);
+      }
+      // In words, so that the client says why (a response without requestId).
+      auto refused = std::make_shared<Session>(
+          std::move(socket), std::make_shared<Client>(*this, next_id_++), session_options());
+      refused->refuse(R"({"type":"response","payload":{"error":"too many connections: )" +
+                      std::to_string(sessions_.size()) + R"x( open (--max-connections)"}})x");
       continue;
     }
     const ConnectionId id = next_id_++;

@@ -17,6 +17,7 @@
 
 #include "errors.hpp"
 #include "framing.hpp"
+#include "link.hpp"
 #include "messages.hpp"
 #include "ndjson.hpp"
 #include "session.hpp"
@@ -31,6 +32,8 @@ constexpr std::size_t kReadChunk = 1u << 20;  // stdin read size
 // Input is read while less than this waits for the socket: the reader is held
 // back by a slow receiver (TCP back-pressure), never buffering without bound.
 constexpr std::size_t kHighWater = 8u << 20;
+// After the last write: how long the receiver may take to hang up.
+constexpr auto kHangUpWait = std::chrono::seconds(1);
 // Ids are at most 128 bytes (PROTOCOL.md §2.1), so the envelope fits in this.
 constexpr std::size_t kEnvelopeRoom = 4096;
 
@@ -43,7 +46,11 @@ class LinkEnd final : public SessionHandler {
   }
   bool on_readable(Session& session) override {
     std::error_code ec;
-    while (session.decoder().next(ec)) {
+    while (auto frame = session.decoder().next(ec)) {
+      if (auto reason = refusal_reason(*frame)) {
+        refused = *reason;
+        wake_.cancel();
+      }
     }
     if (ec)
       session.stop(describe_frame_error(ec, session.decoder()));
@@ -57,14 +64,16 @@ class LinkEnd final : public SessionHandler {
     closed = std::string(reason);
     wake_.cancel();
   }
-  /// Waits for the next progress or the end.
-  asio::awaitable<void> next() {
-    wake_.expires_at(asio::steady_timer::time_point::max());
+  /// Waits for the next progress or the end (or `deadline`).
+  asio::awaitable<void> next(
+      asio::steady_timer::time_point deadline = asio::steady_timer::time_point::max()) {
+    wake_.expires_at(deadline);
     co_await wake_.async_wait(kAwait);
   }
 
   std::uint64_t written = 0;
   std::optional<std::string> closed;
+  std::optional<std::string> refused;  // the receiver said why it will not serve us
 
  private:
   asio::steady_timer wake_;
@@ -99,6 +108,7 @@ class Sender {
     const NodeInfo node = co_await resolve(*pmd);
     pmd->close();
     target_ = fmt::format("'{}' ({}:{})", options_.target, node.host, node.port);
+    max_frame_ = node.max_frame != 0 ? node.max_frame : kDefaultNodeFrameLimit;
     tcp::socket socket(io_);
     if (auto ec = co_await dial(socket, node.host, node.port, options_.connect_timeout)) {
       if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again)
@@ -120,7 +130,7 @@ class Sender {
   /// of them now (the common case: no coroutine per line); false, with nothing
   /// queued, when there is not.
   bool try_queue(std::string_view payload, std::int64_t timestamp, std::uint64_t count) {
-    if (count != 1)
+    if (count != 1 || !fits(payload))
       return false;
     std::string* out = session_->reserve(encoder_->max_frame_bytes(payload.size()));
     if (out == nullptr)
@@ -131,9 +141,28 @@ class Sender {
     return true;
   }
 
+  /// The frame for `payload` is within the receiver's --max-frame (it said so at
+  /// registration; unknown: ours).
+  bool fits(std::string_view payload) const {
+    return encoder_->max_frame_bytes(payload.size()) - kFrameHeaderBytes <= max_frame_ ||
+           frame_size(payload) <= max_frame_;
+  }
+  std::size_t frame_size(std::string_view payload) const {
+    std::string probe;
+    encoder_->append(probe, payload, 0);
+    return probe.size() - kFrameHeaderBytes;
+  }
+  /// Why `payload` cannot go to this receiver.
+  std::string too_large(std::string_view payload) const {
+    return fmt::format("message of {} bytes exceeds the limit of {} ({} bytes, its --max-frame)",
+                       frame_size(payload), target_, max_frame_);
+  }
+
   /// Encodes `payload` `count` times into the write queue (waiting for room).
   asio::awaitable<void> queue(std::string_view payload, std::int64_t timestamp,
                               std::uint64_t count) {
+    if (!fits(payload))
+      throw Error(too_large(payload));
     for (std::uint64_t i = 0; i < count; ++i) {
       std::string* out = session_->reserve(encoder_->max_frame_bytes(payload.size()));
       while (out == nullptr) {
@@ -156,14 +185,19 @@ class Sender {
   /// Writes everything, half-closes, and fails unless every message went out.
   asio::awaitable<void> finish() {
     session_->flush();
-    while (!end_->closed && end_->written < queued_)
+    while (!end_->closed && !end_->refused && end_->written < queued_)
       co_await end_->next();
-    if (end_->written < queued_)
+    if (end_->refused || end_->written < queued_)
       fail();
-    // Everything is with the kernel, which still delivers it after a half-close
-    // and a close: no need to wait for the receiver to hang up.
+    // Everything is with the kernel. The receiver hangs up once it has read it
+    // all: wait for that (bounded), so that a refusal in words is not missed.
     std::error_code ignored;
     session_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+    const auto deadline = asio::steady_timer::clock_type::now() + kHangUpWait;
+    while (!end_->closed && !end_->refused && asio::steady_timer::clock_type::now() < deadline)
+      co_await end_->next(deadline);
+    if (end_->refused)
+      fail();
     session_->stop("done");
   }
 
@@ -210,6 +244,10 @@ class Sender {
   }
 
   [[noreturn]] void fail() {
+    if (end_->refused) {
+      throw Error(fmt::format("{} refused the connection: {}; none of {} messages delivered",
+                              target_, *end_->refused, queued_));
+    }
     throw Error(fmt::format("connection to {} lost after {} of {} messages: {}", target_,
                             end_->written, queued_, end_->closed.value_or("closed")));
   }
@@ -222,6 +260,7 @@ class Sender {
   std::shared_ptr<Session> session_;
   std::optional<MessageEncoder> encoder_;
   std::uint64_t queued_ = 0;
+  std::size_t max_frame_ = kDefaultNodeFrameLimit;
 };
 
 }  // namespace
@@ -284,14 +323,26 @@ SendResult send_stream(const SendOptions& options, int input_fd, const SendDiagn
       // One clock read per chunk: lines read together share a timestamp.
       const std::int64_t timestamp = now_ms();
       while (auto line = reader.next()) {
-        if (handle(*line) && !s.try_queue(line->text, timestamp, options.count))
-          co_await s.queue(line->text, timestamp, options.count);
+        if (!handle(*line) || s.try_queue(line->text, timestamp, options.count))
+          continue;
+        if (!s.fits(line->text)) {
+          ++result.invalid;
+          diagnostic(fmt::format("line {}: {}", line->number, s.too_large(line->text)));
+          continue;
+        }
+        co_await s.queue(line->text, timestamp, options.count);
       }
       // Whatever one read brought goes out now: a slow producer is never held back.
       co_await s.flush_some();
     }
-    if (auto line = reader.finish(); line && handle(*line))
-      co_await s.queue(line->text, now_ms(), options.count);
+    if (auto line = reader.finish(); line && handle(*line)) {
+      if (s.fits(line->text)) {
+        co_await s.queue(line->text, now_ms(), options.count);
+      } else {
+        ++result.invalid;
+        diagnostic(fmt::format("line {}: {}", line->number, s.too_large(line->text)));
+      }
+    }
     co_await s.finish();
     result.sent = s.queued();
     spdlog::debug("send finished sent={} invalid={} lines={}", result.sent, result.invalid,

@@ -215,6 +215,15 @@ asio::awaitable<void> Session::run() {
   co_await read_loop();
 }
 
+void Session::refuse(std::string_view body) {
+  closed("refused");  // before anything could be delivered
+  send(body);
+  loops_ = 2;
+  spawn_logged(socket_.get_executor(), write_loop(), "session writer");
+  spawn_logged(socket_.get_executor(), read_loop(), "session reader");
+  close_after_flush("refused");
+}
+
 void Session::established() {
   established_ = true;
   hello_.cancel();

@@ -99,6 +99,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// Starts the loops (after the TLS handshake, if any).
   void start();
+  /// Instead of start(): refuses the connection in words (`body`, one frame in the
+  /// protocol's own shape saying why), then closes after a short linger. The
+  /// handler is told it closed and sees no frame.
+  void refuse(std::string_view body);
 
   // ---- reading
   FrameDecoder& decoder() { return decoder_; }
@@ -141,6 +145,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// "address:port" of the peer, and whether it is a loopback address.
   const std::string& peer() const { return peer_; }
+  /// The peer's address alone ("[::1]" for IPv6), for per-address limits.
+  std::string peer_host() const { return peer_.substr(0, peer_.rfind(':')); }
   bool loopback() const { return loopback_; }
   asio::ip::tcp::socket& socket() { return socket_; }
 

@@ -219,23 +219,25 @@ asio::awaitable<void> Transport::accept_loop() {
       co_await pause.async_wait(kAwait);
       continue;
     }
-    std::error_code ignored;
-    if (inbound_.size() >= config_.max_inbound_connections) {
-      spdlog::info("refusing inbound connection: {} open (limit)", inbound_.size());
-      socket.close(ignored);
-      continue;
-    }
     auto session =
         std::make_shared<Session>(std::move(socket), std::make_shared<Inbound>(*this), options);
+    // Refused in words (PROTOCOL.md §3.2): our senders report the reason.
+    if (inbound_.size() >= config_.max_inbound_connections) {
+      spdlog::info("refusing inbound connection: {} open (limit)", inbound_.size());
+      session->refuse(R"({"error":"too many connections: )" + std::to_string(inbound_.size()) +
+                      R"x( open (--max-connections)"})x");
+      continue;
+    }
     if (!session->loopback()) {
-      const std::string address = session->peer().substr(0, session->peer().rfind(':'));
-      if (per_address_[address] >= config_.max_connections_per_address) {
+      std::size_t& count = per_address_[session->peer_host()];
+      if (count >= config_.max_connections_per_address) {
         spdlog::info("refusing inbound connection from {}: {} open from that address (limit)",
-                     session->peer(), per_address_[address]);
-        session->stop("too many connections from one address");
+                     session->peer(), count);
+        session->refuse(R"({"error":"too many connections from one address: )" +
+                        std::to_string(count) + R"( open"})");
         continue;
       }
-      ++per_address_[address];
+      ++count;
     }
     inbound_.push_back(session);
     session->start();
@@ -390,8 +392,7 @@ void Transport::remove(const Session& session) {
   if (it == inbound_.end())
     return;
   if (!session.loopback()) {
-    const std::string address = session.peer().substr(0, session.peer().rfind(':'));
-    if (auto count = per_address_.find(address);
+    if (auto count = per_address_.find(session.peer_host());
         count != per_address_.end() && --count->second == 0)
       per_address_.erase(count);
   }

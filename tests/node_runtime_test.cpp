@@ -720,3 +720,52 @@ TEST_CASE("node_runtime: receive_batch takes runs in order; count_dropped shows 
 }
 
 }  // namespace distflow
+
+namespace distflow {
+
+TEST_CASE("node_runtime: a stuck destination holds up only its own senders (issue 17 #6)",
+          "[node_runtime]") {
+  PmdProcess pmd;
+  // Accepts, then reads nothing: its socket buffers fill, then its link's queue.
+  auto stuck = std::make_unique<TsPeer>(pmd.port, "ts-stuck", "stuck");
+  TsPeer alive(pmd.port, "ts-alive2", "alive2");
+  auto options = options_for(pmd, "rt-backpressure");
+  options.max_outbox_bytes = 256u << 10;
+  auto node = NodeRuntime::start(options);
+  // The route is resolved and the link up first: the steady state.
+  node->send_sync("stuck", "0");
+  std::atomic<int> failed{0};
+  std::atomic<bool> blocked_done{false};
+  std::thread flooder([&] {
+    const std::string big(16u << 10, 'x');
+    const std::string payload = "\"" + big + "\"";
+    // Until the queue is full and the wait gives up, or the destination leaves.
+    for (int i = 0; i < 2000 && failed.load() == 0; ++i) {
+      node->send("stuck", payload,
+                 [&](std::error_code, const std::string&) { failed.fetch_add(1); });
+    }
+    blocked_done = true;
+  });
+  auto held = stuck->accept();
+  REQUIRE(held);
+  // Meanwhile another destination gets its messages at once.
+  for (int i = 0; i < 100; ++i)
+    node->send("alive2", std::to_string(i));
+  auto inbound = alive.accept();
+  REQUIRE(inbound);
+  for (int i = 0; i < 100; ++i) {
+    auto frame = inbound->read_frame(5s);
+    REQUIRE(frame);
+    CHECK(json::parse(*frame)["payload"] == i);
+  }
+  CHECK_FALSE(blocked_done.load());  // the flooder is held back, not failing
+  // The stuck destination leaves: its queue fails at once, its sender wakes.
+  const auto left_at = Clock::now();
+  stuck->leave_pmd();
+  REQUIRE(eventually([&] { return blocked_done.load(); }, 10s));
+  flooder.join();
+  CHECK(Clock::now() - left_at < 3s);
+  CHECK(failed.load() >= 1);
+}
+
+}  // namespace distflow

@@ -227,8 +227,13 @@ std::optional<int> ChildProcess::wait(std::chrono::milliseconds timeout) {
 RunResult run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
               std::chrono::milliseconds timeout, const std::string& stdin_data) {
   ChildProcess child(argv, env);
-  if (!stdin_data.empty())
-    child.write(stdin_data);
+  if (!stdin_data.empty()) {
+    try {
+      child.write(stdin_data);
+    } catch (const std::exception&) {
+      // It stopped reading its input (it ended early): its exit code and stderr say why.
+    }
+  }
   child.close_stdin();
   RunResult result;
   result.out = child.read_all(timeout);
