@@ -5,7 +5,10 @@
 #include <ctime>
 #include <iostream>
 #include <memory>
+#include <unistd.h>
 
+#include "address.hpp"
+#include "credentials.hpp"
 #include "errors.hpp"
 #include "json.hpp"
 #include "modes.hpp"
@@ -21,7 +24,7 @@ struct AdminFlags {
   bool force = false;
   std::string name;
   SecurityFlags security;
-  SecurityOptions security_options;  // TODO(#12): the client does not use them yet
+  SecurityOptions security_options;
 };
 
 std::string format_time(std::int64_t ms) {
@@ -113,7 +116,11 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd,
         return code;
       }
       PmdEndpoint endpoint;
-      endpoint.host = flags->host;
+      std::string error;
+      auto host = parse_host_port(flags->host, "--host", error);
+      if (!host)
+        return usage_error(*chosen, error);
+      endpoint.host = host->host;
       // `pmd --port P list` and `pmd list --port P` both work.
       const CLI::Option* own = chosen->get_option("--port");
       const CLI::Option* parent = pmd.get_option_no_throw("--port");
@@ -122,9 +129,21 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd,
       } else if (parent != nullptr && parent->count() > 0) {
         endpoint.port = parent->as<std::uint16_t>();
       } else {
-        endpoint.port = default_pmd_port();
+        endpoint.port = host->port.value_or(default_pmd_port());
       }
-      auto client = PmdClient::connect(endpoint);
+      std::string name = flags->name;
+      if (chosen == resolve && name.find('@') != std::string::npos) {
+        // `pmd resolve alias@host[:port]`: that host's PMD (issue 12).
+        auto address = parse_node_address(name, error);
+        if (!address)
+          return usage_error(*chosen, error);
+        if (address->host)
+          endpoint = {*address->host, address->pmd_port.value_or(endpoint.port)};
+        name = address->name;
+      }
+      const Credentials credentials(flags->security_options);
+      auto client = PmdClient::connect(endpoint, std::chrono::seconds(2), &credentials,
+                                       "admin-" + std::to_string(::getpid()));
       if (chosen == status || chosen == list) {
         const auto nodes = client->list();
         if (flags->json) {
@@ -143,7 +162,7 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd,
         return 0;
       }
       if (chosen == resolve) {
-        auto node = client->resolve(flags->name);
+        auto node = client->resolve(name);
         if (!node)
           throw Error("'" + flags->name + "' not found on PMD " + endpoint.to_string());
         if (flags->json) {

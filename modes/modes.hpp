@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "pmd_protocol.hpp"
 #include "security_options.hpp"
 
 namespace distflow::modes {
@@ -47,6 +48,11 @@ void add_security_flags(CLI::App& app, SecurityFlags& flags, bool listens);
 /// addresses (set by `listen_flag`), applies the exposure rule (refused, or a warning
 /// logged). `fallback`: flags given one level up (`pmd --cookie-file F list`), used
 /// where `flags` has none. Returns 0, or 2 once the usage error is printed.
+/// Normalises a `--host` value in place (`H`, `H:P`, `[v6]`, `[v6]:P`): the host
+/// without brackets, and its port into `port` unless --port/-p was given. Returns 0,
+/// or 2 after printing the usage error.
+int normalize_pmd_host(const CLI::App& app, PmdEndpoint& endpoint);
+
 int load_security(const CLI::App& app, const SecurityFlags& flags, SecurityOptions& out,
                   const std::vector<std::string>& listen = {}, std::string_view listen_flag = {},
                   const SecurityFlags* fallback = nullptr);

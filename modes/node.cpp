@@ -151,6 +151,8 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
     options.node.listen_host = listen.front();
     if (int code = load_security(app, flags->security, options.node.security, listen, "--listen"))
       return code;
+    if (int code = normalize_pmd_host(app, options.node.pmd))
+      return code;
     options.node.overflow = *parse_overflow_policy(flags->overflow);
     options.node.auto_start_pmd = !flags->no_auto_pmd;
     options.restart = *parse_restart_policy(flags->restart);

@@ -65,6 +65,18 @@ int load_security(const CLI::App& app, const SecurityFlags& flags, SecurityOptio
   return 0;
 }
 
+int normalize_pmd_host(const CLI::App& app, PmdEndpoint& endpoint) {
+  std::string error;
+  auto host = parse_host_port(endpoint.host, "--host", error);
+  if (!host)
+    return usage_error(app, error);
+  endpoint.host = host->host;
+  const CLI::Option* port = app.get_option_no_throw("--port");
+  if (host->port && (port == nullptr || port->count() == 0))
+    endpoint.port = *host->port;
+  return 0;
+}
+
 int parse_listen_hosts(const CLI::App& app, const std::vector<std::string>& values,
                        std::string_view flag, std::vector<std::string>& out) {
   out.clear();

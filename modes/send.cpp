@@ -66,6 +66,8 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
     }
     if (int code = load_security(app, flags->security, flags->options.security))
       return code;
+    if (int code = normalize_pmd_host(app, flags->options.pmd))
+      return code;
     if (!flags->body.empty() && flags->body != "-") {
       send_message(flags->options, flags->body);
       return 0;

@@ -43,6 +43,8 @@ Runner setup_watch(CLI::App& app, const GlobalOptions&) {
     }
     if (int code = load_security(app, flags->security, options->security))
       return code;
+    if (int code = normalize_pmd_host(app, options->pmd))
+      return code;
     return watch_peers(*options, STDOUT_FILENO);
   };
 }

@@ -287,6 +287,14 @@ std::string format_node_address(const NodeAddress& address, std::uint16_t defaul
   return address.name + "@" + format_host_port({*address.host, address.pmd_port}, default_port);
 }
 
+std::string node_host_via(const std::string& registered_host, const std::string& pmd_host) {
+  const bool wildcard = registered_host == "0.0.0.0" || registered_host == "::" ||
+                        registered_host == "[::]" || registered_host.empty();
+  if ((wildcard || is_loopback_host(registered_host)) && !is_loopback_host(pmd_host))
+    return pmd_host;
+  return registered_host;
+}
+
 bool is_loopback_host(std::string_view host) {
   if (host == "localhost" || host == "localhost.")
     return true;

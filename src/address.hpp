@@ -53,6 +53,11 @@ std::string format_node_address(const NodeAddress& address, std::uint16_t defaul
 /// `host` or `host:port` (brackets for IPv6), the port left out when it is `default_port`.
 std::string format_host_port(const HostPort& address, std::uint16_t default_port);
 
+/// Where a node registered with the PMD on `pmd_host` as `registered_host` is
+/// reached from elsewhere: at `pmd_host` when it registered a loopback or wildcard
+/// address (it is on the PMD's host, PROTOCOL.md §3.2), else as registered.
+std::string node_host_via(const std::string& registered_host, const std::string& pmd_host);
+
 /// True for `localhost`, 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104 (no resolution:
 /// any other name counts as not loopback).
 bool is_loopback_host(std::string_view host);

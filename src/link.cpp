@@ -7,6 +7,7 @@
 #include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include "credentials.hpp"
 #include "errors.hpp"
 #include "framing.hpp"
 #include "json.hpp"
@@ -183,8 +184,18 @@ void Link::start() {
         options.max_queue_bytes = SIZE_MAX;  // bounded before: enqueue() waits or fails
         options.stall_timeout = self->config_.stall_timeout;
         options.max_frame_bytes = kDefaultNodeFrameLimit;
-        auto session = std::make_shared<Session>(
-            std::move(socket), std::make_shared<Handler>(self->weak_from_this()), options);
+        // With a cookie or TLS every link proves itself, to a node it names (issue 12).
+        TlsSide tls;
+        std::unique_ptr<SessionGate> gate;
+        if (const Credentials* credentials = self->config_.credentials) {
+          tls = credentials->dial_tls(self->node_.host);
+          gate = credentials->dial_gate(self->config_.self_id, self->node_.node_id);
+          if (credentials->authenticated())
+            options.hello_timeout = kHandshakeTimeout;
+        }
+        auto session = std::make_shared<Session>(std::move(socket),
+                                                 std::make_shared<Handler>(self->weak_from_this()),
+                                                 options, tls, std::move(gate));
         self->connected(std::move(session));
       },
       [](const std::exception_ptr& e) {
@@ -274,13 +285,8 @@ void Link::fail(std::error_code ec, const std::string& why) {
   if (lost > 0) {
     message +=
         "; " + std::to_string(lost) + " unsent message" + (lost == 1 ? "" : "s") + " dropped";
-    spdlog::warn("{}", message);
-  } else if (ec == errc::closed) {
-    spdlog::debug("{}", message);
-  } else {
-    spdlog::info("{}", message);
   }
-  owner_.link_failed(node_.node_id);
+  owner_.link_failed(*this, ec, message, lost);
   owner_.link_progress(0, lost);
   for (auto& [seq, done] : completions)
     call(done, ec, message);

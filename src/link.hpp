@@ -31,6 +31,7 @@
 
 namespace distflow {
 
+class Link;
 class Session;
 
 /// The reason in a node's refusal frame `{"error":"..."}` (what a node writes on
@@ -46,8 +47,10 @@ class LinkOwner {
   virtual ~LinkOwner() = default;
   /// Frames were written (`frames`) or failed (`failed`, with the reason).
   virtual void link_progress(std::uint64_t written, std::uint64_t failed) = 0;
-  /// The link failed and left the owner's map; its destination is to be forgotten.
-  virtual void link_failed(const std::string& node_id) = 0;
+  /// The link failed (`message` says why, and how many messages were lost); it
+  /// leaves the owner's map and its destination is to be forgotten. The owner logs.
+  virtual void link_failed(const Link& link, std::error_code ec, const std::string& message,
+                           std::uint64_t lost) = 0;
   /// A link with queued frames wants drain() on the I/O thread.
   virtual void link_ready(const std::shared_ptr<class Link>& link) = 0;
 };
@@ -59,6 +62,8 @@ struct LinkConfig {
   std::chrono::milliseconds connect_timeout{5000};
   /// A destination that takes no bytes for this long is dropped (0: never).
   std::chrono::milliseconds stall_timeout{0};
+  /// Cookie and TLS for every link (none: plain TCP); owned by the node.
+  const class Credentials* credentials = nullptr;
 };
 
 class Link : public std::enable_shared_from_this<Link> {

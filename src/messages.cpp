@@ -278,17 +278,18 @@ struct EnvelopeParser::Impl {
 EnvelopeParser::EnvelopeParser() : impl_(std::make_unique<Impl>()) {}
 EnvelopeParser::~EnvelopeParser() = default;
 
-std::error_code EnvelopeParser::parse(std::string_view body, Envelope& out, std::string* why) {
-  return parse_with(body, out, why, true);
+std::error_code EnvelopeParser::parse(std::string_view body, Envelope& out, std::string_view origin,
+                                      std::string* why) {
+  return parse_with(body, out, origin, why, true);
 }
 
 std::error_code EnvelopeParser::parse_general(std::string_view body, Envelope& out,
                                               std::string* why) {
-  return parse_with(body, out, why, false);
+  return parse_with(body, out, {}, why, false);
 }
 
-std::error_code EnvelopeParser::parse_with(std::string_view body, Envelope& out, std::string* why,
-                                           bool fast) {
+std::error_code EnvelopeParser::parse_with(std::string_view body, Envelope& out,
+                                           std::string_view origin, std::string* why, bool fast) {
   out.release();
   out.block_ = nullptr;
   ParsedFields fields;
@@ -301,12 +302,14 @@ std::error_code EnvelopeParser::parse_with(std::string_view body, Envelope& out,
     }
     extra = impl_->escaped;
   }
-  DISTFLOW_ASSERT(body.size() + extra.size() <= UINT32_MAX);
+  DISTFLOW_ASSERT(body.size() + extra.size() + origin.size() <= UINT32_MAX);
   // The one copy: the frame body (bytes in the decoder's buffer) into shared storage.
-  char* at = impl_->allocate(body.size() + extra.size(), out.block_);
+  char* at = impl_->allocate(body.size() + extra.size() + origin.size(), out.block_);
   std::memcpy(at, body.data(), body.size());
   if (!extra.empty())
     std::memcpy(at + body.size(), extra.data(), extra.size());
+  if (!origin.empty())
+    std::memcpy(at + body.size() + extra.size(), origin.data(), origin.size());
   auto convert = [](FieldSpan s) { return Envelope::Span{s.offset, s.length}; };
   out.f_ = {at,
             static_cast<std::uint32_t>(body.size()),
@@ -317,6 +320,8 @@ std::error_code EnvelopeParser::parse_with(std::string_view body, Envelope& out,
             convert(fields.from_raw),
             convert(fields.to_raw),
             convert(fields.alias_raw),
+            {static_cast<std::uint32_t>(body.size() + extra.size()),
+             static_cast<std::uint32_t>(origin.size())},
             fields.timestamp};
   return {};
 }
@@ -416,7 +421,11 @@ void MessageEncoder::append(std::string& out, std::string_view payload_json,
 
 void append_ndjson_line(std::string& out, const Envelope& message) {
   out += "{\"from\":";
-  out += message.from_json();
+  if (message.origin().empty()) {
+    out += message.from_json();
+  } else {
+    append_json_string(out, message.reply_address());  // a reply to it works
+  }
   if (message.has_alias()) {
     out += ",\"alias\":";
     out += message.alias_json();

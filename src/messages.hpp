@@ -55,6 +55,14 @@ class Envelope {
   std::string_view alias() const { return view(f_.alias); }  ///< empty when absent
   bool has_alias() const { return f_.alias.length != 0; }
   std::string_view payload() const { return view(f_.payload); }  ///< exact JSON text
+  /// The host the sender's connection came from when it is not this host (a
+  /// remote node, issue 12), as `alias@host` takes it; empty for a local sender.
+  std::string_view origin() const { return view(f_.origin); }
+  /// The address that reaches the sender again: `from`, or `from@origin`.
+  std::string reply_address() const {
+    return f_.origin.length == 0 ? std::string(from())
+                                 : std::string(from()) + "@" + std::string(origin());
+  }
   std::int64_t timestamp() const { return f_.timestamp; }
   /// The raw JSON tokens (quotes and escapes included) for re-emitting without rework.
   std::string_view from_json() const { return view(f_.from_raw); }
@@ -71,7 +79,7 @@ class Envelope {
   struct Fields {
     const char* base = "";
     std::uint32_t body_len = 0;
-    Span from, to, alias, payload, from_raw, to_raw, alias_raw;
+    Span from, to, alias, payload, from_raw, to_raw, alias_raw, origin;
     std::int64_t timestamp = 0;
   };
   std::string_view view(Span s) const { return {f_.base + s.offset, s.length}; }
@@ -107,7 +115,13 @@ class EnvelopeParser {
   /// kFramePadding (64) readable bytes follow `body` (FrameDecoder guarantees it).
   /// Errors: errc::bad_json, not_an_object, missing_field (from, payload),
   /// wrong_type; `why` says more.
-  std::error_code parse(std::string_view body, Envelope& out, std::string* why = nullptr);
+  std::error_code parse(std::string_view body, Envelope& out, std::string* why = nullptr) {
+    return parse(body, out, {}, why);
+  }
+  /// The same for a message from a remote host: `origin` (that host, as
+  /// `alias@host` takes it) is kept with it (Envelope::origin()).
+  std::error_code parse(std::string_view body, Envelope& out, std::string_view origin,
+                        std::string* why);
   /// For tests: parse() without its fast path, by the general parser (a
   /// JsonObjectWalker) that parse() falls back to for escaped keys and fields,
   /// odd timestamps and every malformed body.
@@ -115,7 +129,8 @@ class EnvelopeParser {
 
  private:
   struct Impl;
-  std::error_code parse_with(std::string_view body, Envelope& out, std::string* why, bool fast);
+  std::error_code parse_with(std::string_view body, Envelope& out, std::string_view origin,
+                             std::string* why, bool fast);
   std::unique_ptr<Impl> impl_;
 };
 

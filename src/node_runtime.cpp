@@ -33,8 +33,10 @@
 #include <asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
+#include "credentials.hpp"
 #include "drop_log.hpp"
 #include "errors.hpp"
+#include "exposure.hpp"
 #include "pmd_link.hpp"
 #include "process.hpp"
 #include "router.hpp"
@@ -88,6 +90,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   }
 
   void begin() {
+    credentials_ = std::make_unique<Credentials>(options_.security);
     TransportConfig config;
     config.self_id = node_id_;
     config.self_alias = alias_;
@@ -95,8 +98,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
     config.max_outbox_bytes = options_.max_outbox_bytes;
     config.max_inbound_connections = options_.max_connections;
     config.stall_timeout = options_.stall_timeout;
+    config.credentials = credentials_.get();
     transport_ = std::make_unique<Transport>(io_, std::move(config), mailbox_, counters_);
-    port_ = transport_->listen(options_.listen_host, options_.listen_port);
+    port_ =
+        transport_->listen(options_.listen_host, options_.listen_port, options_.listen_port_last);
 
     PmdLinkConfig link;
     link.pmd = options_.pmd;
@@ -111,6 +116,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
     link.heartbeat_interval = options_.heartbeat_interval;
     link.auto_start_pmd = options_.auto_start_pmd;
     link.executable = options_.executable;
+    link.credentials = credentials_.get();
     pmd_ = std::make_unique<PmdLink>(io_, std::move(link));
 
     RouterConfig routing;
@@ -334,6 +340,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   std::atomic<std::thread::id> io_thread_id_{};
   std::promise<void> io_done_promise_;
   std::future<void> io_done_;
+  std::unique_ptr<Credentials> credentials_;
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<PmdLink> pmd_;
   std::unique_ptr<Router> router_;
@@ -552,6 +559,13 @@ std::unique_ptr<NodeRuntime> NodeRuntime::start(NodeOptions options) {
                   "': " + why);
     }
   }
+  const ExposureVerdict exposure =
+      check_exposure({options.listen_host}, "--listen", !options.security.cookie.empty(),
+                     options.security.tls.configured(), options.security.insecure);
+  // (The warning for `insecure` is the command line's to give: a library caller
+  // set it in code.)
+  if (!exposure.error.empty())
+    throw Error("cannot start node: " + exposure.error);
   if (g_node_alive.exchange(true)) {
     throw Error(
         "cannot start node: a NodeRuntime is already running in this process "

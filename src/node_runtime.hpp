@@ -32,7 +32,7 @@ struct NodeOptions {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 0;  ///< 0: ephemeral
   /// With a listen_port: the last port of the range listen_port..listen_port_last to
-  /// try (0: listen_port alone). TODO(#12): not used by the runtime yet.
+  /// try (0: listen_port alone).
   std::uint16_t listen_port_last = 0;
   std::string advertise_host;  ///< host registered with the PMD; empty: listen_host
   std::size_t mailbox_size = 1000;
@@ -51,7 +51,9 @@ struct NodeOptions {
   /// send() checks that each payload is one valid JSON value (grammar and UTF-8) and
   /// fails the message otherwise. Off: the caller guarantees it (e.g. already validated).
   bool validate_payloads = true;
-  /// Cookie, TLS and --insecure (issue 12). TODO(#12): not used by the runtime yet.
+  /// Cookie and TLS for every connection to and from other nodes, and to other
+  /// hosts' PMDs (issue 12). Listening beyond loopback without either is refused
+  /// unless `insecure` is set.
   SecurityOptions security;
 };
 

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "credentials.hpp"
 #include "errors.hpp"
 #include "json.hpp"
 
@@ -57,7 +58,9 @@ std::string format_peer_event(std::string_view event, const NodeInfo& peer, std:
 }
 
 int watch_peers(const WatchOptions& options, int out_fd) {
-  auto client = PmdClient::connect(options.pmd);
+  const Credentials credentials(options.security);
+  auto client = PmdClient::connect(options.pmd, std::chrono::seconds(2), &credentials,
+                                   "watch-" + std::to_string(::getpid()));
   bool present = false;
   for (const NodeInfo& peer : client->watch()) {
     if (!matches(options, peer))

@@ -18,7 +18,7 @@ struct WatchOptions {
   std::string node;          ///< alias or node id to follow; empty: every node
   bool json = false;         ///< NDJSON lines instead of text
   bool until_leave = false;  ///< return once `node` leaves (or at once if it is absent)
-  SecurityOptions security;  ///< TODO(#12): not used yet
+  SecurityOptions security;  ///< cookie and TLS, for a PMD on another host
 };
 
 /// Runs until the PMD goes away (throws distflow::Error) or, with until_leave,

@@ -7,6 +7,7 @@
 #include <asio/ip/tcp.hpp>
 #include <spdlog/spdlog.h>
 
+#include "credentials.hpp"
 #include "errors.hpp"
 #include "framing.hpp"
 #include "json.hpp"
@@ -85,7 +86,7 @@ PmdConnection::~PmdConnection() {
 
 asio::awaitable<std::shared_ptr<PmdConnection>> PmdConnection::open(
     asio::io_context& io, PmdEndpoint endpoint, std::chrono::milliseconds timeout,
-    std::string& error, PmdProbe& kind) {
+    std::string& error, PmdProbe& kind, const Credentials* credentials, std::string our_name) {
   tcp::socket socket(io);
   const std::error_code ec = co_await dial(socket, endpoint.host, endpoint.port, timeout);
   if (ec) {
@@ -101,8 +102,19 @@ asio::awaitable<std::shared_ptr<PmdConnection>> PmdConnection::open(
   SessionOptions options;
   options.max_frame_bytes = kMaxReplyBytes;
   options.max_queue_bytes = 64u << 20;
+  // A PMD beyond loopback takes remote clients only with proof (PROTOCOL.md §3.4).
+  std::error_code ignored;
+  const bool remote = !is_loopback(socket.remote_endpoint(ignored).address());
+  TlsSide tls;
+  std::unique_ptr<SessionGate> gate;
+  if (remote && credentials != nullptr) {
+    tls = credentials->dial_tls(endpoint.host);
+    gate = credentials->dial_gate(our_name.empty() ? "pmd-client" : our_name, "pmd");
+    options.hello_timeout = kHandshakeTimeout;
+  }
   connection->session_ = std::make_shared<Session>(
-      std::move(socket), std::make_shared<Handler>(connection->weak_from_this()), options);
+      std::move(socket), std::make_shared<Handler>(connection->weak_from_this()), options, tls,
+      std::move(gate));
   connection->session_->start();
   co_return connection;
 }
@@ -243,7 +255,9 @@ PmdClient::~PmdClient() {
 }
 
 std::unique_ptr<PmdClient> PmdClient::connect(const PmdEndpoint& endpoint,
-                                              std::chrono::milliseconds timeout) {
+                                              std::chrono::milliseconds timeout,
+                                              const Credentials* credentials,
+                                              const std::string& our_name) {
   auto state = std::make_unique<State>();
   state->endpoint = endpoint;
   state->timeout = timeout;
@@ -253,7 +267,8 @@ std::unique_ptr<PmdClient> PmdClient::connect(const PmdEndpoint& endpoint,
   asio::co_spawn(
       state->io,
       [&]() -> asio::awaitable<void> {
-        state->connection = co_await PmdConnection::open(state->io, endpoint, timeout, error, kind);
+        state->connection = co_await PmdConnection::open(state->io, endpoint, timeout, error, kind,
+                                                         credentials, our_name);
         finished = true;
       },
       [](const std::exception_ptr& e) {

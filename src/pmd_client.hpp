@@ -26,6 +26,7 @@ namespace distflow {
 /// What is on a PMD endpoint: a distflow PMD, nothing (refused), or something else.
 enum class PmdProbe { answers, refused, not_a_pmd, unreachable };
 
+class Credentials;
 class Session;
 
 class PmdConnection : public std::enable_shared_from_this<PmdConnection> {
@@ -38,11 +39,13 @@ class PmdConnection : public std::enable_shared_from_this<PmdConnection> {
   using ClosedHandler = std::function<void(const std::string& why)>;
 
   /// Dials the PMD within `timeout`. nullptr with `error` set to a complete message
-  /// ("no distflow PMD on 127.0.0.1:4369: connection refused") and `kind`.
-  static asio::awaitable<std::shared_ptr<PmdConnection>> open(asio::io_context& io,
-                                                              PmdEndpoint endpoint,
-                                                              std::chrono::milliseconds timeout,
-                                                              std::string& error, PmdProbe& kind);
+  /// ("no distflow PMD on 127.0.0.1:4369: connection refused") and `kind`. A PMD
+  /// reached at a non-loopback address is spoken to through `credentials` (TLS,
+  /// then the cookie handshake proving `our_name`), when given.
+  static asio::awaitable<std::shared_ptr<PmdConnection>> open(
+      asio::io_context& io, PmdEndpoint endpoint, std::chrono::milliseconds timeout,
+      std::string& error, PmdProbe& kind, const Credentials* credentials = nullptr,
+      std::string our_name = {});
   ~PmdConnection();
 
   /// Queues one request; `done` runs on the I/O thread with its answer, or with
@@ -88,7 +91,8 @@ class PmdConnection : public std::enable_shared_from_this<PmdConnection> {
 class PmdClient {
  public:
   static std::unique_ptr<PmdClient> connect(
-      const PmdEndpoint& endpoint, std::chrono::milliseconds timeout = std::chrono::seconds(2));
+      const PmdEndpoint& endpoint, std::chrono::milliseconds timeout = std::chrono::seconds(2),
+      const Credentials* credentials = nullptr, const std::string& our_name = {});
   ~PmdClient();
   PmdClient(const PmdClient&) = delete;
   PmdClient& operator=(const PmdClient&) = delete;

@@ -13,6 +13,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "address.hpp"
 #include "messages.hpp"
 #include "pmd_client.hpp"
 #include "process.hpp"
@@ -372,7 +373,59 @@ std::optional<NodeInfo> PmdLink::find_peer(std::string_view name) const {
   return std::nullopt;
 }
 
+asio::awaitable<void> PmdLink::resolve_remote(PmdEndpoint endpoint, std::string name,
+                                              std::string target, Resolved done) {
+  const std::string key = endpoint.to_string();
+  std::shared_ptr<PmdConnection> connection;
+  if (auto it = remote_.find(key); it != remote_.end() && !it->second->closed())
+    connection = it->second;
+  if (!connection) {
+    std::string error;
+    PmdProbe kind = PmdProbe::unreachable;
+    connection = co_await PmdConnection::open(io_, endpoint, kConnectTimeout, error, kind,
+                                              config_.credentials, config_.self.node_id);
+    if (!connection) {
+      done(nullptr, "cannot resolve target '" + target + "': " + error);
+      co_return;
+    }
+    if (stopping_) {
+      connection->close();
+      done(nullptr, "cannot resolve target '" + target + "': node is shut down");
+      co_return;
+    }
+    remote_[key] = connection;
+  }
+  connection->request(
+      "resolve", json_object("alias", name),
+      [target, endpoint, done = std::move(done)](const PmdReply* reply, const std::string& error) {
+        if (!reply) {
+          done(nullptr, "cannot resolve target '" + target + "': " + error);
+        } else if (!reply->node) {
+          done(nullptr, "unknown target '" + target + "': " + reply->error + " on pmd " +
+                            endpoint.to_string());
+        } else {
+          NodeInfo node = *reply->node;
+          node.host = node_host_via(node.host, endpoint.host);
+          done(&node, {});
+        }
+      });
+}
+
 void PmdLink::resolve(const std::string& name, Resolved done) {
+  if (name.find('@') != std::string::npos) {
+    std::string error;
+    auto address = parse_node_address(name, error);
+    if (!address) {
+      asio::post(io_, [done = std::move(done), error] { done(nullptr, error); });
+      return;
+    }
+    if (address->host) {
+      const PmdEndpoint endpoint{*address->host, address->pmd_port.value_or(config_.pmd.port)};
+      spawn_logged(io_, resolve_remote(endpoint, address->name, name, std::move(done)),
+                   "remote resolve");
+      return;
+    }
+  }
   request("resolve", json_object("alias", name),
           [this, name, done = std::move(done)](const PmdReply* reply, const std::string& error) {
             if (reply && reply->node) {
@@ -416,6 +469,11 @@ void PmdLink::stop() {
   stopping_ = true;
   retry_timer_.cancel();
   heartbeat_timer_.cancel();
+  for (auto& [key, connection] : remote_) {
+    if (connection)
+      connection->close();
+  }
+  remote_.clear();
   if (connection_)
     connection_->close();
   wake_.cancel();

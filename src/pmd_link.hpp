@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +34,8 @@ struct PmdLinkConfig {
   std::chrono::milliseconds heartbeat_interval{500};
   bool auto_start_pmd = true;
   std::string executable;  ///< binary re-exec'd as the PMD; empty: self
+  /// For the PMDs of other hosts (alias@host): TLS and the cookie; owned by the node.
+  const class Credentials* credentials = nullptr;
 };
 
 class PmdLink {
@@ -51,7 +54,9 @@ class PmdLink {
   /// of the peers), else why the node could not register.
   void start(std::function<void(const std::string& error)> started);
   /// Resolves an alias or node id through the PMD; while it is unreachable, the
-  /// last known view of the peers answers.
+  /// last known view of the peers answers. `alias@host[:port]` asks that host's PMD
+  /// (PROTOCOL.md §3.2); a node registered there under a loopback or wildcard
+  /// address is reached at `host`.
   void resolve(const std::string& name, Resolved done);
   /// Unregisters (when registered) and runs `done` once answered or after `timeout`.
   void unregister(std::chrono::milliseconds timeout, std::function<void()> done);
@@ -73,6 +78,8 @@ class PmdLink {
 
  private:
   asio::awaitable<void> run();
+  asio::awaitable<void> resolve_remote(PmdEndpoint endpoint, std::string name, std::string target,
+                                       Resolved done);
   asio::awaitable<void> heartbeat_loop(std::shared_ptr<PmdConnection> connection);
   void request(std::string_view type, std::string_view payload,
                std::function<void(const PmdReply*, const std::string&)> done);
@@ -90,6 +97,7 @@ class PmdLink {
   asio::io_context& io_;
   PmdLinkConfig config_;
   std::shared_ptr<PmdConnection> connection_;
+  std::map<std::string, std::shared_ptr<PmdConnection>> remote_;  // other hosts' PMDs, kept
   asio::steady_timer retry_timer_;
   asio::steady_timer heartbeat_timer_;  // one connection's heartbeats at a time
   asio::steady_timer wake_;             // never expires; cancelled when the connection closes

@@ -13,6 +13,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "credentials.hpp"
 #include "errors.hpp"
 #include "log_throttle.hpp"
 #include "registry.hpp"
@@ -55,14 +56,15 @@ class Server {
   Server(asio::io_context& io, const PmdConfig& config)
       : io_(io),
         config_(config),
-        acceptor_(io),
+        credentials_(config.security),
         sweep_(io),
         signals_(io),
         registry_(config.ttl, config.missed_heartbeats) {}
 
-  /// Binds; false when the port is in use and the config says to step aside.
+  /// Binds every address; false when the port is in use and the config says to
+  /// step aside.
   bool listen();
-  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  std::uint16_t port() const { return acceptors_.front().local_endpoint().port(); }
   void start();
 
   /// Handles the complete frames buffered in the session's decoder, replies
@@ -73,7 +75,8 @@ class Server {
   void shutdown_all(Session* requester, std::string_view why);
 
  private:
-  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor);
+  bool bind(tcp::acceptor& acceptor, const std::string& address, std::uint16_t port);
   void arm_sweep();
   void broadcast(const std::vector<std::string>& events);
   void touch() {
@@ -99,7 +102,9 @@ class Server {
 
   asio::io_context& io_;
   const PmdConfig& config_;
-  tcp::acceptor acceptor_;
+  Credentials credentials_;
+  std::vector<tcp::acceptor> acceptors_;
+  PeerLogThrottle handshake_log_{std::chrono::seconds(1)};
   asio::steady_timer sweep_;
   asio::signal_set signals_;
   Registry registry_;
@@ -124,17 +129,35 @@ void Client::on_closed(Session& session, std::string_view reason) {
 bool Server::listen() {
   std::error_code ec;
   if (config_.listen_fd >= 0) {
-    acceptor_.assign(is_ipv6_socket(config_.listen_fd) ? tcp::v6() : tcp::v4(), config_.listen_fd,
-                     ec);
+    auto& acceptor = acceptors_.emplace_back(io_);
+    acceptor.assign(is_ipv6_socket(config_.listen_fd) ? tcp::v6() : tcp::v4(), config_.listen_fd,
+                    ec);
     if (ec)
       throw Error("cannot serve the socket passed by systemd: " + ec.message());
     return true;
   }
-  const auto address = asio::ip::make_address(config_.bind, ec);
+  std::vector<std::string> addresses = config_.binds;
+  if (addresses.empty())
+    addresses.push_back(config_.bind);
+  std::uint16_t port = config_.port;
+  for (const std::string& address : addresses) {
+    auto& acceptor = acceptors_.emplace_back(io_);
+    if (!bind(acceptor, address, port))
+      return false;
+    port = acceptor.local_endpoint().port();  // port 0: the others take the same one
+  }
+  return true;
+}
+
+bool Server::bind(tcp::acceptor& acceptor, const std::string& bind, std::uint16_t port) {
+  std::error_code ec;
+  const auto address = asio::ip::make_address(bind, ec);
   if (ec)
-    throw Error("invalid bind address '" + config_.bind + "': expected an IP address");
-  const tcp::endpoint endpoint(address, config_.port);
-  const std::string where = config_.bind + ":" + std::to_string(config_.port);
+    throw Error("invalid bind address '" + bind + "': expected an IP address");
+  const tcp::endpoint endpoint(address, port);
+  const std::string where =
+      (address.is_v6() ? "[" + bind + "]" : bind) + ":" + std::to_string(port);
+  auto& acceptor_ = acceptor;
   acceptor_.open(endpoint.protocol(), ec);
   if (ec)
     throw Error("cannot listen on " + where + ": " + ec.message());
@@ -161,7 +184,8 @@ bool Server::listen() {
 }
 
 void Server::start() {
-  spawn_logged(io_, accept_loop(), "pmd accept loop");
+  for (auto& acceptor : acceptors_)
+    spawn_logged(io_, accept_loop(acceptor), "pmd accept loop");
   signals_.add(SIGINT);
   signals_.add(SIGTERM);
   signals_.async_wait([this](std::error_code ec, int signo) {
@@ -208,10 +232,10 @@ void Server::arm_sweep() {
   });
 }
 
-asio::awaitable<void> Server::accept_loop() {
+asio::awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
   asio::steady_timer backoff(io_);
   while (!stopping_) {
-    auto [ec, socket] = co_await acceptor_.async_accept(kAwait);
+    auto [ec, socket] = co_await acceptor.async_accept(kAwait);
     if (stopping_)
       break;
     if (ec) {
@@ -240,8 +264,21 @@ asio::awaitable<void> Server::accept_loop() {
       continue;
     }
     const ConnectionId id = next_id_++;
+    // Nodes and tools of this host come over loopback, as the original's do. A
+    // peer from elsewhere proves itself first when the PMD has a cookie or TLS
+    // (issue 12): until its gate opens nothing of it is served.
+    std::error_code ignored;
+    const bool remote = !is_loopback(socket.remote_endpoint(ignored).address());
+    SessionOptions options = session_options();
+    TlsSide tls;
+    std::unique_ptr<SessionGate> gate;
+    if (remote && credentials_.authenticated()) {
+      tls = credentials_.accept_tls();
+      gate = credentials_.accept_gate("pmd");
+      options.hello_timeout = kHandshakeTimeout;
+    }
     auto session = std::make_shared<Session>(std::move(socket), std::make_shared<Client>(*this, id),
-                                             session_options());
+                                             options, tls, std::move(gate));
     spdlog::debug("pmd: session opened peer={}", session->peer());
     sessions_.emplace(id, session);
     session->start();
@@ -325,8 +362,16 @@ bool Server::serve(Session& session, ConnectionId id) {
 
 void Server::on_closed(ConnectionId id, const Session& session, std::string_view reason) {
   spdlog::debug("pmd: session closed peer={} reason={}", session.peer(), reason);
-  if (reason.starts_with("stalled") || reason.starts_with("nothing valid"))
+  if (reason.starts_with("handshake refused") || reason.starts_with("TLS handshake failed")) {
+    handshake_log_.counted();
+    if (std::uint64_t more = 0;
+        handshake_log_.allow(session.peer_host(), std::chrono::steady_clock::now(), more)) {
+      spdlog::warn("pmd: peer={} {} ({} more from that address since the last report)",
+                   session.peer(), reason, more);
+    }
+  } else if (reason.starts_with("stalled") || reason.starts_with("nothing valid")) {
     spdlog::info("pmd: peer={} {}; closed", session.peer(), reason);
+  }
   touch();
   sessions_.erase(id);
   auto events = registry_.connection_closed(id);
@@ -341,7 +386,8 @@ void Server::shutdown_all(Session* requester, std::string_view why) {
   stopping_ = true;
   spdlog::info("pmd: shutting down ({}), closing {} connections", why, sessions_.size());
   std::error_code ignored;
-  acceptor_.close(ignored);
+  for (auto& acceptor : acceptors_)
+    acceptor.close(ignored);
   sweep_.cancel();
   signals_.cancel(ignored);
   auto sessions = sessions_;
@@ -362,9 +408,11 @@ void run_pmd(const PmdConfig& config, const std::function<void(std::uint16_t)>& 
   if (!server.listen())
     return;
   server.start();
-  spdlog::info("pmd: listening on {}:{} ttl={}ms auto_shutdown={}ms max_frame={}", config.bind,
+  spdlog::info("pmd: listening on {}:{} ttl={}ms auto_shutdown={}ms max_frame={}{}{}",
+               config.binds.empty() ? config.bind : fmt::format("{}", fmt::join(config.binds, ",")),
                server.port(), config.ttl.count(), config.auto_shutdown.count(),
-               config.max_frame_bytes);
+               config.max_frame_bytes, config.security.cookie.empty() ? "" : " cookie=on",
+               config.security.tls.configured() ? " tls=on" : "");
   if (on_listening)
     on_listening(server.port());
   io.run();

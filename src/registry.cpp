@@ -181,7 +181,14 @@ void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std:
                               bool loopback, std::string& reply, PmdOutcome& outcome) {
   const std::string_view type = request.type;
   append_response_head(reply, request.request_id);
-  if (type == "resolve") {
+  if (!loopback && (type == "register" || type == "unregister" || type == "heartbeat")) {
+    // epmd's rule: a host's PMD serves its own nodes; others may only look them up.
+    append_error(reply, std::string("'") + std::string(type) +
+                            "' is accepted only from a loopback address: a node registers with "
+                            "its own host's PMD");
+    outcome.close = true;
+    outcome.problem = std::string(type) + " from a remote address";
+  } else if (type == "resolve") {
     do_resolve(text_of(request.alias), text_of(request.node_id), reply);
   } else if (type == "heartbeat") {
     do_heartbeat(text_of(request.node_id), now_ms, reply);

@@ -15,6 +15,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "address.hpp"
+#include "credentials.hpp"
 #include "errors.hpp"
 #include "framing.hpp"
 #include "link.hpp"
@@ -86,7 +88,8 @@ class Sender {
  public:
   explicit Sender(const SendOptions& options)
       : options_(options),
-        from_(options.from.empty() ? "send-" + std::to_string(::getpid()) : options.from) {}
+        from_(options.from.empty() ? "send-" + std::to_string(::getpid()) : options.from),
+        credentials_(options.security) {}
 
   /// Runs `body` (a coroutine over this sender) to completion; rethrows its error.
   template <class Body>
@@ -99,14 +102,22 @@ class Sender {
   }
 
   asio::awaitable<void> connect() {
+    // `alias@host[:port]`: that host's PMD knows it (issue 12).
     std::string error;
+    auto address = parse_node_address(options_.target, error);
+    if (!address)
+      throw Error(error);
+    PmdEndpoint endpoint = options_.pmd;
+    if (address->host)
+      endpoint = {*address->host, address->pmd_port.value_or(options_.pmd.port)};
     PmdProbe kind = PmdProbe::unreachable;
-    auto pmd =
-        co_await PmdConnection::open(io_, options_.pmd, options_.connect_timeout, error, kind);
+    auto pmd = co_await PmdConnection::open(io_, endpoint, options_.connect_timeout, error, kind,
+                                            &credentials_, from_);
     if (!pmd)
       throw Error(error);
-    const NodeInfo node = co_await resolve(*pmd);
+    NodeInfo node = co_await resolve(*pmd, address->name, endpoint);
     pmd->close();
+    node.host = node_host_via(node.host, endpoint.host);
     target_ = fmt::format("'{}' ({}:{})", options_.target, node.host, node.port);
     max_frame_ = node.max_frame != 0 ? node.max_frame : kDefaultNodeFrameLimit;
     tcp::socket socket(io_);
@@ -120,8 +131,14 @@ class Sender {
     // A receiver that takes nothing for this long (frozen, or gone without a
     // reset) fails the send instead of hanging it.
     session_options.stall_timeout = options_.write_timeout;
+    // A node with a cookie or TLS takes only peers that prove themselves.
+    TlsSide tls = credentials_.dial_tls(node.host);
+    auto gate = credentials_.dial_gate(from_, node.node_id);
+    if (credentials_.authenticated())
+      session_options.hello_timeout = kHandshakeTimeout;
     end_ = std::make_shared<LinkEnd>(io_);
-    session_ = std::make_shared<Session>(std::move(socket), end_, session_options);
+    session_ =
+        std::make_shared<Session>(std::move(socket), end_, session_options, tls, std::move(gate));
     session_->start();
     encoder_.emplace(from_, node.node_id, std::string_view{});
   }
@@ -205,9 +222,10 @@ class Sender {
   asio::io_context& io() { return io_; }
 
  private:
-  asio::awaitable<NodeInfo> resolve(PmdConnection& pmd) {
+  asio::awaitable<NodeInfo> resolve(PmdConnection& pmd, const std::string& name,
+                                    const PmdEndpoint& endpoint) {
     std::string payload = "{\"alias\":";
-    append_json_string(payload, options_.target);
+    append_json_string(payload, name);
     payload += '}';
     std::optional<PmdReply> answer;
     std::string error;
@@ -227,10 +245,10 @@ class Sender {
     if (!answer->node) {
       if (answer->error == "Node not found") {
         throw Error(fmt::format("unknown target '{}': no node with that alias or id on pmd {}",
-                                options_.target, options_.pmd.to_string()));
+                                options_.target, endpoint.to_string()));
       }
       throw Error(fmt::format("cannot resolve '{}' on pmd {}: {}", options_.target,
-                              options_.pmd.to_string(), answer->error));
+                              endpoint.to_string(), answer->error));
     }
     co_return *answer->node;
   }
@@ -255,6 +273,7 @@ class Sender {
   asio::io_context io_{1};
   const SendOptions& options_;
   std::string from_;
+  Credentials credentials_;
   std::string target_;
   std::shared_ptr<LinkEnd> end_;
   std::shared_ptr<Session> session_;

@@ -28,7 +28,7 @@ struct SendOptions {
   std::chrono::milliseconds connect_timeout{2000};
   /// A receiver that takes no bytes for this long fails the send (0: never).
   std::chrono::milliseconds write_timeout{10000};
-  SecurityOptions security;  ///< TODO(#12): not used yet
+  SecurityOptions security;  ///< cookie and TLS, for the node and a remote PMD
 };
 
 struct SendResult {

@@ -32,14 +32,6 @@ constexpr std::size_t kDirectWriteMax = 64u << 10;
 // Spare outbox chunks kept while the writer is idle (a burst is over).
 constexpr std::size_t kKeepIdleBuffer = 4u << 20;
 
-bool is_loopback(const asio::ip::address& address) {
-  if (address.is_loopback())
-    return true;
-  if (address.is_v6() && address.to_v6().is_v4_mapped())
-    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
-  return false;
-}
-
 std::string describe_read_end(const std::error_code& ec, const FrameDecoder& decoder) {
   if (ec == asio::error::eof) {
     if (auto partial = decoder.finish())
@@ -52,6 +44,14 @@ std::string describe_read_end(const std::error_code& ec, const FrameDecoder& dec
 }
 
 }  // namespace
+
+bool is_loopback(const asio::ip::address& address) {
+  if (address.is_loopback())
+    return true;
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
+  return false;
+}
 
 void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* name) {
   spawn_logged(io.get_executor(), std::move(task), name);

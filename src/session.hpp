@@ -79,6 +79,9 @@ void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* 
 void spawn_logged(const asio::any_io_executor& executor, asio::awaitable<void> task,
                   const char* name);
 
+/// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses.
+bool is_loopback(const asio::ip::address& address);
+
 /// Connects `socket` to host:port within `timeout`: an IP literal at once,
 /// "localhost" as 127.0.0.1 then ::1, other names through the system's resolver
 /// (each address in turn). asio::error::timed_out at the deadline.

@@ -11,6 +11,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "credentials.hpp"
 #include "errors.hpp"
 #include "framing.hpp"
 #include "session.hpp"
@@ -47,10 +48,8 @@ class Transport::Inbound final : public SessionHandler {
       if (!body)
         break;
       Envelope& envelope = batch_.emplace_back();
-      if (transport_.parser_.parse(*body, envelope, &why_)) {
+      if (!parse(session, *body, envelope)) {
         batch_.pop_back();
-        transport_.counters_.bad_frames.fetch_add(1, std::memory_order_relaxed);
-        spdlog::info("bad message from {}: {}", session.peer(), why_);
         continue;
       }
       session.established();
@@ -67,8 +66,18 @@ class Transport::Inbound final : public SessionHandler {
   }
 
   void on_closed(Session& session, std::string_view reason) override {
-    if (reason.starts_with("stalled") || reason.starts_with("nothing valid") ||
-        reason.starts_with("protocol error")) {
+    if (reason.starts_with("handshake refused") || reason.starts_with("TLS handshake failed")) {
+      auto& log = transport_.handshake_log_;
+      log.counted();
+      if (std::uint64_t more = 0;
+          log.allow(session.peer_host(), std::chrono::steady_clock::now(), more)) {
+        spdlog::warn(
+            "inbound connection from {}: {}; nothing delivered ({} more from that "
+            "address since the last report)",
+            session.peer(), reason, more);
+      }
+    } else if (reason.starts_with("stalled") || reason.starts_with("nothing valid") ||
+               reason.starts_with("protocol error")) {
       spdlog::info("inbound connection from {}: {}; closed", session.peer(), reason);
     } else {
       spdlog::debug("inbound connection from {} closed: {}", session.peer(), reason);
@@ -99,15 +108,35 @@ class Transport::Inbound final : public SessionHandler {
       if (!body)
         break;
       Envelope envelope;
-      if (transport_.parser_.parse(*body, envelope, &why_)) {
-        counters.bad_frames.fetch_add(1, std::memory_order_relaxed);
-        spdlog::info("bad message from {}: {}", session.peer(), why_);
+      if (!parse(session, *body, envelope))
         continue;
-      }
       session.established();
       counters.received.fetch_add(1, std::memory_order_relaxed);
       transport_.inline_handler_(envelope);
     }
+  }
+
+  // One message; false (counted, logged) for a malformed one, or one whose `from`
+  // is not the name its sender proved in the handshake (no forged senders).
+  bool parse(Session& session, std::string_view body, Envelope& envelope) {
+    if (!origin_known_) {
+      // A peer on another host is named with its address, so that a reply finds it.
+      origin_ = session.loopback() ? std::string() : session.peer_host();
+      proven_ = session.authenticated_peer();
+      origin_known_ = true;
+    }
+    if (transport_.parser_.parse(body, envelope, origin_, &why_)) {
+      transport_.counters_.bad_frames.fetch_add(1, std::memory_order_relaxed);
+      spdlog::info("bad message from {}: {}", session.peer(), why_);
+      return false;
+    }
+    if (!proven_.empty() && envelope.from() != proven_) {
+      transport_.counters_.bad_frames.fetch_add(1, std::memory_order_relaxed);
+      spdlog::info("message from {} dropped: its 'from' is not '{}', the name it proved",
+                   session.peer(), proven_);
+      return false;
+    }
+    return true;
   }
 
   // Hands the batch to the mailbox, in order, with one claim on its slots and at
@@ -145,6 +174,9 @@ class Transport::Inbound final : public SessionHandler {
   std::size_t pushed_ = 0;
   bool counted_ = false;  // batch_ is in counters_.received
   std::string why_;
+  std::string origin_;  // the peer's host, when it is not this one
+  std::string proven_;  // the name the peer proved (cookie handshake), if any
+  bool origin_known_ = false;
 };
 
 // ---- transport ----------------------------------------------------------------
@@ -166,11 +198,25 @@ Transport::Transport(asio::io_context& io, TransportConfig config, Mailbox<Envel
   link_config_.max_queue_bytes = config_.max_outbox_bytes;
   link_config_.connect_timeout = config_.connect_timeout;
   link_config_.stall_timeout = config_.stall_timeout;
+  link_config_.credentials = config_.credentials;
 }
 
 Transport::~Transport() = default;
 
-std::uint16_t Transport::listen(const std::string& host, std::uint16_t port) {
+std::uint16_t Transport::listen(const std::string& host, std::uint16_t port,
+                                std::uint16_t last_port) {
+  if (last_port > port) {
+    // A range (firewalls): the first free port of it.
+    for (std::uint32_t candidate = port; candidate <= last_port; ++candidate) {
+      try {
+        return listen(host, static_cast<std::uint16_t>(candidate), 0);
+      } catch (const Error&) {
+        listener_ = std::make_unique<Listener>(io_);  // that one was taken: the next
+      }
+    }
+    throw Error("cannot listen on " + host + ": no free port in " + std::to_string(port) + "-" +
+                std::to_string(last_port));
+  }
   std::error_code ec;
   auto address = asio::ip::make_address(host, ec);
   if (ec)
@@ -219,8 +265,18 @@ asio::awaitable<void> Transport::accept_loop() {
       co_await pause.async_wait(kAwait);
       continue;
     }
-    auto session =
-        std::make_shared<Session>(std::move(socket), std::make_shared<Inbound>(*this), options);
+    // With a cookie or TLS every peer proves itself before anything is delivered.
+    TlsSide tls;
+    std::unique_ptr<SessionGate> gate;
+    SessionOptions session_options = options;
+    if (const Credentials* credentials = config_.credentials) {
+      tls = credentials->accept_tls();
+      gate = credentials->accept_gate(config_.self_id);
+      if (credentials->authenticated())
+        session_options.hello_timeout = kHandshakeTimeout;
+    }
+    auto session = std::make_shared<Session>(std::move(socket), std::make_shared<Inbound>(*this),
+                                             session_options, tls, std::move(gate));
     // Refused in words (PROTOCOL.md §3.2): our senders report the reason.
     if (inbound_.size() >= config_.max_inbound_connections) {
       spdlog::info("refusing inbound connection: {} open (limit)", inbound_.size());
@@ -300,7 +356,23 @@ void Transport::link_progress(std::uint64_t written, std::uint64_t failed) {
     progress_hook_();
 }
 
-void Transport::link_failed(const std::string& node_id) {
+void Transport::link_failed(const Link& link, std::error_code ec, const std::string& message,
+                            std::uint64_t lost) {
+  if (message.find("handshake") != std::string::npos) {
+    // A wrong cookie or certificate fails every attempt: once a second per address.
+    handshake_log_.counted();
+    if (std::uint64_t more = 0;
+        handshake_log_.allow(link.node().host, std::chrono::steady_clock::now(), more)) {
+      spdlog::warn("{} ({} more from that address since the last report)", message, more);
+    }
+  } else if (lost > 0) {
+    spdlog::warn("{}", message);
+  } else if (ec == errc::closed) {
+    spdlog::debug("{}", message);
+  } else {
+    spdlog::info("{}", message);
+  }
+  const std::string node_id = link.node().node_id;
   auto it = links_.find(node_id);
   if (it != links_.end() && it->second->failed())
     links_.erase(it);

@@ -20,6 +20,7 @@
 #include <asio/io_context.hpp>
 
 #include "link.hpp"
+#include "log_throttle.hpp"
 #include "mailbox.hpp"
 #include "messages.hpp"
 #include "pmd_protocol.hpp"
@@ -56,6 +57,9 @@ struct TransportConfig {
   /// accepted is closed (0: never): idle sockets do not hold slots for ever.
   std::chrono::milliseconds hello_timeout{10000};
   std::chrono::milliseconds connect_timeout{5000};
+  /// Cookie and TLS for every connection, inbound and outbound (none: plain TCP,
+  /// the original's bytes); owned by the node.
+  const class Credentials* credentials = nullptr;
 };
 
 /// Transport::defer_writes() for a scope; write_deferred() at its end, even when
@@ -79,9 +83,10 @@ class Transport final : private LinkOwner {
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  /// Binds `host:port` (0: ephemeral) and starts accepting; returns the bound port.
-  /// Throws distflow::Error when the address cannot be bound.
-  std::uint16_t listen(const std::string& host, std::uint16_t port);
+  /// Binds `host:port` (0: ephemeral; with `last_port`, the first free port of
+  /// port..last_port) and starts accepting; returns the bound port. Throws
+  /// distflow::Error when the address cannot be bound.
+  std::uint16_t listen(const std::string& host, std::uint16_t port, std::uint16_t last_port = 0);
 
   /// The one link to `node` (by node id; dialled on first use, replaced when the
   /// node registered elsewhere).
@@ -120,7 +125,8 @@ class Transport final : private LinkOwner {
 
   // LinkOwner
   void link_progress(std::uint64_t written, std::uint64_t failed) override;
-  void link_failed(const std::string& node_id) override;
+  void link_failed(const Link& link, std::error_code ec, const std::string& message,
+                   std::uint64_t lost) override;
   void link_ready(const std::shared_ptr<Link>& link) override;
 
   asio::awaitable<void> accept_loop();
@@ -147,7 +153,8 @@ class Transport final : private LinkOwner {
   std::function<void(const std::string&)> failed_hook_;
   std::function<void()> progress_hook_;
   std::function<void(std::uint64_t, std::string_view)> dropped_hook_;
-  std::string mailbox_full_;  // the reason given for mailbox drops
+  std::string mailbox_full_;                                // the reason given for mailbox drops
+  PeerLogThrottle handshake_log_{std::chrono::seconds(1)};  // failures, per peer address
 };
 
 }  // namespace distflow
