@@ -15,7 +15,9 @@
 
 #include "errors.hpp"
 #include "log_throttle.hpp"
+#include "metrics_server.hpp"
 #include "registry.hpp"
+#include "service_metrics.hpp"
 #include "session.hpp"
 #include "systemd.hpp"
 
@@ -110,6 +112,9 @@ class Server {
   LogThrottle accept_log_{std::chrono::seconds(1)};
   RegistryStats logged_stats_;  // as of the last activity line
   std::chrono::steady_clock::time_point activity_since_ = std::chrono::steady_clock::now();
+  const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
+  PmdConnectionCounts connections_;
+  std::unique_ptr<MetricsServer> metrics_;  // with --metrics
 };
 
 bool Client::on_readable(Session& session) {
@@ -160,6 +165,13 @@ bool Server::listen() {
 }
 
 void Server::start() {
+  if (config_.metrics) {
+    metrics_ = std::make_unique<MetricsServer>(io_, *config_.metrics, config_.security, [this] {
+      connections_.open = sessions_.size();
+      return pmd_metrics_page(registry_, connections_,
+                              std::chrono::steady_clock::now() - started_at_);
+    });
+  }
   spawn_logged(io_, accept_loop(), "pmd accept loop");
   signals_.add(SIGINT);
   signals_.add(SIGTERM);
@@ -225,11 +237,13 @@ asio::awaitable<void> Server::accept_loop() {
       continue;
     }
     if (sessions_.size() >= config_.max_connections) {
+      ++connections_.refused;
       spdlog::info("pmd: refusing connection: {} connections open (limit)", sessions_.size());
       std::error_code ignored;
       socket.close(ignored);
       continue;
     }
+    ++connections_.accepted;
     const ConnectionId id = next_id_++;
     auto session = std::make_shared<Session>(std::move(socket), std::make_shared<Client>(*this, id),
                                              session_options());
@@ -319,6 +333,7 @@ void Server::on_closed(ConnectionId id, const Session& session, std::string_view
   if (reason.starts_with("stalled") || reason.starts_with("nothing valid"))
     spdlog::info("pmd: peer={} {}; closed", session.peer(), reason);
   touch();
+  connections_.count_close(reason);
   sessions_.erase(id);
   auto events = registry_.connection_closed(id);
   for (const auto& event : events)
@@ -335,6 +350,8 @@ void Server::shutdown_all(Session* requester, std::string_view why) {
   acceptor_.close(ignored);
   sweep_.cancel();
   signals_.cancel(ignored);
+  if (metrics_)
+    metrics_->stop();
   auto sessions = sessions_;
   for (auto& [id, session] : sessions) {
     if (session.get() == requester) {

@@ -238,6 +238,7 @@ asio::awaitable<void> Transport::accept_loop() {
       ++per_address_[address];
     }
     inbound_.push_back(session);
+    counters_.inbound_links.store(static_cast<std::uint32_t>(inbound_.size()));
     session->start();
   }
 }
@@ -254,6 +255,7 @@ std::shared_ptr<Link> Transport::link(const NodeInfo& node) {
   }
   auto link = std::make_shared<Link>(io_, node, link_config_, static_cast<LinkOwner&>(*this));
   links_[node.node_id] = link;
+  counters_.outbound_links.store(static_cast<std::uint32_t>(links_.size()));
   if (stopped_) {
     link->fail(make_error_code(errc::closed),
                "node is shutting down; no connection to " + link->describe());
@@ -302,6 +304,7 @@ void Transport::link_failed(const std::string& node_id) {
   auto it = links_.find(node_id);
   if (it != links_.end() && it->second->failed())
     links_.erase(it);
+  counters_.outbound_links.store(static_cast<std::uint32_t>(links_.size()));
   if (failed_hook_)
     failed_hook_(node_id);
 }
@@ -396,6 +399,7 @@ void Transport::remove(const Session& session) {
       per_address_.erase(count);
   }
   inbound_.erase(it);
+  counters_.inbound_links.store(static_cast<std::uint32_t>(inbound_.size()));
 }
 
 void Transport::stop() {
@@ -414,6 +418,8 @@ void Transport::stop() {
   for (auto& link : links)
     link->fail(make_error_code(errc::closed), "closing connection to " + link->describe());
   links_.clear();
+  counters_.inbound_links.store(0);
+  counters_.outbound_links.store(0);
   for (auto& weak : blocked_) {
     if (auto s = weak.lock())
       s->resume();
