@@ -291,7 +291,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
     s.handler_errors = handler_errors_.load(std::memory_order_relaxed);
     s.inbound_links = counters_.inbound_links.load(std::memory_order_relaxed);
     s.outbound_links = counters_.outbound_links.load(std::memory_order_relaxed);
-    s.uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
+    s.uptime = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started_at_);
     std::lock_guard lock(drops_mutex_);
     s.drops = drops_.totals();

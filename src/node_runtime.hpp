@@ -77,7 +77,7 @@ struct NodeStats {
   std::uint64_t dropped = 0;
   std::size_t inbound_links = 0;   ///< peers connected to us now
   std::size_t outbound_links = 0;  ///< destinations we hold a link to now
-  std::chrono::milliseconds uptime{0};
+  std::chrono::microseconds uptime{0};
 };
 
 /// Why `name` cannot be a node alias or id: empty, longer than 128 bytes, not

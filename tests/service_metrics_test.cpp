@@ -123,7 +123,7 @@ TEST_CASE("service_metrics: the node page has every NodeStats counter", "[servic
   stats.mailbox.capacity = 1000;
   stats.inbound_links = 2;
   stats.outbound_links = 1;
-  stats.uptime = std::chrono::milliseconds(2500);
+  stats.uptime = std::chrono::microseconds(2500000);
   const std::string page = node_metrics_page(stats, "w-1-abc", "w");
   CHECK(value(page, R"(distflow_node_info{node_id="w-1-abc",alias="w"})") == 1);
   CHECK(value(page, "distflow_node_uptime_seconds") == 2.5);
