@@ -14,6 +14,7 @@
 
 #include "build_info.hpp"
 #include "errors.hpp"
+#include "json_log.hpp"
 #include "modes.hpp"
 #include "pmd_protocol.hpp"
 
@@ -77,18 +78,22 @@ int unknown_mode(std::string_view name, std::string_view program = {}) {
   return 2;
 }
 
-/// The mode the command line runs when only root `--log-level` flags precede
+/// With --log-format json: errors that end the command are log records too, so
+/// that every stderr line is one JSON object.
+bool g_json_logs = false;
+
+/// The mode the command line runs when only root `--log-*` flags precede
 /// its name: then only that mode's subcommand is built (a start builds one
 /// CLI11 subcommand, not five). nullptr otherwise (no mode, --help, --version,
 /// a bad flag): every mode is built, for the listing and CLI11's own errors.
 const Mode* selected_mode(const std::vector<std::string>& args) {
   for (std::size_t i = 1; i < args.size(); ++i) {
     const std::string_view arg = args[i];
-    if (arg == "--log-level") {
+    if (arg == "--log-level" || arg == "--log-format") {
       ++i;
       continue;
     }
-    if (arg.starts_with("--log-level="))
+    if (arg.starts_with("--log-level=") || arg.starts_with("--log-format="))
       continue;
     return arg.starts_with('-') ? nullptr : find_mode(arg);
   }
@@ -97,7 +102,12 @@ const Mode* selected_mode(const std::vector<std::string>& args) {
 
 void setup_logging(const GlobalOptions& global) {
   auto logger = spdlog::stderr_logger_mt("distflow");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%P] %v");
+  if (global.log_format == "json") {
+    logger->set_formatter(make_json_log_formatter());
+    g_json_logs = true;
+  } else {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%P] %v");
+  }
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::info);
   spdlog::cfg::load_env_levels();
@@ -135,6 +145,11 @@ int real_main(std::vector<std::string> args) {
                  "trace|debug|info|warn|error|critical|off (default: $SPDLOG_LEVEL, else info)")
       ->check(CLI::IsMember(
           {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"}));
+  app.add_option("--log-format", global.log_format,
+                 "text, or json: one JSON object per line (time, level, pid, message, and the "
+                 "message's key=value words as \"fields\")")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
   app.footer(
       "Each mode also runs as a symlink named distflow-<mode>.\n"
       "Run 'distflow <mode> --help' for a mode's flags.");
@@ -167,7 +182,11 @@ int real_main(std::vector<std::string> args) {
     try {
       return runner();
     } catch (const std::exception& e) {
-      std::cerr << "distflow " << sub->get_name() << ": error: " << e.what() << "\n";
+      if (g_json_logs) {
+        spdlog::error("distflow {}: error: {}", sub->get_name(), e.what());
+      } else {
+        std::cerr << "distflow " << sub->get_name() << ": error: " << e.what() << "\n";
+      }
       return 1;
     }
   }
@@ -252,7 +271,11 @@ std::optional<std::chrono::milliseconds> parse_duration(const std::string& text)
 }
 
 int usage_error(const CLI::App& app, const std::string& message) {
-  std::cerr << "distflow " << app.get_name() << ": " << message << "\n";
+  if (g_json_logs) {
+    spdlog::error("distflow {}: {}", app.get_name(), message);
+  } else {
+    std::cerr << "distflow " << app.get_name() << ": " << message << "\n";
+  }
   return 2;
 }
 

@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "metrics.hpp"
 #include "pmd_protocol.hpp"
 #include "security_options.hpp"
 
@@ -20,7 +21,8 @@ namespace distflow::modes {
 
 /// Flags on the root app, shared by every mode.
 struct GlobalOptions {
-  std::string log_level;  ///< empty: SPDLOG_LEVEL, else info
+  std::string log_level;            ///< empty: SPDLOG_LEVEL, else info
+  std::string log_format = "text";  ///< text | json (one JSON object per line)
 };
 
 /// Runs the parsed mode; returns the exit code (0 ok, 1 runtime failure, 2 usage).
@@ -56,6 +58,14 @@ int normalize_pmd_host(const CLI::App& app, PmdEndpoint& endpoint);
 int load_security(const CLI::App& app, const SecurityFlags& flags, SecurityOptions& out,
                   const std::vector<std::string>& listen = {}, std::string_view listen_flag = {},
                   const SecurityFlags* fallback = nullptr);
+
+/// Declares `--metrics ADDR:PORT` into `value`.
+void add_metrics_flag(CLI::App& app, std::string& value);
+/// After load_security(): `value` (empty: not given) as an endpoint in `out`, the
+/// exposure rule applied to it with `security`. Returns 0, or 2 once the usage
+/// error is printed.
+int parse_metrics_flag(const CLI::App& app, const std::string& value,
+                       const SecurityOptions& security, std::optional<MetricsEndpoint>& out);
 
 /// The values of `flag` (--bind, --listen): hosts without a port, IPv6 with or without
 /// brackets. Returns 0 with the bare hosts in `out`, or 2 once the usage error is printed.

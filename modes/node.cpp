@@ -22,6 +22,7 @@ struct NodeFlags {
   bool no_auto_pmd = false;
   std::string listen_port = "0";
   SecurityFlags security;
+  std::string metrics;
 };
 
 }  // namespace
@@ -112,6 +113,7 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
   add_security_flags(app, flags->security, true);
+  add_metrics_flag(app, flags->metrics);
 
   return [flags, &app]() -> int {
     NodeBridgeOptions& options = flags->options;
@@ -152,6 +154,9 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
     if (int code = load_security(app, flags->security, options.node.security, listen, "--listen"))
       return code;
     if (int code = normalize_pmd_host(app, options.node.pmd))
+      return code;
+    if (int code =
+            parse_metrics_flag(app, flags->metrics, options.node.security, options.node.metrics))
       return code;
     options.node.overflow = *parse_overflow_policy(flags->overflow);
     options.node.auto_start_pmd = !flags->no_auto_pmd;

@@ -21,6 +21,7 @@ struct PmdFlags {
   std::string stall_timeout = "30s";
   std::vector<std::string> binds{"127.0.0.1"};
   SecurityFlags security;
+  std::string metrics;
 };
 
 }  // namespace
@@ -70,6 +71,7 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
                  "of a frame, or not reading its replies (0s: never)")
       ->capture_default_str();
   add_security_flags(app, flags->security, true);
+  add_metrics_flag(app, flags->metrics);
   auto admin = add_pmd_admin(app, std::shared_ptr<const SecurityFlags>(flags, &flags->security));
   return [admin, flags, &app]() -> int {
     if (auto runner = admin())
@@ -105,6 +107,8 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
     // A socket from systemd is where its unit says: --bind does not apply.
     const auto exposed = run_config.listen_fd < 0 ? run_config.binds : std::vector<std::string>{};
     if (int code = load_security(app, flags->security, run_config.security, exposed, "--bind"))
+      return code;
+    if (int code = parse_metrics_flag(app, flags->metrics, run_config.security, run_config.metrics))
       return code;
     run_pmd(run_config, [&run_config](std::uint16_t port) {
       const bool v6 = run_config.bind.find(':') != std::string::npos;

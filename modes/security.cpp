@@ -2,6 +2,7 @@
 // turned into SecurityOptions (cookie loaded, TLS files checked) and, for the modes
 // that listen, checked against the exposure rule.
 
+#include <charconv>
 #include <cstdlib>
 
 #include <spdlog/spdlog.h>
@@ -74,6 +75,54 @@ int normalize_pmd_host(const CLI::App& app, PmdEndpoint& endpoint) {
   const CLI::Option* port = app.get_option_no_throw("--port");
   if (host->port && (port == nullptr || port->count() == 0))
     endpoint.port = *host->port;
+  return 0;
+}
+
+void add_metrics_flag(CLI::App& app, std::string& value) {
+  app.add_option("--metrics", value,
+                 "serve Prometheus metrics at http://ADDR:PORT/metrics (port 0: a free one; the "
+                 "address is logged); beyond loopback it needs --cookie-file, --tls-* or "
+                 "--insecure")
+      ->type_name("ADDR:PORT");
+}
+
+int parse_metrics_flag(const CLI::App& app, const std::string& value,
+                       const SecurityOptions& security, std::optional<MetricsEndpoint>& out) {
+  out.reset();
+  if (value.empty())
+    return 0;
+  // ADDR:PORT or [IPv6]:PORT; unlike the other host flags, port 0 (a free one) is fine.
+  const std::string expected = "invalid --metrics '" + value +
+                               "': expected ADDR:PORT, e.g. 127.0.0.1:9100 (port 0: a free one)";
+  const std::size_t colon = value.rfind(':');
+  const bool bracketed = value.starts_with('[');
+  if (colon == std::string::npos || colon == 0 || (bracketed && value[colon - 1] != ']') ||
+      (!bracketed && value.find(':') != colon)) {
+    return usage_error(app, expected);
+  }
+  const std::string_view port_text = std::string_view(value).substr(colon + 1);
+  unsigned port = 0;
+  const char* const last = port_text.data() + port_text.size();
+  const auto [end, ec] = std::from_chars(port_text.data(), last, port);
+  if (port_text.empty() || ec != std::errc() || end != last || port > 65535)
+    return usage_error(app, expected);
+  std::string error;
+  auto where = parse_host_port(value.substr(0, colon), "--metrics", error);
+  if (!where) {
+    // "invalid --metrics 'HOST': WHY; expected ...": WHY, about the whole value.
+    const std::size_t why = error.find("': ");
+    const std::string reason = why == std::string::npos
+                                   ? error
+                                   : error.substr(why + 3, error.find("; expected") - why - 3);
+    return usage_error(app, "invalid --metrics '" + value + "': " + reason +
+                                "; expected ADDR:PORT, e.g. 127.0.0.1:9100");
+  }
+  const ExposureVerdict verdict =
+      check_exposure({where->host}, "--metrics", !security.cookie.empty(),
+                     security.tls.configured(), security.insecure);
+  if (!verdict.error.empty())
+    return usage_error(app, verdict.error);
+  out = MetricsEndpoint{where->host, static_cast<std::uint16_t>(port)};
   return 0;
 }
 

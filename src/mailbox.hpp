@@ -16,6 +16,7 @@
 // thread should push what one read decoded with try_push_batch(): one CAS for
 // the whole run is several times cheaper than a push() per item.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -182,6 +183,10 @@ struct MailboxStats {
   std::uint64_t dropped = 0;    ///< items discarded by drop-newest or drop-oldest
   std::uint64_t delivered = 0;  ///< items handed to the consumer
   std::size_t size = 0;         ///< items queued now
+  /// The most items queued at once so far, as the consumer found them when it
+  /// received (or `size`, if larger): its own bookkeeping, one load per batch.
+  std::size_t high_water = 0;
+  std::size_t capacity = 0;  ///< max_size()
 };
 
 /// Bounded multi-producer / single-consumer FIFO with an overflow policy.
@@ -271,6 +276,7 @@ class Mailbox {
   void wake_consumer();
   void wake_producers();
   void after_receive(std::size_t n);
+  void note_depth(std::size_t n, bool full_batch);
   void wait_for_item(std::chrono::steady_clock::time_point deadline);
   void wait_for_space();
 
@@ -294,6 +300,7 @@ class Mailbox {
   // Consumer's line (drop-oldest producers also advance head_ when they evict).
   alignas(kCacheLine) std::atomic<std::uint64_t> head_{0};
   std::atomic<std::uint64_t> delivered_{0};
+  std::atomic<std::uint64_t> high_water_{0};  // written by the consumer only
   mailbox_detail::AdaptiveSpin consumer_spin_;
   // The consumer's futex word: 1 while it sleeps or is about to. Read by producers on
   // every push, written only when the consumer goes to sleep (and by its waker).
@@ -610,6 +617,22 @@ void Mailbox<T>::after_receive(std::size_t n) {
 }
 
 template <class T>
+void Mailbox<T>::note_depth(std::size_t n, bool full_batch) {
+  // The depth only grows between two receives (drop-oldest keeps it at the bound),
+  // so the most a receive finds is the high-water mark. A run that stopped short of
+  // `max` took everything published: its length is the depth. Only a full run
+  // looks at the tail (one load per batch, on the consumer's side).
+  std::uint64_t depth = n;
+  if (full_batch) {
+    const std::uint64_t tail = count_of(tail_.load(std::memory_order_relaxed) & ~mark_bit_);
+    const std::uint64_t head = count_of(head_.load(std::memory_order_relaxed));
+    depth = std::min<std::uint64_t>(n + (tail > head ? tail - head : 0), max_size_);
+  }
+  if (depth > high_water_.load(std::memory_order_relaxed))
+    high_water_.store(depth, std::memory_order_relaxed);
+}
+
+template <class T>
 void Mailbox<T>::wait_for_item(std::chrono::steady_clock::time_point deadline) {
   // Polls the head slot, not the tail: see closed_hint_.
   if (consumer_spin_.spin([&] { return head_ready_or_closed(); }))
@@ -777,8 +800,10 @@ std::size_t Mailbox<T>::receive_into(Sink&& sink, std::size_t max,
         break;
     }
   }
-  if (n > 0)
+  if (n > 0) {
+    note_depth(n, n == max);
     after_receive(n);
+  }
   return n;
 }
 
@@ -849,6 +874,9 @@ MailboxStats Mailbox<T>::stats() const {
   stats.dropped = dropped_.load(std::memory_order_relaxed);
   stats.delivered = delivered_.load(std::memory_order_relaxed);
   stats.size = static_cast<std::size_t>(count_of(tail) - count_of(head));
+  stats.high_water =
+      std::max(static_cast<std::size_t>(high_water_.load(std::memory_order_relaxed)), stats.size);
+  stats.capacity = max_size_;
   return stats;
 }
 

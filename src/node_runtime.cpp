@@ -37,9 +37,11 @@
 #include "drop_log.hpp"
 #include "errors.hpp"
 #include "exposure.hpp"
+#include "metrics_server.hpp"
 #include "pmd_link.hpp"
 #include "process.hpp"
 #include "router.hpp"
+#include "service_metrics.hpp"
 #include "transport.hpp"
 
 namespace distflow {
@@ -138,6 +140,12 @@ class NodeRuntimeImpl final : public NodeRuntime {
       }
     });
 
+    if (options_.metrics) {
+      metrics_ = std::make_unique<MetricsServer>(io_, *options_.metrics, options_.security, [this] {
+        return node_metrics_page(stats(), node_id_, alias_);
+      });
+    }
+
     auto started = start_promise_.get_future();
     pmd_->start([this](const std::string& error) { start_promise_.set_value(error); });
     io_done_ = io_done_promise_.get_future();
@@ -158,6 +166,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   const std::string& node_id() const override { return node_id_; }
   const std::string& alias() const override { return alias_; }
   std::uint16_t port() const override { return port_; }
+  std::uint16_t metrics_port() const override { return metrics_ ? metrics_->port() : 0; }
 
   void on_message(MessageHandler handler) override {
     std::lock_guard lock(handler_mutex_);
@@ -290,6 +299,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
     s.sent = counters_.sent.load(std::memory_order_relaxed);
     s.send_failures = counters_.send_failures.load(std::memory_order_relaxed);
     s.handler_errors = handler_errors_.load(std::memory_order_relaxed);
+    s.inbound_links = counters_.inbound_links.load(std::memory_order_relaxed);
+    s.outbound_links = counters_.outbound_links.load(std::memory_order_relaxed);
+    s.uptime = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started_at_);
     std::lock_guard lock(drops_mutex_);
     s.drops = drops_.totals();
     s.dropped = drops_.total();
@@ -321,6 +334,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   std::string node_id_;
   std::string alias_;
   std::uint16_t port_ = 0;
+  const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   Mailbox<Envelope> mailbox_;
   TransportCounters counters_;
   std::atomic<std::uint64_t> handler_errors_{0};
@@ -344,6 +358,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<PmdLink> pmd_;
   std::unique_ptr<Router> router_;
+  std::unique_ptr<MetricsServer> metrics_;  // with NodeOptions::metrics
   std::vector<std::function<void()>> flush_waiters_;
   asio::steady_timer stop_timer_;
   asio::steady_timer drop_timer_;
@@ -488,6 +503,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
     pmd_->stop();
     router_->stop();
     transport_->stop();
+    if (metrics_)
+      metrics_->stop();
     auto waiters = std::move(flush_waiters_);
     flush_waiters_.clear();
     for (auto& waiter : waiters)

@@ -18,6 +18,7 @@
 #include "framing.hpp"
 #include "mailbox.hpp"
 #include "messages.hpp"
+#include "metrics.hpp"
 #include "pmd_protocol.hpp"
 #include "security_options.hpp"
 
@@ -55,6 +56,9 @@ struct NodeOptions {
   /// hosts' PMDs (issue 12). Listening beyond loopback without either is refused
   /// unless `insecure` is set.
   SecurityOptions security;
+  /// Serve Prometheus metrics (HTTP GET /metrics, node_metrics_page()) there, from the
+  /// I/O thread; beyond loopback the exposure rule applies (with `security`). None: off.
+  std::optional<MetricsEndpoint> metrics;
 };
 
 /// Called with a failed send: what failed and why ("unknown target 'x': Node not found").
@@ -73,6 +77,9 @@ struct NodeStats {
   /// count_dropped()), in first-seen order; `dropped` is their sum.
   std::vector<std::pair<std::string, std::uint64_t>> drops;
   std::uint64_t dropped = 0;
+  std::size_t inbound_links = 0;   ///< peers connected to us now
+  std::size_t outbound_links = 0;  ///< destinations we hold a link to now
+  std::chrono::microseconds uptime{0};
 };
 
 /// Why `name` cannot be a node alias or id: empty, longer than 128 bytes, not
@@ -89,6 +96,8 @@ class NodeRuntime {
   virtual const std::string& node_id() const = 0;
   virtual const std::string& alias() const = 0;
   virtual std::uint16_t port() const = 0;
+  /// The port of the metrics endpoint (NodeOptions::metrics); 0 without one.
+  virtual std::uint16_t metrics_port() const = 0;
 
   /// Runs `handler` for every message on a dispatcher thread that drains the mailbox.
   /// Exceptions from it are logged and counted; delivery goes on. Set once.

@@ -16,7 +16,9 @@
 #include "credentials.hpp"
 #include "errors.hpp"
 #include "log_throttle.hpp"
+#include "metrics_server.hpp"
 #include "registry.hpp"
+#include "service_metrics.hpp"
 #include "session.hpp"
 #include "systemd.hpp"
 
@@ -116,6 +118,9 @@ class Server {
   LogThrottle refuse_log_{std::chrono::seconds(1)};
   RegistryStats logged_stats_;  // as of the last activity line
   std::chrono::steady_clock::time_point activity_since_ = std::chrono::steady_clock::now();
+  const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
+  PmdConnectionCounts connections_;
+  std::unique_ptr<MetricsServer> metrics_;  // with --metrics
 };
 
 bool Client::on_readable(Session& session) {
@@ -184,6 +189,13 @@ bool Server::bind(tcp::acceptor& acceptor, const std::string& bind, std::uint16_
 }
 
 void Server::start() {
+  if (config_.metrics) {
+    metrics_ = std::make_unique<MetricsServer>(io_, *config_.metrics, config_.security, [this] {
+      connections_.open = sessions_.size();
+      return pmd_metrics_page(registry_, connections_,
+                              std::chrono::steady_clock::now() - started_at_);
+    });
+  }
   for (auto& acceptor : acceptors_)
     spawn_logged(io_, accept_loop(acceptor), "pmd accept loop");
   signals_.add(SIGINT);
@@ -250,6 +262,7 @@ asio::awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
       continue;
     }
     if (sessions_.size() >= config_.max_connections) {
+      ++connections_.refused;
       if (std::uint64_t suppressed = 0;
           refuse_log_.allow(std::chrono::steady_clock::now(), suppressed)) {
         spdlog::info(
@@ -263,6 +276,7 @@ asio::awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
                       std::to_string(sessions_.size()) + R"x( open (--max-connections)"}})x");
       continue;
     }
+    ++connections_.accepted;
     const ConnectionId id = next_id_++;
     // Nodes and tools of this host come over loopback, as the original's do. A
     // peer from elsewhere proves itself first when the PMD has a cookie or TLS
@@ -373,6 +387,7 @@ void Server::on_closed(ConnectionId id, const Session& session, std::string_view
     spdlog::info("pmd: peer={} {}; closed", session.peer(), reason);
   }
   touch();
+  connections_.count_close(reason);
   sessions_.erase(id);
   auto events = registry_.connection_closed(id);
   for (const auto& event : events)
@@ -390,6 +405,8 @@ void Server::shutdown_all(Session* requester, std::string_view why) {
     acceptor.close(ignored);
   sweep_.cancel();
   signals_.cancel(ignored);
+  if (metrics_)
+    metrics_->stop();
   auto sessions = sessions_;
   for (auto& [id, session] : sessions) {
     if (session.get() == requester) {

@@ -6,10 +6,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "framing.hpp"
+#include "metrics.hpp"
 #include "pmd_protocol.hpp"
 #include "registry.hpp"
 #include "security_options.hpp"
@@ -41,6 +43,9 @@ struct PmdConfig {
   int listen_fd = -1;
   /// Cookie, TLS and --insecure (issue 12). TODO(#12): not used by the server yet.
   SecurityOptions security;
+  /// Serve Prometheus metrics (HTTP GET /metrics, pmd_metrics_page()) there, on the
+  /// daemon's thread; beyond loopback the exposure rule applies. None: off.
+  std::optional<MetricsEndpoint> metrics;
 };
 
 /// Runs the daemon until SIGINT/SIGTERM, a `shutdown` request, or auto-shutdown.

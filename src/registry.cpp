@@ -9,6 +9,12 @@ namespace distflow {
 namespace {
 
 constexpr std::size_t kMaxNameBytes = 128;
+// handle_request() counts each type by its index.
+static_assert(kPmdRequestTypes[0] == "register" && kPmdRequestTypes[1] == "unregister" &&
+              kPmdRequestTypes[2] == "resolve" && kPmdRequestTypes[3] == "heartbeat" &&
+              kPmdRequestTypes[4] == "list" && kPmdRequestTypes[5] == "watch" &&
+              kPmdRequestTypes[6] == "shutdown" && kPmdRequestTypes[7] == "other");
+static_assert(kPmdErrorKinds[0] == "frame");  // count_frame_error()
 
 void append_error(std::string& out, std::string_view message) {
   out += "{\"error\":";
@@ -169,8 +175,8 @@ void Registry::handle_into(ConnectionId conn, std::string_view body, bool padded
   std::string why;
   if (auto ec = parser_.parse(body, padded, request, &why)) {
     append_response_head(reply, std::nullopt);
-    append_error(reply, "malformed JSON: " +
-                            (ec == errc::not_an_object ? std::string("not an object") : why));
+    fail(reply, "malformed_json",
+         "malformed JSON: " + (ec == errc::not_an_object ? std::string("not an object") : why));
     reply += '}';
     return;
   }
@@ -180,19 +186,24 @@ void Registry::handle_into(ConnectionId conn, std::string_view body, bool padded
 void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std::int64_t now_ms,
                               bool loopback, std::string& reply, PmdOutcome& outcome) {
   const std::string_view type = request.type;
+  auto& count = requests_.by_type;  // indexes: kPmdRequestTypes
   append_response_head(reply, request.request_id);
   if (!loopback && (type == "register" || type == "unregister" || type == "heartbeat")) {
     // epmd's rule: a host's PMD serves its own nodes; others may only look them up.
+    ++count[type == "register" ? 0 : type == "unregister" ? 1 : 3];
     append_error(reply, std::string("'") + std::string(type) +
                             "' is accepted only from a loopback address: a node registers with "
                             "its own host's PMD");
     outcome.close = true;
     outcome.problem = std::string(type) + " from a remote address";
   } else if (type == "resolve") {
+    ++count[2];
     do_resolve(text_of(request.alias), text_of(request.node_id), reply);
   } else if (type == "heartbeat") {
+    ++count[3];
     do_heartbeat(text_of(request.node_id), now_ms, reply);
   } else if (type == "register") {
+    ++count[0];
     Registration registration;
     std::string_view why;
     std::string_view field;
@@ -240,7 +251,7 @@ void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std:
         message += "' ";
       }
       message += why;
-      append_error(reply, message);
+      fail(reply, "invalid_register", message);
     } else {
       registration.node_id = request.node_id.text;
       registration.alias = text_of(request.alias);
@@ -255,14 +266,18 @@ void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std:
       do_register(conn, registration, now_ms, reply, outcome.events);
     }
   } else if (type == "unregister") {
+    ++count[1];
     do_unregister(conn, text_of(request.node_id), reply, outcome.events);
   } else if (type == "list" || type == "watch") {
     const bool watch = type == "watch";
+    ++count[watch ? 5 : 4];
     do_list(conn, watch, !watch || is_true(request.snapshot), reply);
   } else if (type == "shutdown") {
+    ++count[6];
     do_shutdown(loopback, is_true(request.force), reply, outcome);
   } else {
-    append_error(reply, "Unknown message type");
+    ++count[7];
+    fail(reply, "unknown_type", "Unknown message type");
   }
   reply += '}';
 }
@@ -277,20 +292,22 @@ void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_
   };
   if (auto existing = by_id_.find(r.node_id);
       existing != by_id_.end() && entries_.at(existing->second).owner != conn) {
-    append_error(out,
-                 "nodeId '" + std::string(r.node_id) + "' is registered by another connection");
+    fail(out, "name_conflict",
+         "nodeId '" + std::string(r.node_id) + "' is registered by another connection");
     return;
   }
   if (!r.alias.empty() && other_node(by_alias_, r.alias)) {
-    append_error(out, "Alias '" + std::string(r.alias) + "' already in use");
+    fail(out, "name_conflict", "Alias '" + std::string(r.alias) + "' already in use");
     return;
   }
   if (!r.alias.empty() && other_node(by_id_, r.alias)) {
-    append_error(out, "alias '" + std::string(r.alias) + "' is the nodeId of another node");
+    fail(out, "name_conflict",
+         "alias '" + std::string(r.alias) + "' is the nodeId of another node");
     return;
   }
   if (other_node(by_alias_, r.node_id)) {
-    append_error(out, "nodeId '" + std::string(r.node_id) + "' is the alias of another node");
+    fail(out, "name_conflict",
+         "nodeId '" + std::string(r.node_id) + "' is the alias of another node");
     return;
   }
   NodeInfo info;
@@ -337,21 +354,21 @@ void Registry::do_unregister(ConnectionId conn, std::string_view node_id, std::s
                              std::vector<std::string>& events) {
   auto it = by_id_.find(node_id);
   if (it == by_id_.end()) {
-    append_error(out, kNotFound);
+    fail(out, "not_found", kNotFound);
   } else if (entries_.at(it->second).owner != conn) {
-    append_error(out, "Node '" + std::string(node_id) + "' is registered by another connection");
+    fail(out, "not_owner",
+         "Node '" + std::string(node_id) + "' is registered by another connection");
   } else {
     events.push_back(remove(it->second, "unregister"));
     out += kSuccess;
   }
 }
 
-void Registry::do_resolve(std::string_view alias, std::string_view node_id,
-                          std::string& out) const {
+void Registry::do_resolve(std::string_view alias, std::string_view node_id, std::string& out) {
   const std::string_view name = alias.empty() ? node_id : alias;
   const Entry* entry = name.empty() ? nullptr : find_alias_or_id(name);
   if (entry == nullptr) {
-    append_error(out, kNotFound);
+    fail(out, "not_found", kNotFound);
     return;
   }
   out += "{\"node\":";
@@ -380,7 +397,7 @@ void Registry::do_list(ConnectionId conn, bool watch, bool snapshot, std::string
 void Registry::do_heartbeat(std::string_view node_id, std::int64_t now_ms, std::string& out) {
   Entry* entry = find_id(node_id);
   if (entry == nullptr) {
-    append_error(out, kNotFound);
+    fail(out, "not_found", kNotFound);
     return;
   }
   entry->heartbeated = true;
@@ -392,15 +409,23 @@ void Registry::do_heartbeat(std::string_view node_id, std::int64_t now_ms, std::
   out += kSuccess;
 }
 
-void Registry::do_shutdown(bool loopback, bool force, std::string& out, PmdOutcome& outcome) const {
+void Registry::do_shutdown(bool loopback, bool force, std::string& out, PmdOutcome& outcome) {
   if (!loopback) {
-    append_error(out, "shutdown is accepted only from a loopback address");
+    fail(out, "shutdown_refused", "shutdown is accepted only from a loopback address");
   } else if (!by_id_.empty() && !force) {
-    append_error(out, std::to_string(by_id_.size()) + " nodes are registered; use force");
+    fail(out, "shutdown_refused",
+         std::to_string(by_id_.size()) + " nodes are registered; use force");
   } else {
     out += kSuccess;
     outcome.shutdown = true;
   }
+}
+
+void Registry::fail(std::string& out, std::string_view kind, std::string_view message) {
+  const auto at = std::find(kPmdErrorKinds.begin(), kPmdErrorKinds.end(), kind);
+  DISTFLOW_ASSERT(at != kPmdErrorKinds.end());
+  ++requests_.errors[static_cast<std::size_t>(at - kPmdErrorKinds.begin())];
+  append_error(out, message);
 }
 
 std::string Registry::remove(Seq seq, std::string_view reason) {
@@ -417,8 +442,13 @@ std::string Registry::remove(Seq seq, std::string_view reason) {
       owned_.erase(owned);
   }
   ++stats_.leaves;
-  if (reason == "ttl_expired")
+  if (reason == "ttl_expired") {
     ++stats_.ttl_expired;
+  } else if (reason == "unregister") {
+    ++stats_.unregistered;
+  } else if (reason == "socket_closed") {
+    ++stats_.socket_closed;
+  }
   return event_body("peer:leave", entry.json, reason);
 }
 
@@ -491,6 +521,7 @@ std::optional<PmdOutcome> next_outcome(Registry& registry, ConnectionId conn, Fr
   if (!ec)
     return std::nullopt;
   PmdOutcome out;
+  registry.count_frame_error();
   frame_error(ec, decoder, out.reply, out);
   return out;
 }
@@ -506,6 +537,7 @@ bool next_outcome_into(Registry& registry, ConnectionId conn, FrameDecoder& deco
   if (body) {
     registry.handle_into(conn, *body, true, now_ms, loopback, frames, outcome);
   } else {
+    registry.count_frame_error();
     frame_error(ec, decoder, frames, outcome);
   }
   end_frame(frames, header);

@@ -4,6 +4,7 @@
 // clocks: a request body in, the response and the events it causes out.
 // Time is passed in (ms since the epoch), so TTL logic is testable.
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -35,9 +36,29 @@ struct PmdOutcome {
 /// What the registry has done since it was made (for the daemon's periodic log line).
 struct RegistryStats {
   std::uint64_t joins = 0;
-  std::uint64_t leaves = 0;       ///< for every reason
-  std::uint64_t ttl_expired = 0;  ///< the leaves for reason ttl_expired
+  std::uint64_t leaves = 0;         ///< for every reason
+  std::uint64_t ttl_expired = 0;    ///< the leaves for reason ttl_expired
+  std::uint64_t unregistered = 0;   ///< ... for reason unregister
+  std::uint64_t socket_closed = 0;  ///< ... for reason socket_closed
   friend bool operator==(const RegistryStats&, const RegistryStats&) = default;
+};
+
+/// Request types as counted (PmdRequestCounts::by_type): the protocol's, then
+/// "other" for a request object whose type is none of them (or absent).
+inline constexpr std::array<std::string_view, 8> kPmdRequestTypes{
+    "register", "unregister", "resolve", "heartbeat", "list", "watch", "shutdown", "other"};
+/// Error replies as counted (PmdRequestCounts::errors): a bad frame (empty, over
+/// the limit), a body that is not a JSON object, an unknown type, an invalid
+/// register payload, a name taken by another node, a node owned by another
+/// connection, an unknown node, a refused shutdown.
+inline constexpr std::array<std::string_view, 8> kPmdErrorKinds{
+    "frame",         "malformed_json", "unknown_type", "invalid_register",
+    "name_conflict", "not_owner",      "not_found",    "shutdown_refused"};
+
+/// The requests read and the errors answered since the registry was made.
+struct PmdRequestCounts {
+  std::array<std::uint64_t, kPmdRequestTypes.size()> by_type{};  ///< kPmdRequestTypes' order
+  std::array<std::uint64_t, kPmdErrorKinds.size()> errors{};     ///< kPmdErrorKinds' order
 };
 
 /// The TTL of nodes that heartbeat without announcing their interval.
@@ -72,6 +93,9 @@ class Registry {
   std::vector<std::string> expire(std::int64_t now_ms);
 
   const RegistryStats& stats() const { return stats_; }
+  const PmdRequestCounts& requests() const { return requests_; }
+  /// Counts a frame the connection's decoder refused (next_outcome does).
+  void count_frame_error() { ++requests_.errors[0]; }
   std::size_t size() const { return by_id_.size(); }
   /// Registered nodes in registration order.
   std::vector<NodeInfo> nodes() const;
@@ -111,10 +135,12 @@ class Registry {
                    std::vector<std::string>& events);
   void do_unregister(ConnectionId conn, std::string_view node_id, std::string& out,
                      std::vector<std::string>& events);
-  void do_resolve(std::string_view alias, std::string_view node_id, std::string& out) const;
+  void do_resolve(std::string_view alias, std::string_view node_id, std::string& out);
   void do_list(ConnectionId conn, bool watch, bool snapshot, std::string& out);
   void do_heartbeat(std::string_view node_id, std::int64_t now_ms, std::string& out);
-  void do_shutdown(bool loopback, bool force, std::string& out, PmdOutcome& outcome) const;
+  void do_shutdown(bool loopback, bool force, std::string& out, PmdOutcome& outcome);
+  /// Appends an error payload, counted under `kind` (one of kPmdErrorKinds).
+  void fail(std::string& out, std::string_view kind, std::string_view message);
   std::string remove(Seq seq, std::string_view reason);
   Entry* find_id(std::string_view node_id);
   const Entry* find_alias_or_id(std::string_view name) const;
@@ -123,6 +149,7 @@ class Registry {
   unsigned missed_heartbeats_;
   PmdRequestParser parser_;
   RegistryStats stats_;
+  PmdRequestCounts requests_;
   Seq next_seq_ = 1;
   std::map<Seq, Entry> entries_;  // registration order
   NameIndex by_id_;

@@ -296,6 +296,7 @@ asio::awaitable<void> Transport::accept_loop() {
       ++count;
     }
     inbound_.push_back(session);
+    counters_.inbound_links.store(static_cast<std::uint32_t>(inbound_.size()));
     session->start();
   }
 }
@@ -312,6 +313,7 @@ std::shared_ptr<Link> Transport::link(const NodeInfo& node) {
   }
   auto link = std::make_shared<Link>(io_, node, link_config_, static_cast<LinkOwner&>(*this));
   links_[node.node_id] = link;
+  counters_.outbound_links.store(static_cast<std::uint32_t>(links_.size()));
   if (stopped_) {
     link->fail(make_error_code(errc::closed),
                "node is shutting down; no connection to " + link->describe());
@@ -376,6 +378,7 @@ void Transport::link_failed(const Link& link, std::error_code ec, const std::str
   auto it = links_.find(node_id);
   if (it != links_.end() && it->second->failed())
     links_.erase(it);
+  counters_.outbound_links.store(static_cast<std::uint32_t>(links_.size()));
   if (failed_hook_)
     failed_hook_(node_id);
 }
@@ -469,6 +472,7 @@ void Transport::remove(const Session& session) {
       per_address_.erase(count);
   }
   inbound_.erase(it);
+  counters_.inbound_links.store(static_cast<std::uint32_t>(inbound_.size()));
 }
 
 void Transport::stop() {
@@ -487,6 +491,8 @@ void Transport::stop() {
   for (auto& link : links)
     link->fail(make_error_code(errc::closed), "closing connection to " + link->describe());
   links_.clear();
+  counters_.inbound_links.store(0);
+  counters_.outbound_links.store(0);
   for (auto& weak : blocked_) {
     if (auto s = weak.lock())
       s->resume();

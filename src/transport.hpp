@@ -35,10 +35,12 @@ using InlineHandler = std::function<void(const Envelope& message)>;
 
 /// Counters read by other threads (NodeRuntime::stats()).
 struct TransportCounters {
-  std::atomic<std::uint64_t> received{0};       ///< frames parsed from peers
-  std::atomic<std::uint64_t> bad_frames{0};     ///< malformed bodies, oversize frames
-  std::atomic<std::uint64_t> sent{0};           ///< messages written to sockets
-  std::atomic<std::uint64_t> send_failures{0};  ///< messages that will never be written
+  std::atomic<std::uint64_t> received{0};        ///< frames parsed from peers
+  std::atomic<std::uint64_t> bad_frames{0};      ///< malformed bodies, oversize frames
+  std::atomic<std::uint64_t> sent{0};            ///< messages written to sockets
+  std::atomic<std::uint64_t> send_failures{0};   ///< messages that will never be written
+  std::atomic<std::uint32_t> inbound_links{0};   ///< inbound sessions open now
+  std::atomic<std::uint32_t> outbound_links{0};  ///< links held now (one per destination)
 };
 
 struct TransportConfig {

@@ -97,6 +97,45 @@ TEST_CASE("mailbox: each policy on a full mailbox, exact results and counts", "[
   }
 }
 
+TEST_CASE("mailbox: the high-water mark is the most items queued at once", "[mailbox]") {
+  for (OverflowPolicy policy :
+       {OverflowPolicy::drop_newest, OverflowPolicy::drop_oldest, OverflowPolicy::block}) {
+    CAPTURE(distflow::to_string(policy));
+    Mailbox<int> mailbox(100, policy);
+    const auto push = [&mailbox](int n) {
+      for (int i = 0; i < n; ++i) {
+        int item = i;
+        REQUIRE(mailbox.try_push(item) == PushResult::accepted);
+      }
+    };
+    std::vector<int> out;
+    REQUIRE(mailbox.stats().high_water == 0);
+    REQUIRE(mailbox.stats().capacity == 100);
+    push(10);
+    REQUIRE(mailbox.receive_batch(out, 100, std::chrono::milliseconds(0)) == 10);
+    REQUIRE(mailbox.stats().high_water == 10);
+    push(30);
+    // A batch smaller than the queue: the consumer counts what it left behind.
+    REQUIRE(mailbox.receive_batch(out, 5, std::chrono::milliseconds(0)) == 5);
+    REQUIRE(mailbox.stats().high_water == 30);
+    REQUIRE(mailbox.receive_batch(out, 100, std::chrono::milliseconds(0)) == 25);
+    push(3);
+    REQUIRE(mailbox.try_receive());
+    REQUIRE(mailbox.stats().high_water == 30);  // a mark, not the current depth
+    // A consumer that receives nothing: the current depth counts.
+    push(60);
+    REQUIRE(mailbox.stats().high_water == 62);
+    REQUIRE(mailbox.stats().size == 62);
+  }
+  Mailbox<int> full(4, OverflowPolicy::drop_newest);
+  for (int i = 0; i < 10; ++i) {
+    int item = i;
+    full.try_push(item);
+  }
+  REQUIRE(full.try_receive().has_value());
+  REQUIRE(full.stats().high_water == 4);
+}
+
 TEST_CASE("mailbox: push() applies the drop policies like try_push()", "[mailbox]") {
   Mailbox<int> newest(2, OverflowPolicy::drop_newest);
   Mailbox<int> oldest(2, OverflowPolicy::drop_oldest);

@@ -768,4 +768,54 @@ TEST_CASE("node_runtime: a stuck destination holds up only its own senders (issu
   CHECK(failed.load() >= 1);
 }
 
+TEST_CASE("node_runtime: NodeOptions::metrics serves the node's counters from its I/O thread",
+          "[node_runtime]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-metrics", "tsmetrics");
+  {
+    auto plain = NodeRuntime::start(options_for(pmd, "rt-plain"));
+    CHECK(plain->metrics_port() == 0);
+  }
+  NodeOptions options = options_for(pmd, "rt-metrics");
+  options.metrics = MetricsEndpoint{"127.0.0.1", 0};
+  auto node = NodeRuntime::start(options);
+  REQUIRE(node->metrics_port() != 0);
+  const std::string before = test::scrape_metrics(node->metrics_port());
+  CHECK(test::metric_value(before, "distflow_node_messages_received_total") == 0);
+  CHECK(test::metric_value(before, R"(distflow_node_links{direction="inbound"})") == 0);
+
+  RawClient in("127.0.0.1", node->port());
+  std::string bytes;
+  for (int i = 0; i < 20; ++i)
+    bytes += framed(ts.frame_to(node->node_id(), i));
+  in.send_raw(bytes);
+  std::vector<Envelope> batch;
+  while (batch.size() < 20 && node->receive_batch(batch, 8, 5s) > 0) {
+  }
+  REQUIRE(batch.size() == 20);
+  const NodeStats stats = node->stats();
+  CHECK(stats.received == 20);
+  CHECK(stats.inbound_links == 1);
+  CHECK(stats.mailbox.capacity == 1000);
+  CHECK(stats.mailbox.high_water >= 8);
+  CHECK(stats.mailbox.high_water <= 20);
+  CHECK(stats.uptime > std::chrono::microseconds(0));
+  const std::string after = test::scrape_metrics(node->metrics_port());
+  CHECK(test::metric_value(after, "distflow_node_messages_received_total") == 20);
+  CHECK(test::metric_value(after, "distflow_node_mailbox_delivered_total") == 20);
+  CHECK(test::metric_value(after, R"(distflow_node_links{direction="inbound"})") == 1);
+  CHECK(test::metric_value(after, "distflow_node_mailbox_high_water") ==
+        static_cast<double>(stats.mailbox.high_water));
+
+  const std::uint16_t port = node->metrics_port();
+  node->shutdown();
+  CHECK_THROWS(RawClient("127.0.0.1", port));  // closed with the node
+
+  options.alias = "rt-exposed";
+  options.metrics = MetricsEndpoint{"0.0.0.0", 0};
+  node.reset();
+  CHECK_THROWS_WITH(NodeRuntime::start(options),
+                    Catch::Contains("refusing to listen on 0.0.0.0 (--metrics)"));
+}
+
 }  // namespace distflow

@@ -758,7 +758,8 @@ TEST_CASE("registry: stats count joins and leaves by reason", "[registry]") {
   registry.handle(2, R"({"type":"heartbeat","payload":{"nodeId":"c"}})", kT0, true);
   registry.expire(kT0 + 101);
   registry.connection_closed(1);
-  CHECK(registry.stats() == RegistryStats{3, 3, 1});
+  // 3 joins; 3 leaves: one each ttl_expired, unregister, socket_closed.
+  CHECK(registry.stats() == RegistryStats{3, 3, 1, 1, 1});
 }
 
 TEST_CASE("registry: the expiry sweep runs every min(ttl, 2 s)/8, at least every 10 ms",

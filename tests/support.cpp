@@ -449,4 +449,74 @@ std::vector<int> auto_started_daemons(std::uint16_t port) {
   return pids;
 }
 
+std::optional<std::string> http_exchange(std::uint16_t port, const std::string& request,
+                                         std::chrono::milliseconds timeout) {
+  RawClient client("127.0.0.1", port);
+  client.send_raw(request);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string out;
+  char buffer[65536];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      return std::nullopt;
+    pollfd p{client.fd(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+      continue;
+    const ssize_t n = ::read(client.fd(), buffer, sizeof buffer);
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+      return out;
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN)
+        continue;
+      return out;
+    }
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+std::string scrape_metrics(std::uint16_t port) {
+  auto response =
+      http_exchange(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n");
+  if (!response)
+    throw std::runtime_error("scrape of port " + std::to_string(port) + ": no answer");
+  if (!response->starts_with("HTTP/1.1 200 OK\r\n"))
+    throw std::runtime_error("scrape of port " + std::to_string(port) + ": " + *response);
+  const auto body = response->find("\r\n\r\n");
+  return response->substr(body + 4);
+}
+
+std::optional<double> metric_value(const std::string& page, const std::string& series) {
+  std::size_t at = 0;
+  while (at < page.size()) {
+    std::size_t end = page.find('\n', at);
+    if (end == std::string::npos)
+      end = page.size();
+    const std::string_view line(page.data() + at, end - at);
+    if (line.size() > series.size() && line.starts_with(series) && line[series.size()] == ' ')
+      return std::stod(std::string(line.substr(series.size() + 1)));
+    at = end + 1;
+  }
+  return std::nullopt;
+}
+
+std::uint16_t metrics_port_from_log(ChildProcess& child, std::string& log,
+                                    std::chrono::milliseconds timeout) {
+  const std::string needle = "metrics: listening on http://";
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    log = child.stderr_text();
+    if (const auto at = log.find(needle); at != std::string::npos) {
+      const auto slash = log.find("/metrics", at + needle.size());
+      const auto colon = log.rfind(':', slash);
+      if (slash != std::string::npos && colon != std::string::npos && colon > at)
+        return static_cast<std::uint16_t>(std::stoi(log.substr(colon + 1, slash - colon - 1)));
+    }
+    if (std::chrono::steady_clock::now() >= deadline)
+      return 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 }  // namespace distflow::test

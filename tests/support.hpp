@@ -84,6 +84,20 @@ class TestPki {
   std::string dir_, ca_, ca_key_;
 };
 
+/// Sends `request` (raw bytes) to 127.0.0.1:`port` and returns everything the peer
+/// sends until it closes; nullopt if it does not close within `timeout`.
+std::optional<std::string> http_exchange(std::uint16_t port, const std::string& request,
+                                         std::chrono::milliseconds timeout = 5s);
+/// The body of GET /metrics from 127.0.0.1:`port` (HTTP/1.1); throws unless it is a 200.
+std::string scrape_metrics(std::uint16_t port);
+/// The value of the sample `series` (`name` or `name{labels}` exactly as printed) in a
+/// metrics page; nullopt when absent.
+std::optional<double> metric_value(const std::string& page, const std::string& series);
+/// Waits until `stderr_text()` of `child` has "metrics: listening on http://ADDR:PORT/"
+/// and returns PORT; 0 at the deadline. `log` receives what was read.
+std::uint16_t metrics_port_from_log(ChildProcess& child, std::string& log,
+                                    std::chrono::milliseconds timeout = 10s);
+
 /// A free TCP port on 127.0.0.1 (bound then released; races are unlikely, not impossible).
 std::uint16_t free_port();
 
