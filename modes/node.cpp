@@ -18,6 +18,7 @@ struct NodeFlags {
   double restart_window_s = 10;
   double stop_timeout_s = 5;
   std::string stall_timeout = "30s";
+  std::string tick = "1s";
   bool exec = false;
   bool no_auto_pmd = false;
   std::string listen_port = "0";
@@ -108,6 +109,11 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
                  "close an inbound peer that stops inside a frame this long (e.g. 30s, 500ms; "
                  "0s: never)")
       ->capture_default_str();
+  app.add_option("--tick", flags->tick,
+                 "with --cookie-file or --tls-*: an idle link to another node carries a tick "
+                 "this often, and 4 silent ticks mean the peer is down (partition, frozen); "
+                 "0s: no ticks")
+      ->capture_default_str();
   app.add_option("--max-outbox", node.max_outbox_bytes,
                  "bytes queued for one destination before sends to it fail")
       ->capture_default_str()
@@ -141,6 +147,12 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
                              "': expected e.g. 30s, 500ms, 0s (ms, s, m, h; at most 366 days)");
     }
     options.node.stall_timeout = *stall_timeout;
+    auto tick = parse_duration(flags->tick);
+    if (!tick) {
+      return usage_error(app, "invalid --tick '" + flags->tick +
+                                  "': expected e.g. 1s, 500ms, 0s (ms, s, m, h)");
+    }
+    options.node.tick_interval = *tick;
     std::string error;
     const auto ports = parse_port_range(flags->listen_port, "--listen-port", error);
     if (!ports)

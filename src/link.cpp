@@ -56,6 +56,8 @@ class Link::Handler final : public SessionHandler {
     std::error_code ec;
     std::size_t ignored = 0;
     while (auto frame = session.decoder().next(ec)) {
+      if (*frame == kTickFrame)
+        continue;
       if (auto reason = refusal_reason(*frame)) {
         if (auto link = link_.lock()) {
           link->fail(make_error_code(errc::closed),
@@ -167,10 +169,16 @@ void Link::interrupt_waits(const std::string& why) {
   room_.notify_all();
 }
 
-void Link::start() {
+void Link::start(std::chrono::milliseconds delay) {
   asio::co_spawn(
       io_,
-      [self = shared_from_this()]() -> asio::awaitable<void> {
+      [self = shared_from_this(), delay]() -> asio::awaitable<void> {
+        if (delay.count() > 0) {
+          asio::steady_timer pause(self->io_, delay);
+          co_await pause.async_wait(asio::use_awaitable);
+          if (self->failed())
+            co_return;
+        }
         tcp::socket socket(self->io_);
         const std::error_code ec = co_await dial(socket, self->node_.host, self->node_.port,
                                                  self->config_.connect_timeout);
@@ -190,8 +198,11 @@ void Link::start() {
         if (const Credentials* credentials = self->config_.credentials) {
           tls = credentials->dial_tls(self->node_.host);
           gate = credentials->dial_gate(self->config_.self_id, self->node_.node_id);
-          if (credentials->authenticated())
+          if (credentials->authenticated()) {
             options.hello_timeout = kHandshakeTimeout;
+            options.tick_interval = self->config_.tick_interval;
+            options.tick_frame = std::string(kTickFrame);
+          }
         }
         auto session = std::make_shared<Session>(std::move(socket),
                                                  std::make_shared<Handler>(self->weak_from_this()),
@@ -241,6 +252,8 @@ void Link::drain(bool write_now) {
 }
 
 void Link::written(std::uint64_t frames_written, std::size_t bytes) {
+  if (written_ == 0 && frames_written > 0)
+    owner_.link_connected(*this);  // through the handshake, bytes taken: this peer works
   std::vector<SendCompletion> done;
   const std::uint64_t frames = frames_written - written_;
   written_ = frames_written;

@@ -34,6 +34,10 @@ namespace distflow {
 class Link;
 class Session;
 
+/// The frame of an idle authenticated link (issue 12's tick, PROTOCOL.md §3.4):
+/// both ends send it when they have sent nothing else for a tick interval.
+inline constexpr std::string_view kTickFrame = R"({"type":"tick"})";
+
 /// The reason in a node's refusal frame `{"error":"..."}` (what a node writes on
 /// a connection it will not serve, PROTOCOL.md §3.2); nullopt for any other frame.
 std::optional<std::string> refusal_reason(std::string_view frame);
@@ -51,6 +55,8 @@ class LinkOwner {
   /// leaves the owner's map and its destination is to be forgotten. The owner logs.
   virtual void link_failed(const Link& link, std::error_code ec, const std::string& message,
                            std::uint64_t lost) = 0;
+  /// The link is connected (and its handshake done): dial failures are forgotten.
+  virtual void link_connected(const Link& link) = 0;
   /// A link with queued frames wants drain() on the I/O thread.
   virtual void link_ready(const std::shared_ptr<class Link>& link) = 0;
 };
@@ -64,6 +70,8 @@ struct LinkConfig {
   std::chrono::milliseconds stall_timeout{0};
   /// Cookie and TLS for every link (none: plain TCP); owned by the node.
   const class Credentials* credentials = nullptr;
+  /// Authenticated links tick at this interval and are dropped after 4 silent ones.
+  std::chrono::milliseconds tick_interval{1000};
 };
 
 class Link : public std::enable_shared_from_this<Link> {
@@ -89,8 +97,8 @@ class Link : public std::enable_shared_from_this<Link> {
   void interrupt_waits(const std::string& why);
 
   // ---- the I/O thread
-  /// Dials the destination.
-  void start();
+  /// Dials the destination, after `delay` (a redial after failures: backoff).
+  void start(std::chrono::milliseconds delay = std::chrono::milliseconds(0));
   /// Moves the queued frames into the session; `write_now`: one direct send (a
   /// deferred-writes bracket ends), else the writer is woken.
   void drain(bool write_now);

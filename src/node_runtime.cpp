@@ -101,6 +101,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
     config.max_inbound_connections = options_.max_connections;
     config.stall_timeout = options_.stall_timeout;
     config.credentials = credentials_.get();
+    config.tick_interval = options_.tick_interval;
     transport_ = std::make_unique<Transport>(io_, std::move(config), mailbox_, counters_);
     port_ =
         transport_->listen(options_.listen_host, options_.listen_port, options_.listen_port_last);

@@ -49,6 +49,10 @@ struct NodeOptions {
   /// registration: with the PMD's default 2 s TTL a frozen node leaves within 2.5 s.
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds start_timeout{5000};
+  /// With a cookie or TLS, links to other nodes carry a tick when idle and are
+  /// dropped after 4 silent intervals: a partition or a frozen peer is found
+  /// without traffic (Erlang's net_ticktime). 0: no ticks.
+  std::chrono::milliseconds tick_interval{1000};
   /// send() checks that each payload is one valid JSON value (grammar and UTF-8) and
   /// fails the message otherwise. Off: the caller guarantees it (e.g. already validated).
   bool validate_payloads = true;

@@ -182,7 +182,14 @@ void PmdConnection::handle_closed(std::string_view reason, bool framing_error) {
   if (closed_)
     return;
   closed_ = true;
-  if (!answered_ && framing_error) {
+  const bool handshake =
+      reason.starts_with("handshake refused") || reason.starts_with("TLS handshake failed") ||
+      reason.starts_with("nothing valid received");
+  if (handshake) {
+    // Cookie or TLS: not the PMD's protocol failing, the proof.
+    close_reason_ = "pmd " + endpoint_.to_string() + ": " + std::string(reason);
+    close_kind_ = PmdProbe::unreachable;
+  } else if (!answered_ && framing_error) {
     close_reason_ = std::string(reason).find("is not a distflow PMD") != std::string::npos
                         ? std::string(reason)
                         : not_a_pmd(endpoint_, reason);

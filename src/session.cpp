@@ -159,6 +159,7 @@ Session::Session(tcp::socket socket, std::shared_ptr<SessionHandler> handler,
       write_stall_(socket_.get_executor()),
       hello_(socket_.get_executor()),
       linger_(socket_.get_executor()),
+      tick_(socket_.get_executor()),
       read_chunk_(options.read_chunk) {
   wake_writer_.expires_at(asio::steady_timer::time_point::max());
   wake_reader_.expires_at(asio::steady_timer::time_point::max());
@@ -191,7 +192,37 @@ void Session::start() {
                  std::to_string(self->options_.hello_timeout.count()) + " ms");
     });
   }
+  if (options_.tick_interval.count() > 0)
+    arm_tick();
   spawn_logged(socket_.get_executor(), run(), "session");
+}
+
+void Session::arm_tick() {
+  tick_.expires_after(options_.tick_interval);
+  tick_.async_wait([weak = weak_from_this()](std::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->stopped_)
+      return;
+    if (self->bytes_in_ == self->ticks_seen_in_) {
+      if (++self->silent_ticks_ >= self->options_.ticks_missed) {
+        self->stop("no tick from the peer for " +
+                   std::to_string(self->options_.ticks_missed *
+                                  static_cast<unsigned>(self->options_.tick_interval.count())) +
+                   " ms (a partition, or a frozen peer)");
+        return;
+      }
+    } else {
+      self->silent_ticks_ = 0;
+    }
+    self->ticks_seen_in_ = self->bytes_in_;
+    // Nothing of ours went out meanwhile: a tick, so that the peer hears from us.
+    if (self->bytes_out_ == self->ticks_seen_out_ && self->outbox_.empty() && self->gate_open() &&
+        !self->closing_) {
+      self->send(self->options_.tick_frame);
+    }
+    self->ticks_seen_out_ = self->bytes_out_;
+    self->arm_tick();
+  });
 }
 
 asio::awaitable<void> Session::run() {
@@ -321,6 +352,7 @@ asio::awaitable<void> Session::read_loop() {
     if (n == room.size() && read_chunk_ < options_.max_read_chunk)
       read_chunk_ = std::min(read_chunk_ * 2, options_.max_read_chunk);
     decoder_.commit(n);
+    bytes_in_ += n;
     pending_input_ = true;
   }
   read_stall_.cancel();
@@ -381,6 +413,7 @@ asio::awaitable<void> Session::write_loop() {
       }
       at += n;
       writing_ -= n;
+      bytes_out_ += n;
       if (at == chunk.size())
         frames_written_ = frames_end;
       handler_->on_written(*this, n, frames_written_);
@@ -497,6 +530,7 @@ void Session::stop(std::string_view reason) {
   write_stall_.cancel();
   hello_.cancel();
   linger_.cancel();
+  tick_.cancel();
   writing_ = 0;
   closed(reason);
 }

@@ -65,6 +65,13 @@ struct SessionOptions {
   std::chrono::milliseconds hello_timeout{0};
   std::size_t read_chunk = 4u << 10;       ///< first read; doubles while reads fill it
   std::size_t max_read_chunk = 64u << 10;  ///< up to this
+  /// Liveness without traffic (Erlang's net_ticktime, issue 12): with an interval,
+  /// `tick_frame` is sent whenever nothing else was written for that long, and the
+  /// session stops when nothing at all arrived for `ticks_missed` intervals. Both
+  /// ends must tick (and ignore the other's tick frames). 0: off.
+  std::chrono::milliseconds tick_interval{0};
+  unsigned ticks_missed = 4;
+  std::string tick_frame;
 };
 
 /// The TLS side of a session: the context, our role, the name to verify (client).
@@ -163,6 +170,7 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> read_loop();
   asio::awaitable<void> write_loop();
   void arm_stall(asio::steady_timer& timer, const char* what);
+  void arm_tick();
   void closed(std::string_view reason);
   void loop_done();
   /// Frames for the gate while it is shut; false when the session must wait or end.
@@ -185,10 +193,16 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer write_stall_;
   asio::steady_timer hello_;
   asio::steady_timer linger_;
+  asio::steady_timer tick_;
   std::string peer_;
   std::size_t read_chunk_;
   std::size_t writing_ = 0;  // bytes taken from the outbox, not yet written
   std::uint64_t frames_written_ = 0;
+  std::uint64_t bytes_in_ = 0;         // read so far (ticks compare it)
+  std::uint64_t bytes_out_ = 0;        // written so far
+  std::uint64_t ticks_seen_in_ = 0;    // bytes_in_ at the last tick
+  std::uint64_t ticks_seen_out_ = 0;   // bytes_out_ at the last tick
+  unsigned silent_ticks_ = 0;          // ticks in a row with nothing read
   int loops_ = 0;  // read and write loops running
   bool loopback_ = false;
   bool established_ = false;

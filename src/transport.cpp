@@ -77,7 +77,7 @@ class Transport::Inbound final : public SessionHandler {
             session.peer(), reason, more);
       }
     } else if (reason.starts_with("stalled") || reason.starts_with("nothing valid") ||
-               reason.starts_with("protocol error")) {
+               reason.starts_with("protocol error") || reason.starts_with("no tick")) {
       spdlog::info("inbound connection from {}: {}; closed", session.peer(), reason);
     } else {
       spdlog::debug("inbound connection from {} closed: {}", session.peer(), reason);
@@ -119,6 +119,8 @@ class Transport::Inbound final : public SessionHandler {
   // One message; false (counted, logged) for a malformed one, or one whose `from`
   // is not the name its sender proved in the handshake (no forged senders).
   bool parse(Session& session, std::string_view body, Envelope& envelope) {
+    if (body == kTickFrame && transport_.ticks_)
+      return false;  // an idle authenticated link's tick: it only says the peer lives
     if (!origin_known_) {
       // A peer on another host is named with its address, so that a reply finds it.
       origin_ = session.loopback() ? std::string() : session.peer_host();
@@ -199,6 +201,9 @@ Transport::Transport(asio::io_context& io, TransportConfig config, Mailbox<Envel
   link_config_.connect_timeout = config_.connect_timeout;
   link_config_.stall_timeout = config_.stall_timeout;
   link_config_.credentials = config_.credentials;
+  link_config_.tick_interval = config_.tick_interval;
+  ticks_ = config_.credentials != nullptr && config_.credentials->authenticated() &&
+           config_.tick_interval.count() > 0;
 }
 
 Transport::~Transport() = default;
@@ -272,8 +277,11 @@ asio::awaitable<void> Transport::accept_loop() {
     if (const Credentials* credentials = config_.credentials) {
       tls = credentials->accept_tls();
       gate = credentials->accept_gate(config_.self_id);
-      if (credentials->authenticated())
+      if (credentials->authenticated()) {
         session_options.hello_timeout = kHandshakeTimeout;
+        session_options.tick_interval = config_.tick_interval;
+        session_options.tick_frame = std::string(kTickFrame);
+      }
     }
     auto session = std::make_shared<Session>(std::move(socket), std::make_shared<Inbound>(*this),
                                              session_options, tls, std::move(gate));
@@ -317,9 +325,18 @@ std::shared_ptr<Link> Transport::link(const NodeInfo& node) {
   if (stopped_) {
     link->fail(make_error_code(errc::closed),
                "node is shutting down; no connection to " + link->describe());
-  } else {
-    link->start();
+    return link;
   }
+  // A destination whose last links failed is redialled with backoff and jitter:
+  // 100 ms doubling to 5 s, +-25% (a partition or a refusing peer is not hammered).
+  std::chrono::milliseconds delay{0};
+  if (auto failures = dial_failures_.find(node.node_id); failures != dial_failures_.end()) {
+    const auto base = std::chrono::milliseconds(
+        std::min<long>(100L << std::min(failures->second - 1, 6u), 5000L));
+    std::uniform_int_distribution<long> spread(-base.count() / 4, base.count() / 4);
+    delay = base + std::chrono::milliseconds(spread(jitter_));
+  }
+  link->start(delay);
   return link;
 }
 
@@ -358,8 +375,16 @@ void Transport::link_progress(std::uint64_t written, std::uint64_t failed) {
     progress_hook_();
 }
 
+void Transport::link_connected(const Link& link) {
+  dial_failures_.erase(link.node().node_id);
+}
+
 void Transport::link_failed(const Link& link, std::error_code ec, const std::string& message,
                             std::uint64_t lost) {
+  if (!stopped_ && ec != errc::unknown_node) {
+    auto& failures = dial_failures_[link.node().node_id];
+    failures = std::min(failures + 1, 16u);
+  }
   if (message.find("handshake") != std::string::npos) {
     // A wrong cookie or certificate fails every attempt: once a second per address.
     handshake_log_.counted();
@@ -367,7 +392,7 @@ void Transport::link_failed(const Link& link, std::error_code ec, const std::str
         handshake_log_.allow(link.node().host, std::chrono::steady_clock::now(), more)) {
       spdlog::warn("{} ({} more from that address since the last report)", message, more);
     }
-  } else if (lost > 0) {
+  } else if (lost > 0 || message.find("no tick") != std::string::npos) {
     spdlog::warn("{}", message);
   } else if (ec == errc::closed) {
     spdlog::debug("{}", message);

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -62,6 +63,9 @@ struct TransportConfig {
   /// Cookie and TLS for every connection, inbound and outbound (none: plain TCP,
   /// the original's bytes); owned by the node.
   const class Credentials* credentials = nullptr;
+  /// Authenticated connections tick at this interval (an idle link carries a tick;
+  /// 4 silent intervals: the peer is down). 0: no ticks.
+  std::chrono::milliseconds tick_interval{1000};
 };
 
 /// Transport::defer_writes() for a scope; write_deferred() at its end, even when
@@ -130,6 +134,7 @@ class Transport final : private LinkOwner {
   void link_failed(const Link& link, std::error_code ec, const std::string& message,
                    std::uint64_t lost) override;
   void link_ready(const std::shared_ptr<Link>& link) override;
+  void link_connected(const Link& link) override;
 
   asio::awaitable<void> accept_loop();
   void wait_for_space(const std::shared_ptr<Session>& session);
@@ -152,11 +157,15 @@ class Transport final : private LinkOwner {
   std::vector<std::shared_ptr<Link>> deferred_;  // links given frames inside the bracket
   bool space_requested_ = false;
   bool stopped_ = false;
+  bool ticks_ = false;  // authenticated links tick (their tick frames are not messages)
   std::function<void(const std::string&)> failed_hook_;
   std::function<void()> progress_hook_;
   std::function<void(std::uint64_t, std::string_view)> dropped_hook_;
   std::string mailbox_full_;                                // the reason given for mailbox drops
   PeerLogThrottle handshake_log_{std::chrono::seconds(1)};  // failures, per peer address
+  // Failed links per destination since its last working one: redials back off.
+  std::unordered_map<std::string, unsigned> dial_failures_;
+  std::minstd_rand jitter_{std::random_device{}()};
 };
 
 }  // namespace distflow
