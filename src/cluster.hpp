@@ -25,15 +25,20 @@
 // the one etcd holds (the smaller create revision): the local one is reported
 // as a ClusterConflict and stays local only, published again if the holder leaves.
 //
-// What the PMD does with it (the hook points):
-//  * register (after the local checks): register_local(); answer the node when
-//    the ClusterVerdict with that ticket arrives (at once when the alias is known
-//    remote, or etcd is unreachable; else after etcd's answer, at most
-//    register_timeout). A verdict's error is the register error text.
-//  * unregister, socket close, TTL expiry: unregister_local().
+// What the PMD does with it, through PmdCluster (pmd_cluster.hpp; ClusterService
+// runs this agent behind it):
+//  * start: make the agent from PmdConfig's factory on the server's io_context,
+//    start(on_event); at shutdown stop(1 s) before the sessions close.
+//  * register (after the local checks, aliased nodes only): publish(alias, info);
+//    answer the node in its Verdict: at once when the alias is known remote
+//    ("Alias '<alias>' already in use") or etcd is unreachable (accepted), else
+//    after etcd's txn, at most register_timeout (1 s, under a node's 2 s PMD
+//    timeout). Hold that connection's later replies until then.
+//  * unregister, connection closed, TTL expiry: withdraw(alias).
 //  * resolve of a plain alias: the local registry first, then find().
-//  * list / watch with --cluster: nodes() and the Join/Leave outputs, marked
-//    remote with the host from their NodeInfo; status: stale(), revision().
+//  * on_event join/leave: the registry's remote entries (alias, NodeInfo JSON
+//    with its host) and peer:join/peer:leave for the watchers, marked remote.
+//  * list / watch --cluster: nodes(); status: status() (stale, revision).
 
 #include <chrono>
 #include <cstdint>
@@ -46,6 +51,7 @@
 #include <vector>
 
 #include "etcd_protocol.hpp"
+#include "pmd_cluster.hpp"  // ClusterNode
 
 namespace distflow {
 
@@ -59,13 +65,6 @@ struct ClusterConfig {
 };
 
 using ClusterTime = std::chrono::steady_clock::time_point;
-
-/// A node registered on another PMD of the cluster.
-struct ClusterNode {
-  std::string alias;
-  std::string info;                  ///< NodeInfo JSON, as its PMD put it
-  std::int64_t create_revision = 0;  ///< the older registration has the smaller one
-};
 
 /// Make this etcd request; give its answers to on_response(id, ...).
 struct ClusterCall {

@@ -227,4 +227,10 @@ void ClusterService::stop(std::chrono::milliseconds grace) {
   s.tickets.clear();
 }
 
+PmdClusterFactory cluster_service_factory(ClusterServiceOptions options) {
+  return [options = std::move(options)](asio::io_context& io) -> std::unique_ptr<PmdCluster> {
+    return std::make_unique<ClusterService>(io, options);
+  };
+}
+
 }  // namespace distflow

@@ -16,6 +16,7 @@
 
 #include "cluster.hpp"
 #include "etcd_client.hpp"
+#include "pmd_cluster.hpp"
 
 namespace distflow {
 
@@ -24,57 +25,30 @@ struct ClusterServiceOptions {
   ClusterConfig cluster;
 };
 
-/// A remote node joined or left (for the PMD's watchers and its remote entries); a
-/// local registration lost its alias to `node` (conflict: it stays local only); the
-/// view went stale (etcd unreachable: `reason`) or is current again.
-struct ClusterEvent {
-  enum class Kind { join, leave, conflict, stale, current };
-  Kind kind = Kind::join;
-  ClusterNode node;
-  std::string reason;
-};
-
-struct ClusterStatus {
-  bool stale = true;         ///< etcd unreachable (or not read yet): the view may be old
-  std::string stale_reason;  ///< the last error while stale
-  std::int64_t revision = 0;
-  std::int64_t lease = 0;
-  std::size_t remote_nodes = 0;
-};
-
-class ClusterService {
+/// The PmdCluster of a clustered PMD (see pmd_cluster.hpp for each call).
+class ClusterService final : public PmdCluster {
  public:
-  /// The answer to publish(): empty when accepted, else the register error text.
-  using Verdict = std::function<void(const std::string& error)>;
-  using EventHandler = std::function<void(const ClusterEvent& event)>;
-
   /// Throws distflow::Error when the etcd options are unusable (TLS files).
   ClusterService(asio::io_context& io, ClusterServiceOptions options);
-  ~ClusterService();  ///< stop(0)
+  ~ClusterService() override;  ///< stop(0)
   ClusterService(const ClusterService&) = delete;
   ClusterService& operator=(const ClusterService&) = delete;
 
-  /// Grants the lease, reads the cluster, watches it; `on_event` gets every remote
-  /// join and leave in etcd's order (and conflicts, stale/current changes).
-  void start(EventHandler on_event);
-  /// A local registration of `alias` (`info`: its NodeInfo JSON, advertised host).
-  /// `done` runs once, maybe before publish() returns; not at all after withdraw(alias).
-  void publish(std::string alias, std::string info, Verdict done);
-  /// A local node left (unregister, connection closed, TTL): its key goes at once.
-  void withdraw(std::string_view alias);
-
-  /// A remote node by alias (the local registry answers first), or nullptr.
-  const ClusterNode* find(std::string_view alias) const;
-  std::vector<ClusterNode> nodes() const;  ///< remote nodes, by alias
-  ClusterStatus status() const;
-
-  /// Revokes the lease (the keys vanish at once; waits up to `grace` for etcd) and
-  /// stops the client's thread. No callback runs after it. Idempotent.
-  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(1000));
+  void start(EventHandler on_event) override;
+  void publish(std::string alias, std::string info, Verdict done) override;
+  void withdraw(std::string_view alias) override;
+  const ClusterNode* find(std::string_view alias) const override;
+  std::vector<ClusterNode> nodes() const override;
+  ClusterStatus status() const override;
+  /// Revokes the lease and stops the client's thread.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(1000)) override;
 
  private:
   struct State;
   std::shared_ptr<State> state_;
 };
+
+/// The factory modes/pmd.cpp hands to the PMD (PmdConfig) when --cluster is given.
+PmdClusterFactory cluster_service_factory(ClusterServiceOptions options);
 
 }  // namespace distflow

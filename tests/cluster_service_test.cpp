@@ -34,7 +34,7 @@ struct Agent {
     o.cluster.ttl = ttl;
     o.cluster.retry_min = 100ms;
     o.cluster.retry_max = 1000ms;
-    service = std::make_unique<ClusterService>(io, o);
+    service = cluster_service_factory(o)(io);  // as the PMD gets it
     service->start([this](const ClusterEvent& e) {
       switch (e.kind) {
         case ClusterEvent::Kind::join:
@@ -66,7 +66,7 @@ struct Agent {
       out.push_back(node.alias);
     return out;
   }
-  std::unique_ptr<ClusterService> service;
+  std::unique_ptr<PmdCluster> service;
   Strings events;
   Strings conflicts;
   std::map<std::string, std::string> verdicts;
@@ -167,7 +167,7 @@ TEST_CASE("cluster_service: two PMDs share one namespace through a real etcd",
   a.publish("p2");
   REQUIRE(run_until(io, [&] { return b.view().size() == 2; }));
   CHECK(b.view() == Strings{"p1", "p2"});
-  a.service->stop();
+  a.service->stop(1s);
   REQUIRE(run_until(
       io, [&] { return b.view().empty(); }, 3s));
   CHECK(b.events == Strings{"+worker", "-worker", "+ghost", "-ghost", "+p1", "+p2", "-p1", "-p2"});
