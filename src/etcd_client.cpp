@@ -134,6 +134,7 @@ struct EtcdClient::Impl {
   std::vector<std::vector<std::shared_ptr<Connection>>> idle;
   std::mt19937_64 rng{std::random_device{}()};
   bool stopping = false;
+  bool draining = false;  // shutdown() waits for the unary requests in flight
 
   // Shutdown hand-shake with the caller's thread.
   std::mutex mutex;
@@ -199,14 +200,14 @@ struct EtcdClient::Impl {
   }
 
   void check_drained() {
+    if (!draining)
+      return;  // only once shutdown() began, after the requests submitted before it
     const bool only_watches = std::all_of(calls.begin(), calls.end(), [](const auto& entry) {
       return std::holds_alternative<EtcdWatch>(entry.second->request);
     });
     if (!only_watches)
       return;
     std::lock_guard lock(mutex);
-    if (!shut)
-      return;  // only the requests in flight when shutdown() began count
     drained = true;
     changed.notify_all();
   }
@@ -714,7 +715,11 @@ void EtcdClient::shutdown(std::chrono::milliseconds grace) {
     d.shut = true;
   }
   if (grace.count() > 0) {
-    net::post(d.io, [&d] { d.check_drained(); });
+    // Posted after every submit() that came before: those requests are in `calls`.
+    net::post(d.io, [&d] {
+      d.draining = true;
+      d.check_drained();
+    });
     std::unique_lock lock(d.mutex);
     d.changed.wait_for(lock, grace, [&d] { return d.drained || d.finished; });
   }

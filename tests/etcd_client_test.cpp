@@ -409,6 +409,21 @@ TEST_CASE("etcd_client: shutdown with a watch open ends it and calls nothing aft
   client->submit(2, EtcdRange{"x", {}});  // after shutdown: never answered
   client.reset();
   CHECK_FALSE(answers.next(2, 200ms).has_value());
+
+  // A request submitted just before shutdown(grace) is answered, even while other
+  // requests finish around it (the PMD's lease revoke at exit).
+  for (std::uint64_t round = 0; round < 20; ++round) {
+    EtcdClient c(options_for(etcd.url()), answers.handler());
+    const std::uint64_t base = 100 + round * 10;
+    c.submit(base, EtcdWatch{"x", {}, 0});
+    for (std::uint64_t k = 1; k <= 3; ++k)
+      c.submit(base + k, EtcdRange{"x", {}});
+    c.submit(base + 9, EtcdPut{"last-word", std::to_string(round), 0});
+    c.shutdown(5s);
+    const auto put = answers.next(base + 9, 1s);
+    REQUIRE(put.has_value());
+    CHECK(put->status == EtcdStatus::ok);
+  }
 }
 
 }  // namespace distflow
