@@ -149,8 +149,8 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
     options.node.stall_timeout = *stall_timeout;
     auto tick = parse_duration(flags->tick);
     if (!tick) {
-      return usage_error(app, "invalid --tick '" + flags->tick +
-                                  "': expected e.g. 1s, 500ms, 0s (ms, s, m, h)");
+      return usage_error(
+          app, "invalid --tick '" + flags->tick + "': expected e.g. 1s, 500ms, 0s (ms, s, m, h)");
     }
     options.node.tick_interval = *tick;
     std::string error;

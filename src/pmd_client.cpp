@@ -182,9 +182,9 @@ void PmdConnection::handle_closed(std::string_view reason, bool framing_error) {
   if (closed_)
     return;
   closed_ = true;
-  const bool handshake =
-      reason.starts_with("handshake refused") || reason.starts_with("TLS handshake failed") ||
-      reason.starts_with("nothing valid received");
+  const bool handshake = reason.starts_with("handshake refused") ||
+                         reason.starts_with("TLS handshake failed") ||
+                         reason.starts_with("nothing valid received");
   if (handshake) {
     // Cookie or TLS: not the PMD's protocol failing, the proof.
     close_reason_ = "pmd " + endpoint_.to_string() + ": " + std::string(reason);

@@ -198,12 +198,12 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t read_chunk_;
   std::size_t writing_ = 0;  // bytes taken from the outbox, not yet written
   std::uint64_t frames_written_ = 0;
-  std::uint64_t bytes_in_ = 0;         // read so far (ticks compare it)
-  std::uint64_t bytes_out_ = 0;        // written so far
-  std::uint64_t ticks_seen_in_ = 0;    // bytes_in_ at the last tick
-  std::uint64_t ticks_seen_out_ = 0;   // bytes_out_ at the last tick
-  unsigned silent_ticks_ = 0;          // ticks in a row with nothing read
-  int loops_ = 0;  // read and write loops running
+  std::uint64_t bytes_in_ = 0;        // read so far (ticks compare it)
+  std::uint64_t bytes_out_ = 0;       // written so far
+  std::uint64_t ticks_seen_in_ = 0;   // bytes_in_ at the last tick
+  std::uint64_t ticks_seen_out_ = 0;  // bytes_out_ at the last tick
+  unsigned silent_ticks_ = 0;         // ticks in a row with nothing read
+  int loops_ = 0;                     // read and write loops running
   bool loopback_ = false;
   bool established_ = false;
   bool writer_idle_ = false;

@@ -90,9 +90,10 @@ struct Hosts {
   /// it is registered.
   std::unique_ptr<ChildProcess> node(int host, const std::string& alias,
                                      const std::vector<std::string>& extra) const {
-    std::vector<std::string> argv{distflow_binary(), "node",     "--alias", alias,
-                                  "--host",          local_pmd(host), "--port", std::to_string(port),
-                                  "--listen",        address(host),   "--no-auto-pmd"};
+    std::vector<std::string> argv{
+        distflow_binary(), "node",          "--alias",      alias,
+        "--host",          local_pmd(host), "--port",       std::to_string(port),
+        "--listen",        address(host),   "--no-auto-pmd"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto child = hosts.start(host, argv, {{"DISTFLOW_PMD_PORT", std::to_string(port)}});
     if (!stderr_says(*child, "node started"))
@@ -102,8 +103,8 @@ struct Hosts {
 
   RunResult send(int host, const std::vector<std::string>& args,
                  const std::string& stdin_data = {}) const {
-    std::vector<std::string> argv{distflow_binary(), "send", "--host", local_pmd(host), "--port",
-                                  std::to_string(port)};
+    std::vector<std::string> argv{distflow_binary(), "send",   "--host",
+                                  local_pmd(host),   "--port", std::to_string(port)};
     argv.insert(argv.end(), args.begin(), args.end());
     if (stdin_data.empty())
       return hosts.run(host, argv, {{"DISTFLOW_PMD_PORT", std::to_string(port)}});
@@ -169,9 +170,9 @@ TEST_CASE("multihost: a PMD takes register, unregister and heartbeat from its ow
   }
   h.start_pmd(0, {"--insecure"});
   // A node on host B registering with host A's PMD: refused in words, and closed.
-  auto r = h.hosts.run(1, {distflow_binary(), "node", "--alias", "intruder", "--host",
-                           h.address(0), "--port", std::to_string(h.port), "--no-auto-pmd",
-                           "--listen", h.address(1), "--insecure"});
+  auto r = h.hosts.run(
+      1, {distflow_binary(), "node", "--alias", "intruder", "--host", h.address(0), "--port",
+          std::to_string(h.port), "--no-auto-pmd", "--listen", h.address(1), "--insecure"});
   CHECK(r.code == 1);
   CHECK(contains(r.err, "'register' is accepted only from a loopback address"));
   // Looking up is allowed (no cookie configured on that PMD).
@@ -243,8 +244,7 @@ TEST_CASE("multihost: TLS between hosts; a certificate from another CA is refuse
   CHECK(contains(r.err, "TLS handshake failed"));
 }
 
-TEST_CASE("multihost: a partition is found by the ticks within 4 s, and heals",
-          "[multihost]") {
+TEST_CASE("multihost: a partition is found by the ticks within 4 s, and heals", "[multihost]") {
   Hosts h;
   if (!h.hosts.isolated()) {
     SUCCEED("no namespaces (" << h.hosts.unavailable_reason() << "): no partition to make");
@@ -273,8 +273,7 @@ TEST_CASE("multihost: a partition is found by the ticks within 4 s, and heals",
   CHECK(delivered);
 }
 
-TEST_CASE("multihost: the remote host's PMD restarts and alias@host works again",
-          "[multihost]") {
+TEST_CASE("multihost: the remote host's PMD restarts and alias@host works again", "[multihost]") {
   Hosts h;
   h.start_pmd(0, {"--cookie-file", h.cookie});
   h.start_pmd(1, {"--cookie-file", h.cookie});
