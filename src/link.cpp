@@ -105,8 +105,8 @@ std::string Link::describe() const {
 
 std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
                               SendCompletion& done, std::chrono::milliseconds wait,
-                              std::string& why) {
-  const std::size_t frame_bytes = encoder_.max_frame_bytes(payload.size());
+                              std::string& why, std::string_view members) {
+  const std::size_t frame_bytes = encoder_.max_frame_bytes(payload.size(), members.size());
   std::unique_lock lock(mutex_);
   auto full = [&] {
     return unwritten_.load(std::memory_order_relaxed) + frame_bytes > config_.max_queue_bytes &&
@@ -134,7 +134,7 @@ std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
     return make_error_code(errc::queue_full);
   }
   const std::size_t before = queue_.size();
-  encoder_.append(queue_, payload, timestamp);
+  encoder_.append(queue_, payload, timestamp, members);
   const std::size_t body = queue_.size() - before - kFrameHeaderBytes;
   if (node_.max_frame != 0 && body > node_.max_frame) {
     // The receiver would drop it and the connection: refused here, with its limit.

@@ -90,7 +90,8 @@ class Link : public std::enable_shared_from_this<Link> {
   /// Otherwise `done` (if any) is taken, and runs on the I/O thread once the message
   /// is written or failed.
   std::error_code enqueue(std::string_view payload, std::int64_t timestamp, SendCompletion& done,
-                          std::chrono::milliseconds wait, std::string& why);
+                          std::chrono::milliseconds wait, std::string& why,
+                          std::string_view members = {});
   /// Bytes queued on this link and not yet on the wire.
   std::size_t unwritten_bytes() const { return unwritten_.load(std::memory_order_relaxed); }
   /// Wakes senders waiting for room: they fail with `why` (the node is stopping).

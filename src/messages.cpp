@@ -31,7 +31,7 @@ struct FieldSpan {
 // What a parse found, as offsets from the body's first byte (escaped strings'
 // unescaped copies, from the general path, come after the body's size).
 struct ParsedFields {
-  FieldSpan from, to, alias, payload, from_raw, to_raw, alias_raw;
+  FieldSpan from, to, alias, payload, from_raw, to_raw, alias_raw, ref_raw, in_reply_to_raw;
   std::int64_t timestamp = 0;
 };
 
@@ -92,6 +92,24 @@ bool scan_envelope(std::string_view body, ParsedFields& out) {
     } else if (name == "alias") {
       raw = &out.alias_raw;
       text = &out.alias;
+    } else if (name == "ref" || name == "inReplyTo") {
+      // Request/reply (PROTOCOL.md §3.5): strings; anything else goes the general way.
+      if (*value != '"')
+        return false;
+      p = Scan::string(value + 1, end, escaped);
+      if (p == nullptr)
+        return false;
+      ++p;
+      (name == "ref" ? out.ref_raw : out.in_reply_to_raw) = span(value, p);
+      p = detail::json_skip_space(p, end);
+      if (p == end)
+        return false;
+      if (*p == '}')
+        break;
+      if (*p != ',')
+        return false;
+      p = detail::json_skip_space(p + 1, end);
+      continue;
     }
     if (raw != nullptr) {
       if (*value != '"')
@@ -320,6 +338,8 @@ std::error_code EnvelopeParser::parse_with(std::string_view body, Envelope& out,
             convert(fields.from_raw),
             convert(fields.to_raw),
             convert(fields.alias_raw),
+            convert(fields.ref_raw),
+            convert(fields.in_reply_to_raw),
             {static_cast<std::uint32_t>(body.size() + extra.size()),
              static_cast<std::uint32_t>(origin.size())},
             fields.timestamp};
@@ -370,6 +390,9 @@ std::error_code EnvelopeParser::Impl::parse_general(std::string_view body, Parse
     } else if (key == "alias") {
       if (value.front() == '"')  // anything else: no alias
         string_field(value, out.alias_raw, out.alias);
+    } else if (key == "ref" || key == "inReplyTo") {
+      if (value.front() == '"')  // anything else: not a request / not a reply
+        (key == "ref" ? out.ref_raw : out.in_reply_to_raw) = span_of(value);
     } else if (key == "timestamp") {
       if (value.front() != '-' && !detail::json_is_digit(value.front()))
         return fail(errc::wrong_type, why, "'timestamp' is not a number");
@@ -388,6 +411,14 @@ std::error_code EnvelopeParser::Impl::parse_general(std::string_view body, Parse
   return {};
 }
 
+std::string Envelope::token_text(std::string_view token) {
+  if (token.size() < 2)
+    return {};
+  std::string text;
+  append_json_unescaped(text, token.substr(1, token.size() - 2));
+  return text;
+}
+
 MessageEncoder::MessageEncoder(std::string_view from, std::string_view to, std::string_view alias) {
   prefix_ = "{\"from\":";
   append_json_string(prefix_, from);
@@ -401,7 +432,23 @@ MessageEncoder::MessageEncoder(std::string_view from, std::string_view to, std::
 }
 
 void MessageEncoder::append(std::string& out, std::string_view payload_json,
-                            std::int64_t timestamp_ms) const {
+                            std::int64_t timestamp_ms, std::string_view members) const {
+  if (!members.empty()) {
+    // A request or a reply: its own members before the payload (rare: no cache).
+    const std::size_t at = begin_frame(out);
+    out += prefix_;
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, timestamp_ms);
+    DISTFLOW_ASSERT(ec == std::errc());
+    out.append(digits, end);
+    out += ',';
+    out += members;
+    out += ",\"payload\":";
+    out += payload_json;
+    out += '}';
+    end_frame(out, at);
+    return;
+  }
   if (head_.empty() || timestamp_ms != head_timestamp_) {
     // Messages sent together share a timestamp: render it once for the lot.
     head_ = prefix_;
@@ -439,6 +486,14 @@ void append_ndjson_line(std::string& out, const Envelope& message) {
   auto [end, ec] = std::to_chars(digits, digits + sizeof digits, message.timestamp());
   DISTFLOW_ASSERT(ec == std::errc());
   out.append(digits, end);
+  if (message.is_request()) {
+    out += ",\"ref\":";  // a script answers it with {"replyTo": ref, "payload": ...}
+    out += message.ref_json();
+  }
+  if (message.is_reply()) {
+    out += ",\"inReplyTo\":";
+    out += message.in_reply_to_json();
+  }
   out += ",\"payload\":";
   append_json_compact(out, message.payload());
   out += "}\n";

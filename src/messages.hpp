@@ -55,6 +55,15 @@ class Envelope {
   std::string_view alias() const { return view(f_.alias); }  ///< empty when absent
   bool has_alias() const { return f_.alias.length != 0; }
   std::string_view payload() const { return view(f_.payload); }  ///< exact JSON text
+  /// Request/reply (PROTOCOL.md §3.5): the request's `ref` and a reply's
+  /// `inReplyTo`, as their JSON string tokens (quotes included); empty when absent.
+  std::string_view ref_json() const { return view(f_.ref_raw); }
+  std::string_view in_reply_to_json() const { return view(f_.in_reply_to_raw); }
+  bool is_request() const { return f_.ref_raw.length != 0; }
+  bool is_reply() const { return f_.in_reply_to_raw.length != 0; }
+  /// Their text (unescaped).
+  std::string ref() const { return token_text(ref_json()); }
+  std::string in_reply_to() const { return token_text(in_reply_to_json()); }
   /// The host the sender's connection came from when it is not this host (a
   /// remote node, issue 12), as `alias@host` takes it; empty for a local sender.
   std::string_view origin() const { return view(f_.origin); }
@@ -79,10 +88,11 @@ class Envelope {
   struct Fields {
     const char* base = "";
     std::uint32_t body_len = 0;
-    Span from, to, alias, payload, from_raw, to_raw, alias_raw, origin;
+    Span from, to, alias, payload, from_raw, to_raw, alias_raw, ref_raw, in_reply_to_raw, origin;
     std::int64_t timestamp = 0;
   };
   std::string_view view(Span s) const { return {f_.base + s.offset, s.length}; }
+  static std::string token_text(std::string_view token);
   void retain() noexcept {
     if (block_)
       block_->refs.fetch_add(1, std::memory_order_relaxed);
@@ -142,10 +152,15 @@ class MessageEncoder {
   MessageEncoder(std::string_view from, std::string_view to, std::string_view alias);
   /// Appends one complete frame. Precondition: payload_json is valid JSON. Not for
   /// concurrent use (it caches the rendered timestamp): one encoder per thread.
-  void append(std::string& out, std::string_view payload_json, std::int64_t timestamp_ms) const;
+  /// `members`: more top-level members, rendered (`"ref":"r1"`), before the payload.
+  void append(std::string& out, std::string_view payload_json, std::int64_t timestamp_ms,
+              std::string_view members = {}) const;
   /// At least the bytes append() adds for a payload of `payload_bytes`.
   std::size_t max_frame_bytes(std::size_t payload_bytes) const {
     return prefix_.size() + payload_bytes + 64;  // header, timestamp, ,"payload": and }
+  }
+  std::size_t max_frame_bytes(std::size_t payload_bytes, std::size_t members_bytes) const {
+    return max_frame_bytes(payload_bytes) + members_bytes + 1;
   }
 
  private:

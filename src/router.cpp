@@ -18,6 +18,7 @@ struct Router::Pending {
   struct Item {
     std::uint32_t target_len;
     std::uint32_t payload_len;
+    std::uint32_t members_len;
     std::uint32_t done;  // index into completions, or kNone
     std::int64_t timestamp;
   };
@@ -40,6 +41,7 @@ struct Router::Route {
     std::string payload;
     std::int64_t timestamp;
     SendCompletion done;
+    std::string members;
   };
   bool resolved = false;
   NodeInfo node;
@@ -74,7 +76,8 @@ void Router::fail_one(SendCompletion& done, errc code, const std::string& messag
     progress_hook_();
 }
 
-void Router::send(std::string_view target, std::string_view payload, SendCompletion done) {
+void Router::send(std::string_view target, std::string_view payload, SendCompletion done,
+                  std::string_view members) {
   const bool on_io = io_.get_executor().running_in_this_thread();
   std::unique_lock lock(mutex_);
   if (stopping_) {
@@ -88,13 +91,13 @@ void Router::send(std::string_view target, std::string_view payload, SendComplet
     lock.unlock();
     std::string why;
     const auto wait = on_io ? std::chrono::milliseconds(0) : config_.send_wait;
-    if (auto ec = link->enqueue(payload, now_ms(), done, wait, why))
+    if (auto ec = link->enqueue(payload, now_ms(), done, wait, why, members))
       fail_one(done, static_cast<errc>(ec.value()), why);
     return;
   }
   if (on_io) {
     lock.unlock();
-    dispatch(target, payload, now_ms(), std::move(done));
+    dispatch(target, payload, now_ms(), std::move(done), members);
     return;
   }
   // Bounded: an application far ahead of the I/O thread waits here.
@@ -118,8 +121,10 @@ void Router::send(std::string_view target, std::string_view payload, SendComplet
   }
   pending_->bytes.append(target);
   pending_->bytes.append(payload);
+  pending_->bytes.append(members);
   pending_->items.push_back({static_cast<std::uint32_t>(target.size()),
-                             static_cast<std::uint32_t>(payload.size()), done_index, now_ms()});
+                             static_cast<std::uint32_t>(payload.size()),
+                             static_cast<std::uint32_t>(members.size()), done_index, now_ms()});
   if (drain_scheduled_)
     return;
   drain_scheduled_ = true;
@@ -142,25 +147,27 @@ void Router::drain() {
     for (const auto& item : draining_->items) {
       std::string_view target(draining_->bytes.data() + at, item.target_len);
       std::string_view payload(target.data() + item.target_len, item.payload_len);
-      at += item.target_len + item.payload_len;
+      std::string_view members(payload.data() + item.payload_len, item.members_len);
+      at += item.target_len + item.payload_len + item.members_len;
       SendCompletion done;
       if (item.done != Pending::kNone)
         done = std::move(draining_->completions[item.done]);
-      dispatch(target, payload, item.timestamp, std::move(done));
+      dispatch(target, payload, item.timestamp, std::move(done), members);
     }
   }
   draining_->clear();
 }
 
 void Router::enqueue(Link& link, std::string_view payload, std::int64_t timestamp,
-                     SendCompletion done) {
+                     SendCompletion done, std::string_view members) {
   std::string why;
-  if (auto ec = link.enqueue(payload, timestamp, done, std::chrono::milliseconds(0), why))
+  if (auto ec =
+          link.enqueue(payload, timestamp, done, std::chrono::milliseconds(0), why, members))
     fail_one(done, static_cast<errc>(ec.value()), why);
 }
 
 void Router::dispatch(std::string_view target, std::string_view payload, std::int64_t timestamp,
-                      SendCompletion done) {
+                      SendCompletion done, std::string_view members) {
   if (stopped_) {
     fail_one(done, errc::closed, "cannot send to '" + std::string(target) + "': node is shut down");
     return;
@@ -172,7 +179,7 @@ void Router::dispatch(std::string_view target, std::string_view payload, std::in
   }
   Route& route = it->second;
   if (route.resolved) {
-    enqueue(*route.link, payload, timestamp, std::move(done));
+    enqueue(*route.link, payload, timestamp, std::move(done), members);
     return;
   }
   if (route.waiting_bytes + payload.size() > config_.max_outbox_bytes) {
@@ -181,7 +188,8 @@ void Router::dispatch(std::string_view target, std::string_view payload, std::in
                  std::to_string(config_.max_outbox_bytes) + " bytes)");
     return;
   }
-  route.waiting.push_back({std::string(payload), timestamp, std::move(done)});
+  route.waiting.push_back(
+      {std::string(payload), timestamp, std::move(done), std::string(members)});
   route.waiting_bytes += payload.size();
   ++waiting_;
 }
@@ -229,7 +237,7 @@ void Router::resolved(const std::string& target, const NodeInfo& node) {
     waiting_ -= waiting.size();
     DeferredWrites writes(transport_);
     for (auto& message : waiting)
-      enqueue(*link, message.payload, message.timestamp, std::move(message.done));
+      enqueue(*link, message.payload, message.timestamp, std::move(message.done), message.members);
   }
   // Published only once nothing submitted earlier for this name is still in the
   // pending batch: from then on application threads go to the link directly, and

@@ -50,7 +50,9 @@ class Router {
 
   /// Any thread: one message (valid JSON) for `target`. Failures are counted,
   /// logged at debug, and given to `done` (on the I/O thread, or in this call).
-  void send(std::string_view target, std::string_view payload, SendCompletion done);
+  /// `members`: more envelope members, rendered (`"ref":"r1"`), for requests and replies.
+  void send(std::string_view target, std::string_view payload, SendCompletion done,
+            std::string_view members = {});
 
   // ---- the I/O thread
   /// The routes to `node_id` are stale (it left or moved, or its link failed).
@@ -72,12 +74,13 @@ class Router {
   struct Route;
   struct Pending;
   void dispatch(std::string_view target, std::string_view payload, std::int64_t timestamp,
-                SendCompletion done);
+                SendCompletion done, std::string_view members);
   void resolve(const std::string& target);
   void resolved(const std::string& target, const NodeInfo& node);
   void fail_route(const std::string& target, errc code, const std::string& message);
   void fail_one(SendCompletion& done, errc code, const std::string& message);
-  void enqueue(Link& link, std::string_view payload, std::int64_t timestamp, SendCompletion done);
+  void enqueue(Link& link, std::string_view payload, std::int64_t timestamp, SendCompletion done,
+               std::string_view members);
   bool pending_for(std::string_view target) const;  // under mutex_
 
   asio::io_context& io_;
