@@ -161,8 +161,7 @@ void Router::drain() {
 void Router::enqueue(Link& link, std::string_view payload, std::int64_t timestamp,
                      SendCompletion done, std::string_view members) {
   std::string why;
-  if (auto ec =
-          link.enqueue(payload, timestamp, done, std::chrono::milliseconds(0), why, members))
+  if (auto ec = link.enqueue(payload, timestamp, done, std::chrono::milliseconds(0), why, members))
     fail_one(done, static_cast<errc>(ec.value()), why);
 }
 
@@ -188,8 +187,7 @@ void Router::dispatch(std::string_view target, std::string_view payload, std::in
                  std::to_string(config_.max_outbox_bytes) + " bytes)");
     return;
   }
-  route.waiting.push_back(
-      {std::string(payload), timestamp, std::move(done), std::string(members)});
+  route.waiting.push_back({std::string(payload), timestamp, std::move(done), std::string(members)});
   route.waiting_bytes += payload.size();
   ++waiting_;
 }
