@@ -32,6 +32,10 @@ class Category final : public std::error_category {
         return "queue full";
       case errc::closed:
         return "closed";
+      case errc::timed_out:
+        return "timed out";
+      case errc::peer_gone:
+        return "peer gone";
     }
     return "unknown distflow error";
   }

@@ -24,6 +24,8 @@ enum class errc {
   unknown_node,     ///< no node with that alias or id
   queue_full,       ///< a bounded queue refused an item
   closed,           ///< the queue or connection is closed
+  timed_out,        ///< no answer within the time allowed (a call)
+  peer_gone,        ///< the other side left or its link was lost
 };
 
 const std::error_category& distflow_category() noexcept;

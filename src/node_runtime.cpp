@@ -22,6 +22,8 @@
 #include <atomic>
 #include <cstdio>
 #include <future>
+#include <limits>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -75,7 +77,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
         alias_(options_.alias),
         mailbox_(options_.mailbox_size, options_.overflow),
         stop_timer_(io_),
-        drop_timer_(io_) {}
+        drop_timer_(io_),
+        call_timer_(io_) {}
 
   ~NodeRuntimeImpl() override {
     shutdown();
@@ -128,14 +131,21 @@ class NodeRuntimeImpl final : public NodeRuntime {
     routing.send_wait = kSendWait;
     router_ = std::make_unique<Router>(io_, *transport_, *pmd_, counters_, routing);
 
-    transport_->on_connection_failed([this](const std::string& id) { router_->forget(id); });
+    transport_->on_connection_failed([this](const std::string& id, const std::string& why) {
+      gone(id, {}, router_->forget(id), "link lost: " + why);
+    });
+    transport_->on_reply([this](const Envelope& reply) {
+      if (!calls_.complete(reply))
+        spdlog::debug("reply from '{}' dropped: no call waits for it (late)", reply.from());
+    });
     transport_->on_progress([this] { check_flush(); });
     transport_->on_dropped(
         [this](std::uint64_t n, std::string_view reason) { count_dropped(n, reason); });
     router_->on_progress([this] { check_flush(); });
     pmd_->on_peer_changed([this](const NodeInfo& peer, bool left, std::string_view why) {
-      router_->forget(peer.node_id);
+      auto names = router_->forget(peer.node_id);
       if (left) {
+        gone(peer.node_id, peer.alias, std::move(names), "left (" + std::string(why) + ")");
         transport_->drop_link(peer.node_id, "'" + (peer.alias.empty() ? peer.node_id : peer.alias) +
                                                 "' left (" + std::string(why) + ")");
       }
@@ -284,6 +294,91 @@ class NodeRuntimeImpl final : public NodeRuntime {
     }
   }
 
+  // ---- request/reply ------------------------------------------------------------
+
+  std::future<Envelope> call(std::string_view target, std::string_view payload_json,
+                             std::chrono::milliseconds timeout) override {
+    auto result = std::make_shared<std::promise<Envelope>>();
+    auto future = result->get_future();
+    call(target, payload_json, timeout,
+         [result](std::error_code ec, const Envelope& reply, const std::string& error) {
+           if (ec) {
+             result->set_exception(std::make_exception_ptr(Error(error)));
+           } else {
+             result->set_value(reply);
+           }
+         });
+    return future;
+  }
+
+  void call(std::string_view target, std::string_view payload_json,
+            std::chrono::milliseconds timeout, ReplyCallback done) override {
+    thread_local std::string members;
+    const auto [id, deadline] = calls_.open(target, timeout, std::move(done), members);
+    // The timer wakes at the earliest deadline; one later than its wake-up needs no post.
+    const auto at = deadline.time_since_epoch().count();
+    if (at < call_wake_.load(std::memory_order_acquire)) {
+      call_wake_.store(at, std::memory_order_release);
+      asio::post(io_, [this] { expire_calls(); });
+    }
+    submit(
+        target, payload_json,
+        [this, id = id](std::error_code ec, const std::string& why) {
+          if (ec)
+            calls_.fail(id, ec, why);
+        },
+        members);
+  }
+
+  void reply(const Envelope& request, std::string_view payload_json,
+             SendCallback on_error) override {
+    if (!request.is_request())
+      throw Error("reply: the message from '" + std::string(request.from()) +
+                  "' is not a request (it has no 'ref')");
+    reply_with(request.reply_address(), request.ref_json(), payload_json, std::move(on_error));
+  }
+
+  void reply_to(std::string_view to, std::string_view ref, std::string_view payload_json,
+                SendCallback on_error) override {
+    std::string token;
+    append_json_string(token, ref);
+    reply_with(to, token, payload_json, std::move(on_error));
+  }
+
+  std::uint64_t monitor(std::string_view target, MonitorHandler handler) override {
+    std::uint64_t id = 0;
+    {
+      std::lock_guard lock(monitors_mutex_);
+      id = next_monitor_++;
+      monitors_.emplace(id, Monitor{std::string(target), std::move(handler)});
+    }
+    if (target.find('@') == std::string_view::npos) {
+      asio::post(io_, [this, id] {
+        std::string name;
+        {
+          std::lock_guard lock(monitors_mutex_);
+          auto it = monitors_.find(id);
+          if (it == monitors_.end())
+            return;
+          name = it->second.target;
+        }
+        for (const NodeInfo& peer : pmd_->peers()) {
+          if (peer.alias == name || peer.node_id == name)
+            return;
+        }
+        if (name == alias_ || name == node_id_)
+          return;
+        fire_monitors([&](const std::string& t) { return t == name; }, "not registered", id);
+      });
+    }
+    return id;
+  }
+
+  void demonitor(std::uint64_t id) override {
+    std::lock_guard lock(monitors_mutex_);
+    monitors_.erase(id);
+  }
+
   void interrupt_sends(std::string_view why) override {
     router_->interrupt_waits(std::string(why));
   }
@@ -302,6 +397,9 @@ class NodeRuntimeImpl final : public NodeRuntime {
     s.handler_errors = handler_errors_.load(std::memory_order_relaxed);
     s.inbound_links = counters_.inbound_links.load(std::memory_order_relaxed);
     s.outbound_links = counters_.outbound_links.load(std::memory_order_relaxed);
+    s.calls_in_flight = calls_.in_flight();
+    s.call_timeouts = calls_.timeouts();
+    s.late_replies = calls_.late_replies();
     s.uptime = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started_at_);
     std::lock_guard lock(drops_mutex_);
@@ -363,6 +461,18 @@ class NodeRuntimeImpl final : public NodeRuntime {
   std::vector<std::function<void()>> flush_waiters_;
   asio::steady_timer stop_timer_;
   asio::steady_timer drop_timer_;
+  CallTable calls_{make_call_tag()};
+  asio::steady_timer call_timer_;
+  // When call_timer_ wakes next (steady_clock ticks); max: idle.
+  std::atomic<std::chrono::steady_clock::rep> call_wake_{
+      std::numeric_limits<std::chrono::steady_clock::rep>::max()};
+  struct Monitor {
+    std::string target;
+    MonitorHandler handler;
+  };
+  std::mutex monitors_mutex_;
+  std::uint64_t next_monitor_ = 1;
+  std::map<std::uint64_t, Monitor> monitors_;
   bool io_stopping_ = false;  // begin_stop() ran
   bool closing_ = false;      // unregister sent
   bool finished_ = false;     // finish_stop() ran
@@ -435,9 +545,83 @@ class NodeRuntimeImpl final : public NodeRuntime {
     }
   }
 
+  // ---- calls and monitors (I/O thread) -------------------------------------------
+
+  // Ends the calls past their deadline and sets the timer for the next one.
+  void expire_calls() {
+    const auto next = calls_.expire(std::chrono::steady_clock::now());
+    call_wake_.store(next ? next->time_since_epoch().count()
+                          : std::numeric_limits<std::chrono::steady_clock::rep>::max(),
+                     std::memory_order_release);
+    if (!next || io_stopping_)
+      return;
+    call_timer_.expires_at(*next);
+    call_timer_.async_wait([this](std::error_code ec) {
+      if (!ec)
+        expire_calls();
+    });
+  }
+
+  // `node_id` (alias `alias`, reached by `names`) left or its link was lost: its
+  // calls fail and its monitors fire now, with `why`.
+  void gone(const std::string& node_id, const std::string& alias, std::vector<std::string> names,
+            const std::string& why) {
+    names.push_back(node_id);
+    if (!alias.empty())
+      names.push_back(alias);
+    for (const std::string& name : names) {
+      const std::string shown = alias.empty() ? name : alias;
+      calls_.fail_target(name, make_error_code(errc::peer_gone), "'" + shown + "' " + why);
+    }
+    fire_monitors(
+        [&](const std::string& target) {
+          return std::find(names.begin(), names.end(), target) != names.end();
+        },
+        why);
+  }
+
+  template <typename Match>
+  void fire_monitors(Match match, std::string_view why, std::uint64_t only = 0) {
+    std::vector<MonitorHandler> fired;
+    {
+      std::lock_guard lock(monitors_mutex_);
+      for (auto it = monitors_.begin(); it != monitors_.end();) {
+        if ((only == 0 || it->first == only) && match(it->second.target)) {
+          fired.push_back(std::move(it->second.handler));
+          it = monitors_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& handler : fired) {
+      try {
+        handler(why);
+      } catch (const std::exception& e) {
+        handler_errors_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("monitor handler threw: {}", e.what());
+      }
+    }
+  }
+
+  void reply_with(std::string_view to, std::string_view ref_token, std::string_view payload_json,
+                  SendCallback on_error) {
+    std::string members = "\"inReplyTo\":";
+    members += ref_token;
+    SendCompletion done;
+    if (on_error) {
+      done = [cb = std::move(on_error)](std::error_code ec, const std::string& message) {
+        if (ec)
+          cb(ec, message);
+      };
+    }
+    submit(to, payload_json, std::move(done), members);
+  }
+
   // ---- messages out -----------------------------------------------------------
 
-  void submit(std::string_view target, std::string_view payload, SendCompletion done) {
+  void submit(std::string_view target, std::string_view payload, SendCompletion done,
+              std::string_view members = {}) {
     if (options_.validate_payloads) {
       thread_local JsonValidator validator;
       thread_local std::string why;
@@ -459,7 +643,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
         done(make_error_code(errc::closed), message);
       return;
     }
-    router_->send(target, payload, std::move(done));
+    router_->send(target, payload, std::move(done), members);
   }
 
   void check_flush() {
@@ -501,6 +685,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
     finished_ = true;
     stop_timer_.cancel();
     drop_timer_.cancel();  // its handler reports what is pending
+    call_timer_.cancel();
+    calls_.fail_all(make_error_code(errc::closed), "the node stopped");
     pmd_->stop();
     router_->stop();
     transport_->stop();

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,6 +16,7 @@
 #include <system_error>
 #include <vector>
 
+#include "calls.hpp"
 #include "framing.hpp"
 #include "mailbox.hpp"
 #include "messages.hpp"
@@ -69,6 +71,8 @@ struct NodeOptions {
 using SendCallback = std::function<void(std::error_code, const std::string& message)>;
 using PeerHandler = std::function<void(const NodeInfo& peer, std::string_view reason)>;
 using MessageHandler = std::function<void(const Envelope& message)>;
+/// A monitored target is gone: why ("left (socket closed)", "link lost: ...").
+using MonitorHandler = std::function<void(std::string_view reason)>;
 
 struct NodeStats {
   MailboxStats mailbox;
@@ -81,8 +85,11 @@ struct NodeStats {
   /// count_dropped()), in first-seen order; `dropped` is their sum.
   std::vector<std::pair<std::string, std::uint64_t>> drops;
   std::uint64_t dropped = 0;
-  std::size_t inbound_links = 0;   ///< peers connected to us now
-  std::size_t outbound_links = 0;  ///< destinations we hold a link to now
+  std::size_t inbound_links = 0;    ///< peers connected to us now
+  std::size_t outbound_links = 0;   ///< destinations we hold a link to now
+  std::size_t calls_in_flight = 0;  ///< call()s waiting for their reply
+  std::uint64_t call_timeouts = 0;  ///< call()s that ended at their deadline
+  std::uint64_t late_replies = 0;   ///< replies no call waited for (after a timeout): dropped
   std::chrono::microseconds uptime{0};
 };
 
@@ -142,6 +149,36 @@ class NodeRuntime {
   virtual void interrupt_sends(std::string_view why) = 0;
   /// Waits until every queued outbound message is written (or failed).
   virtual void flush(std::chrono::milliseconds timeout = std::chrono::seconds(5)) = 0;
+
+  // ---- request/reply (PROTOCOL.md §3.5) -----------------------------------------
+  /// Sends `payload_json` to `target` as a request (with a `ref`) and returns its
+  /// reply. Many calls may be in flight at once, to one target or many. The future
+  /// throws distflow::Error when no reply comes within `timeout` ("call to 'kv': no
+  /// reply within 5000 ms"), and at once when the request cannot be sent (unknown
+  /// target...), the target leaves its PMD, its link is lost, or the node stops. A
+  /// reply that arrives after its call ended is counted (late_replies) and dropped.
+  virtual std::future<Envelope> call(std::string_view target, std::string_view payload_json,
+                                     std::chrono::milliseconds timeout) = 0;
+  /// The callback variant: `done` runs exactly once, on the I/O thread (or in this
+  /// call, when the node is already shut down). Keep it short.
+  virtual void call(std::string_view target, std::string_view payload_json,
+                    std::chrono::milliseconds timeout, ReplyCallback done) = 0;
+  /// Answers `request` (Envelope::is_request()): `payload_json` goes to its sender
+  /// (Envelope::reply_address()) with `inReplyTo` set to its ref. Like send():
+  /// failures are given to `on_error`. Throws distflow::Error if it is not a request.
+  virtual void reply(const Envelope& request, std::string_view payload_json,
+                     SendCallback on_error = {}) = 0;
+  /// The same by parts: the sender's reply address and the request's ref (its text).
+  virtual void reply_to(std::string_view to, std::string_view ref, std::string_view payload_json,
+                        SendCallback on_error = {}) = 0;
+  /// Runs `handler` once, on the I/O thread, when `target` (alias or node id on this
+  /// PMD, or alias@host) is gone: it leaves its PMD, or the link to it is lost. A
+  /// local target that is not registered fires at once ("not registered"). For an
+  /// alias@host target only link loss is seen (a link exists once a message went to
+  /// it). Returns an id for demonitor().
+  virtual std::uint64_t monitor(std::string_view target, MonitorHandler handler) = 0;
+  /// The monitor will not fire (no-op if it fired already).
+  virtual void demonitor(std::uint64_t id) = 0;
 
   /// The registered peers, this node excluded.
   virtual std::vector<NodeInfo> discover() = 0;

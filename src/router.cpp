@@ -270,15 +270,20 @@ void Router::fail_route(const std::string& target, errc code, const std::string&
     progress_hook_();
 }
 
-void Router::forget(const std::string& node_id) {
+std::vector<std::string> Router::forget(const std::string& node_id) {
   {
     std::lock_guard lock(mutex_);
     std::erase_if(published_,
                   [&](const auto& entry) { return entry.second->node().node_id == node_id; });
   }
+  std::vector<std::string> names;
   std::erase_if(routes_, [&](const auto& entry) {
-    return entry.second.resolved && entry.second.node.node_id == node_id;
+    if (!entry.second.resolved || entry.second.node.node_id != node_id)
+      return false;
+    names.push_back(entry.first);
+    return true;
   });
+  return names;
 }
 
 std::uint64_t Router::unwritten() const {

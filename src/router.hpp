@@ -56,7 +56,8 @@ class Router {
 
   // ---- the I/O thread
   /// The routes to `node_id` are stale (it left or moved, or its link failed).
-  void forget(const std::string& node_id);
+  /// Returns the names that led to it.
+  std::vector<std::string> forget(const std::string& node_id);
   /// Messages accepted and neither written nor failed (flush() waits for 0).
   std::uint64_t unwritten() const;
   /// Takes what application threads submitted for unresolved names (posted by send()).

@@ -138,6 +138,13 @@ class Transport::Inbound final : public SessionHandler {
                    session.peer(), proven_);
       return false;
     }
+    if (envelope.is_reply() && transport_.reply_hook_) {
+      // An answer to one of our calls: to the call table, not the application.
+      session.established();
+      transport_.counters_.received.fetch_add(1, std::memory_order_relaxed);
+      transport_.reply_hook_(envelope);
+      return false;
+    }
     return true;
   }
 
@@ -405,7 +412,7 @@ void Transport::link_failed(const Link& link, std::error_code ec, const std::str
     links_.erase(it);
   counters_.outbound_links.store(static_cast<std::uint32_t>(links_.size()));
   if (failed_hook_)
-    failed_hook_(node_id);
+    failed_hook_(node_id, message);
 }
 
 std::uint64_t Transport::unwritten() const {
@@ -445,7 +452,8 @@ void Transport::write_deferred() {
   }
 }
 
-void Transport::on_connection_failed(std::function<void(const std::string&)> hook) {
+void Transport::on_connection_failed(
+    std::function<void(const std::string&, const std::string&)> hook) {
   failed_hook_ = std::move(hook);
 }
 

@@ -112,8 +112,12 @@ class Transport final : private LinkOwner {
   void defer_writes() { ++defer_depth_; }
   void write_deferred();
 
-  /// Runs after the link to `node_id` failed (the caller forgets its routes).
-  void on_connection_failed(std::function<void(const std::string& node_id)> hook);
+  /// Runs after the link to `node_id` failed, with why (the caller forgets its routes).
+  void on_connection_failed(
+      std::function<void(const std::string& node_id, const std::string& why)> hook);
+  /// Takes every received reply (Envelope::is_reply(), PROTOCOL.md §3.5) instead of
+  /// the mailbox and the handlers: the calls in flight match them.
+  void on_reply(std::function<void(const Envelope& reply)> hook) { reply_hook_ = std::move(hook); }
   /// Runs whenever queued messages were written or failed (drives flush()).
   void on_progress(std::function<void()> hook);
   /// Runs when messages are dropped by the mailbox's policy; `reason` names the limit.
@@ -158,7 +162,8 @@ class Transport final : private LinkOwner {
   bool space_requested_ = false;
   bool stopped_ = false;
   bool ticks_ = false;  // authenticated links tick (their tick frames are not messages)
-  std::function<void(const std::string&)> failed_hook_;
+  std::function<void(const std::string&, const std::string&)> failed_hook_;
+  std::function<void(const Envelope&)> reply_hook_;
   std::function<void()> progress_hook_;
   std::function<void(std::uint64_t, std::string_view)> dropped_hook_;
   std::string mailbox_full_;                                // the reason given for mailbox drops

@@ -818,4 +818,188 @@ TEST_CASE("node_runtime: NodeOptions::metrics serves the node's counters from it
                     Catch::Contains("refusing to listen on 0.0.0.0 (--metrics)"));
 }
 
+// ---- request/reply (issue 14) ---------------------------------------------------
+
+namespace {
+
+// The body of a reply from `peer` to `to`, answering `ref`.
+std::string reply_frame(const TsPeer& peer, const std::string& to, const json& ref,
+                        const json& payload) {
+  return json{{"from", peer.node_id()},
+              {"to", to},
+              {"inReplyTo", ref},
+              {"payload", payload},
+              {"timestamp", 1700000000123}}
+      .dump();
+}
+
+}  // namespace
+
+TEST_CASE("node_runtime: call() to a TypeScript-style peer: it sees a plain message with a ref",
+          "[node_runtime][calls]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-kv", "kv");
+  auto node = NodeRuntime::start(options_for(pmd, "caller"));
+
+  auto reply = node->call("kv", R"({"type":"GET","key":"a"})", 5s);
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  auto frame = inbound->read_frame();
+  REQUIRE(frame);
+  // An implementation that does not know `ref` reads the message as ever.
+  const json request = json::parse(*frame);
+  CHECK(request["payload"] == json{{"type", "GET"}, {"key", "a"}});
+  CHECK(request["from"] == node->node_id());
+  REQUIRE(request["ref"].is_string());
+
+  RawClient back("127.0.0.1", node->port());
+  // A plain message first: it goes to the application, not to the call.
+  back.send_frame(ts.frame_to(node->node_id(), {{"type", "NEWS"}}));
+  back.send_frame(reply_frame(ts, node->node_id(), request["ref"], {{"value", 42}}));
+  REQUIRE(reply.wait_for(5s) == std::future_status::ready);
+  const Envelope answer = reply.get();
+  CHECK(answer.payload() == R"({"value":42})");
+  CHECK(answer.from() == "ts-kv");
+  CHECK(answer.is_reply());
+  auto news = node->receive(5s);
+  REQUIRE(news);
+  CHECK(news->payload() == R"({"type":"NEWS"})");
+  CHECK_FALSE(node->receive(100ms));  // the reply was not delivered twice
+}
+
+TEST_CASE("node_runtime: call() times out naming the target; the late reply is counted",
+          "[node_runtime][calls]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-slow", "slow");
+  auto node = NodeRuntime::start(options_for(pmd, "caller"));
+
+  const auto started = Clock::now();
+  auto reply = node->call("slow", "1", 300ms);
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  auto frame = inbound->read_frame();
+  REQUIRE(frame);
+  REQUIRE(reply.wait_for(5s) == std::future_status::ready);
+  CHECK(Clock::now() - started >= 300ms);
+  try {
+    reply.get();
+    FAIL("a call without a reply succeeded");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()) == "call to 'slow': no reply within 300 ms");
+  }
+  CHECK(node->stats().call_timeouts == 1);
+
+  RawClient back("127.0.0.1", node->port());
+  back.send_frame(reply_frame(ts, node->node_id(), json::parse(*frame)["ref"], "late"));
+  CHECK(eventually([&] { return node->stats().late_replies == 1; }));
+  CHECK_FALSE(node->receive(100ms));
+  CHECK(node->stats().calls_in_flight == 0);
+}
+
+TEST_CASE("node_runtime: a call fails at once when its target leaves or is unknown",
+          "[node_runtime][calls]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-gone", "gone");
+  auto node = NodeRuntime::start(options_for(pmd, "caller"));
+
+  auto unknown = node->call("nobody", "1", 10s);
+  REQUIRE(unknown.wait_for(5s) == std::future_status::ready);
+  CHECK_THROWS_WITH(unknown.get(), Catch::Contains("nobody") && Catch::Contains("Node not found"));
+
+  auto reply = node->call("gone", "1", 30s);
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  REQUIRE(inbound->read_frame());
+  const auto left_at = Clock::now();
+  ts.leave_pmd();  // its registration socket closes: the PMD says it left
+  REQUIRE(reply.wait_for(5s) == std::future_status::ready);
+  CHECK(Clock::now() - left_at < 5s);
+  CHECK_THROWS_WITH(reply.get(),
+                    Catch::Contains("call to 'gone' failed") && Catch::Contains("left"));
+}
+
+TEST_CASE("node_runtime: 10 000 pipelined calls are all answered and matched",
+          "[node_runtime][calls]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-echo", "echo");
+  auto node = NodeRuntime::start(options_for(pmd, "caller"));
+
+  constexpr int kCalls = 10000;
+  // The peer answers each request with its own payload, on its own connection.
+  std::thread echo([&] {
+    auto inbound = ts.accept();
+    REQUIRE(inbound);
+    RawClient back("127.0.0.1", node->port());
+    std::string batch;
+    for (int i = 0; i < kCalls; ++i) {
+      auto frame = inbound->read_frame();
+      if (!frame)
+        break;
+      const json request = json::parse(*frame);
+      append_frame(batch, reply_frame(ts, request["from"], request["ref"], request["payload"]));
+      if (batch.size() > 32768 || i + 1 == kCalls) {
+        back.send_raw(batch);
+        batch.clear();
+      }
+    }
+  });
+  std::vector<std::future<Envelope>> replies;
+  replies.reserve(kCalls);
+  for (int i = 0; i < kCalls; ++i)
+    replies.push_back(node->call("echo", std::to_string(i), 30s));
+  int matched = 0;
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    REQUIRE(replies[i].wait_for(30s) == std::future_status::ready);
+    matched += replies[i].get().payload() == std::to_string(i) ? 1 : 0;
+  }
+  echo.join();
+  CHECK(matched == kCalls);
+  CHECK(node->stats().late_replies == 0);
+  CHECK(node->stats().calls_in_flight == 0);
+}
+
+TEST_CASE("node_runtime: reply() answers a request with its ref; monitors fire once",
+          "[node_runtime][calls]") {
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-asker", "asker");
+  auto node = NodeRuntime::start(options_for(pmd, "server"));
+
+  std::promise<std::string> gone_reason;
+  auto gone = gone_reason.get_future();
+  int fired = 0;
+  node->monitor("asker", [&](std::string_view why) {
+    ++fired;
+    gone_reason.set_value(std::string(why));
+  });
+  std::promise<std::string> absent_reason;
+  auto absent = absent_reason.get_future();
+  node->monitor("nobody", [&](std::string_view why) { absent_reason.set_value(std::string(why)); });
+  REQUIRE(absent.wait_for(5s) == std::future_status::ready);
+  CHECK(absent.get() == "not registered");
+
+  RawClient asker("127.0.0.1", node->port());
+  json request = json::parse(ts.frame_to(node->node_id(), {{"q", 1}}));
+  request["ref"] = "r-7";
+  asker.send_frame(request.dump());
+  auto got = node->receive(5s);
+  REQUIRE(got);
+  CHECK(got->is_request());
+  CHECK(got->ref() == "r-7");
+  CHECK_THROWS_WITH(node->reply(Envelope(), "1"), Catch::Contains("not a request"));
+  node->reply(*got, R"({"a":1})");
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  auto frame = inbound->read_frame();
+  REQUIRE(frame);
+  const json answer = json::parse(*frame);
+  CHECK(answer["inReplyTo"] == "r-7");
+  CHECK(answer["payload"] == json{{"a", 1}});
+  CHECK(answer["to"] == "ts-asker");
+
+  ts.leave_pmd();
+  REQUIRE(gone.wait_for(5s) == std::future_status::ready);
+  CHECK(gone.get().find("left") != std::string::npos);
+  CHECK(fired == 1);
+}
+
 }  // namespace distflow
