@@ -13,6 +13,7 @@ set(distflow_man_name "Erlang-inspired distributed messaging: port mapper, nodes
 set(distflow-pmd_man_name "run the distflow port mapper daemon, or administer one")
 set(distflow-node_man_name "run a distflow node: messages out as NDJSON, stdin lines sent")
 set(distflow-send_man_name "send JSON messages to a distflow node")
+set(distflow-call_man_name "send a request to a distflow node and print its reply")
 set(distflow-watch_man_name "print the registered distflow peers, then every join and leave")
 set(distflow-bench_man_name "measure distflow's mailbox, throughput, latency and PMD speed")
 

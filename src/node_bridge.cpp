@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <fcntl.h>
 #include <mutex>
 #include <optional>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -117,6 +119,56 @@ class StopSignals {
   struct sigaction old_pipe_ {};
 };
 
+// ---- requests the script may answer -------------------------------------------------
+
+/// The requests (messages with a `ref`, PROTOCOL.md §3.5) written to the script
+/// and not answered yet: a line {"replyTo": REF, "payload": ...} goes back to the
+/// sender of REF. Refs are unique per caller, not per node: with the same ref from
+/// two callers, a reply without "to" answers the oldest. Bounded: past kMax, the
+/// oldest is forgotten (counted, logged once a second).
+class PendingRequests {
+ public:
+  static constexpr std::size_t kMax = 100000;
+
+  /// The output thread, before the line is written.
+  void add(const Envelope& request) {
+    std::lock_guard lock(mutex_);
+    order_.push_back(by_ref_.emplace(request.ref(), request.reply_address()));
+    if (order_.size() <= kMax)
+      return;
+    by_ref_.erase(order_.front());
+    order_.pop_front();
+    ++forgotten_;
+    if (std::uint64_t more = 0; log_.allow(Clock::now(), more)) {
+      spdlog::warn("{} requests never answered: the oldest forgotten ({} waiting at most)",
+                   forgotten_, kMax);
+    }
+  }
+
+  /// The reply address for `ref` (and `to`, when the line names it), no longer waiting.
+  std::optional<std::string> take(const std::string& ref, std::string_view to) {
+    std::lock_guard lock(mutex_);
+    auto [first, last] = by_ref_.equal_range(ref);
+    for (auto it = first; it != last; ++it) {
+      if (!to.empty() && it->second != to)
+        continue;
+      std::string address = std::move(it->second);
+      order_.erase(std::find(order_.begin(), order_.end(), it));
+      by_ref_.erase(it);
+      return address;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  using Map = std::unordered_multimap<std::string, std::string>;
+  std::mutex mutex_;
+  Map by_ref_;
+  std::deque<Map::iterator> order_;  // oldest first
+  std::uint64_t forgotten_ = 0;
+  LogThrottle log_{std::chrono::seconds(1)};
+};
+
 // ---- output: the one hand-off, mailbox -> this thread -> the fd ---------------------
 
 /// Takes received messages from the node's mailbox in batches and writes them as
@@ -130,8 +182,8 @@ class StopSignals {
 class OutputWriter {
  public:
   /// `lost_reason` names the drops of a failed write ("output closed").
-  OutputWriter(NodeRuntime& node, int fd, std::string lost_reason)
-      : node_(node), fd_(fd), lost_reason_(std::move(lost_reason)) {
+  OutputWriter(NodeRuntime& node, int fd, std::string lost_reason, PendingRequests& requests)
+      : node_(node), requests_(requests), fd_(fd), lost_reason_(std::move(lost_reason)) {
     if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0 ||
         ::pipe2(failed_, O_CLOEXEC | O_NONBLOCK) != 0) {
       throw Error(fmt::format("cannot create pipe: {}", std::strerror(errno)));
@@ -224,8 +276,11 @@ class OutputWriter {
         continue;
       }
       out.clear();
-      for (const Envelope& message : batch)
+      for (const Envelope& message : batch) {
+        if (message.is_request())
+          requests_.add(message);
         append_ndjson_line(out, message);
+      }
       int error = 0;
       const std::size_t written = write_all(fd, out, error);
       lock.lock();
@@ -290,6 +345,7 @@ class OutputWriter {
   }
 
   NodeRuntime& node_;
+  PendingRequests& requests_;
   std::mutex mutex_;
   std::condition_variable ready_;
   int fd_;
@@ -317,8 +373,13 @@ class InputStream {
  public:
   /// `source` names the stream in reports; it must be a literal.
   InputStream(int fd, std::string_view source, std::size_t max_line, NodeRuntime& node,
-              Counters& counters)
-      : fd_(fd), source_(source), reader_(max_line), node_(node), counters_(counters) {}
+              Counters& counters, PendingRequests& requests)
+      : fd_(fd),
+        source_(source),
+        reader_(max_line),
+        node_(node),
+        counters_(counters),
+        requests_(requests) {}
 
   int fd() const { return fd_; }
 
@@ -373,22 +434,35 @@ class InputStream {
       return;
     }
     Counters* counters = &counters_;
-    node_.send(out.to, out.payload,
-               [counters, number = line.number, source = source_](std::error_code,
-                                                                  const std::string& message) {
-                 counters->send_failures.fetch_add(1, std::memory_order_relaxed);
-                 // On the I/O thread. A destination that is gone fails every line
-                 // sent to it: one report a second, with the count.
-                 std::uint64_t more = 0;
-                 if (counters->failure_log.allow(std::chrono::steady_clock::now(), more)) {
-                   if (more > 0) {
-                     spdlog::warn("{} line {}: {} ({} more lines failed since the last report)",
-                                  source, number, message, more);
-                   } else {
-                     spdlog::warn("{} line {}: {}", source, number, message);
-                   }
-                 }
-               });
+    auto on_error = [counters, number = line.number, source = source_](std::error_code,
+                                                                       const std::string& message) {
+      counters->send_failures.fetch_add(1, std::memory_order_relaxed);
+      // On the I/O thread. A destination that is gone fails every line
+      // sent to it: one report a second, with the count.
+      std::uint64_t more = 0;
+      if (counters->failure_log.allow(std::chrono::steady_clock::now(), more)) {
+        if (more > 0) {
+          spdlog::warn("{} line {}: {} ({} more lines failed since the last report)", source,
+                       number, message, more);
+        } else {
+          spdlog::warn("{} line {}: {}", source, number, message);
+        }
+      }
+    };
+    if (out.reply_to.data() == nullptr) {
+      node_.send(out.to, out.payload, std::move(on_error));
+      return;
+    }
+    // An answer to a request this node wrote out: to its sender, with inReplyTo.
+    const std::string ref(out.reply_to);
+    auto address = requests_.take(ref, out.to);
+    if (!address && out.to.empty()) {
+      bad(line.number, fmt::format("no request with ref '{}' waits for a reply (answered "
+                                   "already, or never received)",
+                                   ref));
+      return;
+    }
+    node_.reply_to(address ? *address : out.to, ref, out.payload, std::move(on_error));
   }
 
   void bad(std::uint64_t number, std::string_view why) {
@@ -403,6 +477,7 @@ class InputStream {
   std::string why_;
   NodeRuntime& node_;
   Counters& counters_;
+  PendingRequests& requests_;
 };
 
 /// The node's main loop: waits on the input, the child's exit, a failed output and
@@ -436,13 +511,14 @@ class Bridge {
                  options_.node.pmd.to_string());
     const bool exec = !options_.exec.empty();
     output_.emplace(*node_, exec ? -1 : private_nonblocking_fd(options_.output_fd, true),
-                    exec ? "child's stdin closed" : "output closed");
+                    exec ? "child's stdin closed" : "output closed", requests_);
     int code = 0;
     try {
       if (exec) {
         start_child();
       } else if (!is_dev_null(options_.input_fd)) {
-        input_.emplace(options_.input_fd, "stdin", options_.max_line_bytes, *node_, counters_);
+        input_.emplace(options_.input_fd, "stdin", options_.max_line_bytes, *node_, counters_,
+                       requests_);
       } else {
         // A background job of a script (stdin is /dev/null): a pure receiver that
         // runs until signalled, instead of stopping at an EOF that was never input.
@@ -469,7 +545,7 @@ class Bridge {
     spdlog::info("child started pid={} command='{}'", child_->pid(), options_.exec[0]);
     output_->set_fd(child_->take_stdin());
     input_.emplace(child_->take_stdout(), "child output", options_.max_line_bytes, *node_,
-                   counters_);
+                   counters_, requests_);
   }
 
   void close_input() {
@@ -599,6 +675,7 @@ class Bridge {
   StopSignals signals_;
   RestartLimiter limiter_;
   Counters counters_;
+  PendingRequests requests_;
   std::unique_ptr<NodeRuntime> node_;
   std::thread alarm_;  // unblocks sends on a stop signal
   std::optional<OutputWriter> output_;
@@ -615,7 +692,8 @@ class Bridge {
 
 struct OutboundParser::Impl {
   JsonObjectWalker walker;
-  std::string to;  // an escaped `to`, unescaped
+  std::string to;        // an escaped `to`, unescaped
+  std::string reply_to;  // an escaped `replyTo`, unescaped
 };
 
 OutboundParser::OutboundParser() : impl_(std::make_unique<Impl>()) {}
@@ -634,22 +712,36 @@ std::error_code OutboundParser::parse(std::string_view line, OutboundLine& out, 
     return ec;
   }
   std::string_view to_token;
+  std::string_view reply_token;
   bool have_payload = false;
   for (const JsonMember& member : impl_->walker.members()) {
     if (member.key == "to") {
       if (member.value.front() != '"')
         return fail(errc::wrong_type, why, "'to' is not a string");
       to_token = member.value;
+    } else if (member.key == "replyTo") {
+      if (member.value.front() != '"')
+        return fail(errc::wrong_type, why, "'replyTo' is not a string (the request's \"ref\")");
+      reply_token = member.value;
     } else if (member.key == "payload") {
       out.payload = member.value;
       have_payload = true;
     }
   }
-  if (to_token.empty())
-    return fail(errc::missing_field, why, "missing 'to'");
-  out.to = json_string_text(to_token, impl_->to);
-  if (out.to.empty())
-    return fail(errc::wrong_type, why, "'to' is empty");
+  if (!reply_token.empty()) {
+    // An answer: `to` is optional (the request's sender).
+    out.reply_to = json_string_text(reply_token, impl_->reply_to);
+    if (out.reply_to.data() == nullptr)
+      out.reply_to = std::string_view("", 0);
+    if (!to_token.empty())
+      out.to = json_string_text(to_token, impl_->to);
+  } else {
+    if (to_token.empty())
+      return fail(errc::missing_field, why, "missing 'to' (or 'replyTo', to answer a request)");
+    out.to = json_string_text(to_token, impl_->to);
+    if (out.to.empty())
+      return fail(errc::wrong_type, why, "'to' is empty");
+  }
   if (!have_payload)
     return fail(errc::missing_field, why, "missing 'payload'");
   return {};

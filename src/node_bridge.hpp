@@ -41,11 +41,13 @@ int run_node_bridge(const NodeBridgeOptions& options);
 /// One outbound line, parsed: views into the line (or into the parser, for an
 /// escaped `to`) valid until the next parse.
 struct OutboundLine {
-  std::string_view to;
-  std::string_view payload;  ///< exact JSON text, fully validated
+  std::string_view to;        ///< empty in an answer without "to"
+  std::string_view reply_to;  ///< an answer's "replyTo" (a request's ref); data() null: not one
+  std::string_view payload;   ///< exact JSON text, fully validated
 };
 
-/// Parses {"to": str, "payload": any, ...} lines without building a DOM.
+/// Parses {"to": str, "payload": any, ...} lines, and answers to requests
+/// {"replyTo": ref, "payload": any, "to"?: str}, without building a DOM.
 class OutboundParser {
  public:
   OutboundParser();

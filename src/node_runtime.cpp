@@ -132,7 +132,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
     router_ = std::make_unique<Router>(io_, *transport_, *pmd_, counters_, routing);
 
     transport_->on_connection_failed([this](const std::string& id, const std::string& why) {
-      gone(id, {}, router_->forget(id), "link lost: " + why);
+      gone(id, {}, router_->forget(id), why);
     });
     transport_->on_reply([this](const Envelope& reply) {
       if (!calls_.complete(reply))
@@ -145,7 +145,9 @@ class NodeRuntimeImpl final : public NodeRuntime {
     pmd_->on_peer_changed([this](const NodeInfo& peer, bool left, std::string_view why) {
       auto names = router_->forget(peer.node_id);
       if (left) {
-        gone(peer.node_id, peer.alias, std::move(names), "left (" + std::string(why) + ")");
+        const std::string name = peer.alias.empty() ? peer.node_id : peer.alias;
+        gone(peer.node_id, peer.alias, std::move(names),
+             "'" + name + "' left (" + std::string(why) + ")");
         transport_->drop_link(peer.node_id, "'" + (peer.alias.empty() ? peer.node_id : peer.alias) +
                                                 "' left (" + std::string(why) + ")");
       }
@@ -563,16 +565,14 @@ class NodeRuntimeImpl final : public NodeRuntime {
   }
 
   // `node_id` (alias `alias`, reached by `names`) left or its link was lost: its
-  // calls fail and its monitors fire now, with `why`.
+  // calls fail and its monitors fire now, with `why` ("'kv' left (socket_closed)").
   void gone(const std::string& node_id, const std::string& alias, std::vector<std::string> names,
             const std::string& why) {
     names.push_back(node_id);
     if (!alias.empty())
       names.push_back(alias);
-    for (const std::string& name : names) {
-      const std::string shown = alias.empty() ? name : alias;
-      calls_.fail_target(name, make_error_code(errc::peer_gone), "'" + shown + "' " + why);
-    }
+    for (const std::string& name : names)
+      calls_.fail_target(name, make_error_code(errc::peer_gone), why);
     fire_monitors(
         [&](const std::string& target) {
           return std::find(names.begin(), names.end(), target) != names.end();

@@ -71,7 +71,7 @@ struct NodeOptions {
 using SendCallback = std::function<void(std::error_code, const std::string& message)>;
 using PeerHandler = std::function<void(const NodeInfo& peer, std::string_view reason)>;
 using MessageHandler = std::function<void(const Envelope& message)>;
-/// A monitored target is gone: why ("left (socket closed)", "link lost: ...").
+/// A monitored target is gone: why ("'kv' left (socket_closed)", "connection lost to 'kv' ...").
 using MonitorHandler = std::function<void(std::string_view reason)>;
 
 struct NodeStats {

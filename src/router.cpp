@@ -262,8 +262,15 @@ void Router::fail_route(const std::string& target, errc code, const std::string&
   auto waiting = std::move(it->second.waiting);
   waiting_ -= waiting.size();
   routes_.erase(it);
-  spdlog::warn("{} ({} message{} dropped)", message, waiting.size(),
-               waiting.size() == 1 ? "" : "s");
+  // Senders that gave a completion (a call, send_sync) hear of it there.
+  const auto unheard = std::count_if(waiting.begin(), waiting.end(),
+                                     [](const Route::Waiting& w) { return !w.done; });
+  if (unheard > 0) {
+    spdlog::warn("{} ({} message{} dropped)", message, unheard, unheard == 1 ? "" : "s");
+  } else {
+    spdlog::debug("{} ({} message{} failed)", message, waiting.size(),
+                  waiting.size() == 1 ? "" : "s");
+  }
   for (auto& w : waiting)
     fail_one(w.done, code, message);
   if (progress_hook_)

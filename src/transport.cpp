@@ -401,8 +401,8 @@ void Transport::link_failed(const Link& link, std::error_code ec, const std::str
     }
   } else if (lost > 0 || message.find("no tick") != std::string::npos) {
     spdlog::warn("{}", message);
-  } else if (ec == errc::closed) {
-    spdlog::debug("{}", message);
+  } else if (ec == errc::closed || ec == errc::unknown_node) {
+    spdlog::debug("{}", message);  // shut down, or the peer left with nothing queued
   } else {
     spdlog::info("{}", message);
   }

@@ -1,0 +1,95 @@
+// `distflow call TARGET [BODY | -]`: flags → CallOptions → call_once() or
+// call_stream() (src/caller.hpp) → the replies on stdout, exit code.
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <unistd.h>
+
+#include "caller.hpp"
+#include "errors.hpp"
+#include "modes.hpp"
+
+namespace distflow::modes {
+namespace {
+
+struct CallFlags {
+  CallOptions options;
+  std::string body;
+  std::string timeout = "5s";
+  SecurityFlags security;
+};
+
+void print_reply(std::string_view payload) {
+  std::fwrite(payload.data(), 1, payload.size(), stdout);
+  std::fputc('\n', stdout);
+}
+
+}  // namespace
+
+Runner setup_call(CLI::App& app, const GlobalOptions&) {
+  auto flags = std::make_shared<CallFlags>();
+  flags->options.pmd.port = default_pmd_port();
+  app.footer(
+      "Send a request to a node and print its reply's payload (one JSON line) on\n"
+      "stdout: exit 0. Exit 1 with the reason on stderr when no reply comes within\n"
+      "--timeout, the target is unknown or leaves, or no PMD answers (call never\n"
+      "starts one). With BODY '-' or no BODY, each non-blank stdin line is one\n"
+      "request; up to --inflight wait at once, and the replies are printed in the\n"
+      "order of the requests (a failed one on stderr with its line number; exit 1).\n"
+      "A `node --exec` script answers with {\"replyTo\": <the request's ref>, \"payload\": ...}.");
+  app.add_option("target", flags->options.target, "alias, node id or alias@host of the receiver")
+      ->required();
+  app.add_option("body", flags->body, "JSON payload; '-' or absent: NDJSON lines from stdin");
+  app.add_option("--timeout", flags->timeout, "per call, e.g. 5s, 500ms")->capture_default_str();
+  app.add_option("--inflight", flags->options.inflight, "with stdin: requests waiting at once")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  app.add_option("--host", flags->options.pmd.host, "PMD host")->capture_default_str();
+  app.add_option("-p,--port", flags->options.pmd.port,
+                 "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
+      ->capture_default_str();
+  app.add_option("--max-line", flags->options.max_line_bytes,
+                 "longest stdin line (one request) in bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{64} << 20));
+  add_security_flags(app, flags->security, false);
+
+  return [flags, &app]() -> int {
+    if (app.get_option("body")->count() > 0 && flags->body.empty())
+      return usage_error(app, "empty BODY: give a JSON value, or '-' to read NDJSON from stdin");
+    auto timeout = parse_duration(flags->timeout);
+    if (!timeout || timeout->count() == 0) {
+      return usage_error(app, "invalid --timeout '" + flags->timeout +
+                                  "': expected e.g. 5s or 500ms (ms, s, m, h; more than 0)");
+    }
+    flags->options.timeout = *timeout;
+    if (int code = load_security(app, flags->security, flags->options.security))
+      return code;
+    if (int code = normalize_pmd_host(app, flags->options.pmd))
+      return code;
+    if (!flags->body.empty() && flags->body != "-") {
+      try {
+        print_reply(call_once(flags->options, flags->body));
+      } catch (const Error& e) {
+        std::cerr << "distflow call: " << e.what() << '\n';
+        return 1;
+      }
+      return 0;
+    }
+    const auto result = call_stream(
+        flags->options, STDIN_FILENO,
+        [](std::string_view payload) {
+          print_reply(payload);
+          std::fflush(stdout);
+        },
+        [](std::string_view message) { std::cerr << "distflow call: " << message << '\n'; });
+    if (result.failed == 0)
+      return 0;
+    std::cerr << "distflow call: " << result.failed << " request(s) failed, " << result.answered
+              << " answered\n";
+    return 1;
+  };
+}
+
+}  // namespace distflow::modes
