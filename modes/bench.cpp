@@ -1,4 +1,4 @@
-// `distflow bench mailbox|throughput|latency|pmd`: flags → a bench config → one
+// `distflow bench mailbox|throughput|latency|pmd|call`: flags → a bench config → one
 // run_*_bench() call (bench/harness/bench_runner.hpp). `bench worker` is the hidden
 // role the multi-process benches re-execute (bench/harness/bench_worker.hpp).
 
@@ -18,6 +18,8 @@ struct BenchFlags {
   ThroughputBenchConfig throughput;
   LatencyBenchConfig latency;
   PmdBenchConfig pmd;
+  CallBenchConfig call;
+  std::string call_pin = "same";
   BenchWorkerConfig worker;
   std::string policy = "block";
   std::string pin = "none";
@@ -106,6 +108,19 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   pmd->add_option("--churn", f->pmd.churn, "register+unregister pairs per rep")
       ->capture_default_str();
 
+  auto* call = app.add_subcommand("call", "call() round trips against raw TCP, calls/s in flight");
+  add_common(*call, f->call.common, f->timeout_s, true);
+  call->add_option("--msgs", f->call.msgs, "round trips per variant and rep (rate runs: 4x)")
+      ->capture_default_str();
+  call->add_option("--size", f->call.size, "payload bytes")->capture_default_str();
+  call->add_option("--pin", f->call_pin, "CPU placement of the two processes")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "same", "different"}));
+  call->add_option("--inflight", f->call.inflight, "calls waiting at once, one rate run each")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 65536u));
+
   auto* worker = app.add_subcommand("worker", "internal: a process the benches start");
   worker->group("");  // hidden
   auto& w = f->worker;
@@ -118,9 +133,10 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   worker->add_option("--id", w.id);
   worker->add_option("--port", w.port);
   worker->add_flag("--auto-pmd", w.auto_pmd);
+  worker->add_option("--inflight", w.inflight)->delimiter(',');
   worker->add_option("--timeout", f->timeout_s);
 
-  return [f, mailbox, throughput, latency, pmd, worker]() -> int {
+  return [f, mailbox, throughput, latency, pmd, call, worker]() -> int {
     if (mailbox->parsed()) {
       f->mailbox.common = finish(f->mailbox.common, f->timeout_s);
       f->mailbox.policy = *parse_overflow_policy(f->policy);
@@ -136,6 +152,10 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
     } else if (pmd->parsed()) {
       f->pmd.common = finish(f->pmd.common, f->timeout_s);
       run_pmd_bench(f->pmd, std::cout, std::cerr);
+    } else if (call->parsed()) {
+      f->call.common = finish(f->call.common, f->timeout_s);
+      f->call.pin = *parse_pin_mode(f->call_pin);
+      run_call_bench(f->call, std::cout, std::cerr);
     } else if (worker->parsed()) {
       f->worker.timeout = std::chrono::seconds(f->timeout_s);
       if (!f->worker.targets.empty())

@@ -372,6 +372,27 @@ TEST_CASE("bench: latency measures both node paths and raw TCP in one run", "[be
   }
 }
 
+TEST_CASE("bench: call measures call() against raw TCP and calls/s in flight", "[bench][modes]") {
+  const auto doc = run_bench_json(
+      {"call", "--msgs", "300", "--reps", "2", "--inflight", "1,8", "--pin", "none"});
+  REQUIRE(doc["latencies"].size() == 3);
+  CHECK(doc["latencies"][0]["name"] == "call() callback");
+  CHECK(doc["latencies"][1]["name"] == "call() future");
+  CHECK(doc["latencies"][2]["name"] == "raw TCP");
+  for (const auto& series : doc["latencies"]) {
+    CHECK(series["reps"].size() == 2);
+    CHECK(series["reps"][0]["samples"] == 300);
+  }
+  REQUIRE(doc["rates"].size() == 2);
+  CHECK(doc["rates"][0]["name"] == "calls, 1 in flight");
+  CHECK(doc["rates"][1]["name"] == "calls, 8 in flight");
+  CHECK(doc["rates"][1]["reps"][0]["msgs"] == 1200);  // every call answered
+  for (const char* figure : {"ratio p50 call() callback/raw", "ratio p99 call() future/raw"}) {
+    INFO(figure);
+    CHECK(doc["figures"][figure]["value"].get<double>() > 0);
+  }
+}
+
 TEST_CASE("bench: latency of one chosen path", "[bench][modes]") {
   const auto regular = run_bench_json(
       {"latency", "--msgs", "200", "--reps", "1", "--regular", "--no-raw", "--pin", "different"});

@@ -15,7 +15,8 @@ namespace {
 
 struct Parsed {
   std::error_code ec;
-  std::string to, payload, why;
+  std::string to, payload, why, reply_to;
+  bool is_reply = false;
 };
 
 Parsed parse(const std::string& line) {
@@ -26,6 +27,8 @@ Parsed parse(const std::string& line) {
   result.ec = parser.parse(std::string_view(padded.data(), line.size()), out, &result.why);
   result.to = out.to;
   result.payload = out.payload;
+  result.reply_to = out.reply_to;
+  result.is_reply = out.reply_to.data() != nullptr;
   return result;
 }
 
@@ -75,6 +78,28 @@ TEST_CASE("node_bridge: bad outbound lines are named", "[node_bridge]") {
     CHECK(r.ec == c.code);
     CHECK(r.why.find(c.why) != std::string::npos);
   }
+}
+
+TEST_CASE("node_bridge: replyTo lines answer a request; 'to' is then optional",
+          "[node_bridge][call]") {
+  auto r = parse(R"({"replyTo":"k3.17","payload":{"v":1}})");
+  CHECK_FALSE(r.ec);
+  CHECK(r.is_reply);
+  CHECK(r.reply_to == "k3.17");
+  CHECK(r.to.empty());
+  CHECK(r.payload == R"({"v":1})");
+
+  r = parse(R"({"payload":2,"to":"call-1","replyTo":"r\u00e9"})");
+  CHECK_FALSE(r.ec);
+  CHECK(r.reply_to == "r\xc3\xa9");
+  CHECK(r.to == "call-1");
+
+  CHECK_FALSE(parse(R"({"to":"w","payload":1})").is_reply);
+  r = parse(R"({"replyTo":17,"payload":1})");
+  CHECK(r.ec == errc::wrong_type);
+  CHECK(r.why.find("'replyTo' is not a string") != std::string::npos);
+  r = parse(R"({"replyTo":"k3.1"})");
+  CHECK(r.ec == errc::missing_field);
 }
 
 }  // namespace distflow

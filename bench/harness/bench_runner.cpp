@@ -1098,6 +1098,80 @@ BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& ou
   return report;
 }
 
+BenchReport run_call_bench(const CallBenchConfig& config, std::ostream& out, std::ostream& err) {
+  BenchReport report;
+  report.bench = "call";
+  std::string inflight;
+  for (unsigned n : config.inflight)
+    inflight += (inflight.empty() ? "" : ",") + std::to_string(n);
+  const char* pin = config.pin == PinMode::same        ? "same"
+                    : config.pin == PinMode::different ? "different"
+                                                       : "none";
+  report.params = {{"round trips", count_param(config.msgs)},
+                   {"size", std::to_string(config.size) + " B"},
+                   {"pin", pin},
+                   {"in flight", inflight},
+                   {"reps", std::to_string(config.common.reps)}};
+  begin(report, config.common, out);
+  const int cpu_a = config.pin == PinMode::none ? -1 : 0;
+  const int cpu_b = config.pin == PinMode::different ? 1 : cpu_a;
+  BenchPmd pmd(config.common);
+  LatencySeries callback{"call() callback", {}}, future{"call() future", {}}, raw{"raw TCP", {}};
+  std::vector<RateSeries> rates;
+  for (unsigned n : config.inflight)
+    rates.push_back({"calls, " + std::to_string(n) + " in flight", 0, {}, "", "calls"});
+  std::string inflight_arg = inflight;
+  bool raw_first = true;
+  for (unsigned rep = 0; rep < config.common.reps; ++rep) {
+    ProgressBar progress(err, config.common.progress, "call rep " + std::to_string(rep + 1));
+    for (int leg = 0; leg < 2; ++leg) {
+      if ((leg == 0) == raw_first) {
+        BenchChild pong(worker_argv(config.common, pmd.port(), "raw-pong", {}), cpu_a);
+        const std::string port = expect_ready(pong, "raw-pong");
+        BenchChild ping(worker_argv(config.common, pmd.port(), "raw-ping",
+                                    {"--port", port, "--msgs", std::to_string(config.msgs),
+                                     "--size", std::to_string(config.size)}),
+                        cpu_b);
+        expect_ready(ping, "raw-ping");
+        raw.reps.push_back(latency_from(expect_json(ping, "raw-ping", config.common.timeout)));
+        continue;
+      }
+      const std::string alias = unique_alias("call-server", rep);
+      BenchChild server(worker_argv(config.common, pmd.port(), "call-server", {"--alias", alias}),
+                        cpu_a);
+      expect_ready(server, "call-server");
+      BenchChild client(worker_argv(config.common, pmd.port(), "call-client",
+                                    {"--alias", unique_alias("call-client", rep), "--target", alias,
+                                     "--msgs", std::to_string(config.msgs), "--size",
+                                     std::to_string(config.size), "--inflight", inflight_arg}),
+                        cpu_b);
+      expect_ready(client, "call-client");
+      const Json result = expect_json(client, "call-client", config.common.timeout);
+      callback.reps.push_back(latency_from(result.at("callback")));
+      future.reps.push_back(latency_from(result.at("future")));
+      for (std::size_t i = 0; i < config.inflight.size(); ++i) {
+        const Json& run = result.at("rates").at(std::to_string(config.inflight[i]));
+        rates[i].reps.push_back(
+            {run.at("calls").get<std::uint64_t>(), run.at("seconds").get<double>()});
+      }
+    }
+    raw_first = !raw_first;
+    progress.update(rep + 1, config.common.reps);
+  }
+  report.latencies = {callback, future, raw};
+  report.rates = rates;
+  for (const LatencySeries* series : {&callback, &future}) {
+    for (auto [label, field] :
+         {std::pair{"p50", &LatencySummary::p50}, std::pair{"p99", &LatencySummary::p99}}) {
+      const double base = median_of(raw, field);
+      report.figures.push_back({"ratio " + std::string(label) + " " + series->name + "/raw",
+                                base > 0 ? median_of(*series, field) / base : 0, "x"});
+    }
+  }
+  emit(report, config.common, out);
+  return report;
+}
+
 BenchReport run_pmd_bench(const PmdBenchConfig& config, std::ostream& out, std::ostream& err) {
   BenchReport report;
   report.bench = "pmd";

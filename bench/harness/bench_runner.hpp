@@ -83,6 +83,14 @@ struct LatencyBenchConfig {
   std::vector<LatencyPath> paths{LatencyPath::inline_handler, LatencyPath::regular};
 };
 
+struct CallBenchConfig {
+  BenchCommon common;
+  std::uint64_t msgs = 20'000;  ///< round trips per variant and repetition; rate runs: 4x
+  std::size_t size = 100;
+  PinMode pin = PinMode::same;  ///< both processes on CPU 0: placement is not measured
+  std::vector<unsigned> inflight{1, 16, 256};  ///< calls waiting at once, one rate run each
+};
+
 struct PmdBenchConfig {
   BenchCommon common;
   std::uint64_t resolves = 200'000;  ///< per repetition, pipelined; a tenth one at a time
@@ -96,6 +104,9 @@ BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostre
 BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& out,
                               std::ostream& err);
 BenchReport run_pmd_bench(const PmdBenchConfig& config, std::ostream& out, std::ostream& err);
+/// call() round trips (callback and future) against raw TCP's ping-pong in the same
+/// run, and calls/s with 1, 16, 256... in flight (issue 14).
+BenchReport run_call_bench(const CallBenchConfig& config, std::ostream& out, std::ostream& err);
 
 /// A JSON payload of exactly max(size, minimum) bytes carrying sender `id` and
 /// sequence `seq`: {"s":1,"q":42,"p":"xxxx"}. Written into `out` (replaced).

@@ -291,6 +291,144 @@ int run_ping_regular(const BenchWorkerConfig& config, std::ostream& out) {
   return 0;
 }
 
+// ---- call-server, call-client ----------------------------------------------------------
+
+int run_call_server(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::block);
+  NodeRuntime* self = node.get();
+  node->on_message_inline([self](const Envelope& message) {
+    if (message.is_request())
+      self->reply(message, message.payload());
+  });
+  out << "ready " << node->alias() << std::endl;
+  std::this_thread::sleep_for(config.timeout);
+  node->shutdown();
+  return 0;
+}
+
+// Calls chained on the I/O thread: each reply's callback starts the next call, so
+// `inflight` calls wait at any time until `total` are answered.
+class CallChain {
+ public:
+  CallChain(NodeRuntime& node, const BenchWorkerConfig& config, const std::string& payload,
+            std::uint64_t total, bool timed)
+      : node_(node), config_(config), payload_(payload), total_(total), timed_(timed) {
+    if (timed_)
+      samples_.reserve(total);
+  }
+
+  /// Runs to the end; returns the seconds taken. Throws on a failed call or a stall.
+  double run(unsigned inflight) {
+    const auto t0 = Clock::now();
+    for (unsigned i = 0; i < inflight; ++i)
+      start();
+    std::unique_lock lock(mutex_);
+    std::uint64_t seen = 0;
+    while (!done_ && error_.empty()) {
+      if (!finished_.wait_for(lock, std::chrono::seconds(5), [&] { return done_; })) {
+        const std::uint64_t now = answered_.load();
+        if (now == seen) {
+          error_ = "no reply for 5 s after " + std::to_string(now) + " calls";
+          break;
+        }
+        seen = now;
+      }
+    }
+    if (!error_.empty()) {
+      const std::string error = error_;
+      lock.unlock();
+      node_.shutdown();  // ends the calls still in flight: none outlives this chain
+      throw Error("call-client: " + error);
+    }
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+
+  std::vector<std::uint64_t>& samples() { return samples_; }
+
+ private:
+  void start() {
+    if (started_.fetch_add(1, std::memory_order_relaxed) >= total_)
+      return;
+    const std::uint64_t t0 = timed_ ? monotonic_ns() : 0;
+    node_.call(config_.target, payload_, std::chrono::seconds(10),
+               [this, t0](std::error_code ec, const Envelope&, const std::string& why) {
+                 if (timed_)
+                   samples_.push_back(monotonic_ns() - t0);
+                 if (ec) {
+                   std::lock_guard lock(mutex_);
+                   error_ = why;
+                   finished_.notify_all();
+                   return;
+                 }
+                 const std::uint64_t answered = answered_.fetch_add(1) + 1;
+                 if (answered == total_) {
+                   std::lock_guard lock(mutex_);
+                   done_ = true;
+                   finished_.notify_all();
+                 } else {
+                   start();
+                 }
+               });
+  }
+
+  NodeRuntime& node_;
+  const BenchWorkerConfig& config_;
+  const std::string& payload_;
+  const std::uint64_t total_;
+  const bool timed_;
+  std::atomic<std::uint64_t> started_{0};
+  std::atomic<std::uint64_t> answered_{0};
+  std::vector<std::uint64_t> samples_;  // the I/O thread's until done
+  std::mutex mutex_;
+  std::condition_variable finished_;
+  bool done_ = false;
+  std::string error_;
+};
+
+int run_call_client(const BenchWorkerConfig& config, std::ostream& out) {
+  auto node = start_node(config, 1000, OverflowPolicy::block);
+  std::string payload;
+  make_bench_payload(payload, 0, 0, config.size);
+  // Warm: the links both ways and the route.
+  for (std::uint64_t i = 0; i < kWarmupRoundTrips; ++i)
+    node->call(config.target, payload, std::chrono::seconds(5)).get();
+  out << "ready " << node->alias() << std::endl;
+
+  auto summary = [](std::vector<std::uint64_t>& samples) {
+    const LatencySummary s = summarize_latencies(samples);
+    return Json{{"samples", s.samples}, {"min_ns", s.min},   {"p50_ns", s.p50}, {"p90_ns", s.p90},
+                {"p99_ns", s.p99},      {"p999_ns", s.p999}, {"max_ns", s.max}, {"avg_ns", s.avg}};
+  };
+  Json result;
+  {
+    CallChain chain(*node, config, payload, config.msgs, true);
+    chain.run(1);
+    result["callback"] = summary(chain.samples());
+  }
+  {
+    // The future: the answer crosses to this thread.
+    std::vector<std::uint64_t> samples;
+    samples.reserve(config.msgs);
+    for (std::uint64_t i = 0; i < config.msgs; ++i) {
+      const std::uint64_t t0 = monotonic_ns();
+      node->call(config.target, payload, std::chrono::seconds(5)).get();
+      samples.push_back(monotonic_ns() - t0);
+    }
+    result["future"] = summary(samples);
+  }
+  Json rates = Json::object();
+  for (unsigned inflight : config.inflight) {
+    const std::uint64_t total = std::max<std::uint64_t>(config.msgs * 4, inflight * 4ull);
+    CallChain chain(*node, config, payload, total, false);
+    const double seconds = chain.run(inflight);
+    rates[std::to_string(inflight)] = Json{{"calls", total}, {"seconds", seconds}};
+  }
+  result["rates"] = rates;
+  node->shutdown();
+  out << result.dump() << std::endl;
+  return 0;
+}
+
 int run_idle(const BenchWorkerConfig& config, std::ostream& out) {
   auto node = start_node(config, 1000, OverflowPolicy::drop_newest);
   out << "ready " << node->alias() << std::endl;
@@ -567,6 +705,10 @@ int run_bench_worker(const BenchWorkerConfig& config, std::ostream& out) {
     return run_ping_regular(config, out);
   if (config.role == "idle")
     return run_idle(config, out);
+  if (config.role == "call-server")
+    return run_call_server(config, out);
+  if (config.role == "call-client")
+    return run_call_client(config, out);
   if (config.role == "raw-pong")
     return run_raw_pong(config, out);
   if (config.role == "raw-ping")

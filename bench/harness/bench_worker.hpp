@@ -17,6 +17,10 @@
 //   raw-tx    writes `msgs` envelope frames (encoded once, as a node would send
 //             them from `alias` to `target`) to `port` in 1 MiB writes
 //   idle      a node that registers and waits (SIGKILLed by the pmd bench)
+//   call-server  a node that answers every request (reply(), on its I/O thread)
+//   call-client  times `msgs` call() round trips to `target` (a call-server), one at
+//             a time, with the callback and the future, then calls/s with `inflight`
+//             calls waiting at once (each list entry a run of `msgs` calls)
 
 #include <chrono>
 #include <cstddef>
@@ -36,9 +40,10 @@ struct BenchWorkerConfig {
   std::vector<std::string> targets;
   std::uint64_t msgs = 0;  ///< rx: expected total; tx: to send; ping: round trips
   std::size_t size = 100;
-  unsigned id = 0;         ///< tx: sender id carried in the payload
-  std::uint16_t port = 0;  ///< raw-ping, raw-tx: the raw-pong's or raw-rx's port
-  bool auto_pmd = false;   ///< idle: start the PMD if none answers (as `distflow node`)
+  unsigned id = 0;                 ///< tx: sender id carried in the payload
+  std::uint16_t port = 0;          ///< raw-ping, raw-tx: the raw-pong's or raw-rx's port
+  bool auto_pmd = false;           ///< idle: start the PMD if none answers (as `distflow node`)
+  std::vector<unsigned> inflight;  ///< call-client: calls in flight, one run per entry
   std::chrono::seconds timeout{120};
 };
 
