@@ -18,7 +18,7 @@ set(DISTFLOW_ZSH_COMPLETION_DIR "${CMAKE_INSTALL_DATADIR}/zsh/vendor-completions
     "Where the zsh completion goes, relative to the install prefix")
 
 # The modes of modes/main.cpp's table: one symlink, man page and completion each.
-set(DISTFLOW_MODES pmd node send call watch bench)
+set(DISTFLOW_MODES pmd node send call stats watch bench)
 
 # ---- public headers -------------------------------------------------------------
 # The library API's entry headers. They and every project header they include,

@@ -14,6 +14,7 @@ set(distflow-pmd_man_name "run the distflow port mapper daemon, or administer on
 set(distflow-node_man_name "run a distflow node: messages out as NDJSON, stdin lines sent")
 set(distflow-send_man_name "send JSON messages to a distflow node")
 set(distflow-call_man_name "send a request to a distflow node and print its reply")
+set(distflow-stats_man_name "print a running distflow node's counters")
 set(distflow-watch_man_name "print the registered distflow peers, then every join and leave")
 set(distflow-bench_man_name "measure distflow's mailbox, throughput, latency and PMD speed")
 

@@ -33,6 +33,7 @@ constexpr std::array kModes{
     Mode{"node", "run a node: received messages out as NDJSON, lines in become sends", &setup_node},
     Mode{"send", "send one message, or NDJSON lines from stdin, to a node", &setup_send},
     Mode{"call", "send a request to a node and print its reply (or many, from stdin)", &setup_call},
+    Mode{"stats", "print a running node's counters (once, or --watch)", &setup_stats},
     Mode{"watch", "print the registered peers, then every join and leave", &setup_watch},
     Mode{"bench", "measure mailbox, throughput, latency and PMD speed", &setup_bench},
 };

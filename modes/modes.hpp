@@ -33,6 +33,7 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions& global);
 Runner setup_node(CLI::App& app, const GlobalOptions& global);
 Runner setup_send(CLI::App& app, const GlobalOptions& global);
 Runner setup_call(CLI::App& app, const GlobalOptions& global);
+Runner setup_stats(CLI::App& app, const GlobalOptions& global);
 Runner setup_watch(CLI::App& app, const GlobalOptions& global);
 Runner setup_bench(CLI::App& app, const GlobalOptions& global);
 

@@ -6,6 +6,7 @@
 #include <future>
 #include <poll.h>
 #include <random>
+#include <thread>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -14,6 +15,7 @@
 #include "json.hpp"
 #include "ndjson.hpp"
 #include "node_runtime.hpp"
+#include "transport.hpp"
 
 namespace distflow {
 namespace {
@@ -118,6 +120,66 @@ CallResult call_stream(const CallOptions& options, int input_fd, const ReplySink
     settle_front();
   node->shutdown();
   return result;
+}
+
+void watch_stats(const CallOptions& options, std::chrono::milliseconds interval,
+                 const std::function<bool(std::string_view json)>& sink) {
+  auto node = start_caller(options);
+  for (;;) {
+    const auto asked = std::chrono::steady_clock::now();
+    const Envelope answer = node->call(options.target, kStatsRequest, options.timeout).get();
+    if (!sink(answer.payload()) || interval.count() == 0)
+      break;
+    std::this_thread::sleep_until(asked + interval);
+  }
+  node->shutdown();
+}
+
+namespace {
+
+// `key=value` pairs of one flat object (strings unquoted), in order.
+std::string flat_pairs(std::string_view object) {
+  JsonObjectWalker walker;
+  std::string padded(object);
+  padded.append(16, ' ');
+  if (walker.walk(std::string_view(padded.data(), object.size()), true))
+    return std::string(object);
+  std::string out, storage;
+  for (const JsonMember& member : walker.members()) {
+    if (!out.empty())
+      out += ' ';
+    out += member.key;
+    out += '=';
+    out += member.value.front() == '"' ? json_string_text(member.value, storage) : member.value;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string render_stats_text(std::string_view json) {
+  JsonObjectWalker walker;
+  std::string padded(json);
+  padded.append(16, ' ');
+  if (walker.walk(std::string_view(padded.data(), json.size()), true))
+    return std::string(json) + "\n";
+  std::string out, storage;
+  std::vector<std::string_view> elements;
+  for (const JsonMember& member : walker.members()) {
+    const char first = member.value.front();
+    if (first == '[' && json_array_elements(member.value, elements)) {
+      out += fmt::format("{}: {}\n", member.key, elements.size());
+      for (std::string_view element : elements)
+        out += fmt::format("  {}\n", flat_pairs(element));
+    } else if (first == '{') {
+      const std::string pairs = flat_pairs(member.value);
+      out += fmt::format("{}: {}\n", member.key, pairs.empty() ? "-" : pairs);
+    } else {
+      out += fmt::format("{}: {}\n", member.key,
+                         first == '"' ? json_string_text(member.value, storage) : member.value);
+    }
+  }
+  return out;
 }
 
 }  // namespace distflow

@@ -46,4 +46,14 @@ std::string call_once(const CallOptions& options, std::string_view body);
 CallResult call_stream(const CallOptions& options, int input_fd, const ReplySink& reply,
                        const CallDiagnostic& diagnostic);
 
+/// `distflow stats`: asks `options.target` for its counters (a stats request,
+/// PROTOCOL.md §3.6) once, or every `interval` until `sink` returns false. Each
+/// answer (one JSON object) goes to `sink`. Throws distflow::Error as call_once().
+void watch_stats(const CallOptions& options, std::chrono::milliseconds interval,
+                 const std::function<bool(std::string_view json)>& sink);
+
+/// A stats answer for people: one `name: value` line per counter; nested objects
+/// as `name: key=value ...`, one line per link.
+std::string render_stats_text(std::string_view json);
+
 }  // namespace distflow

@@ -270,8 +270,8 @@ void Link::written(std::uint64_t frames_written, std::size_t bytes) {
   if (wake)
     room_.notify_all();
   // Counted first: whoever a completion wakes sees the message counted.
-  if (frames > 0)
-    owner_.link_progress(frames, 0);
+  if (frames > 0 || bytes > 0)
+    owner_.link_progress(frames, 0, bytes);
   for (auto& completion : done)
     call(completion, {}, {});
 }

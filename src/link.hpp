@@ -50,7 +50,8 @@ class LinkOwner {
  public:
   virtual ~LinkOwner() = default;
   /// Frames were written (`frames`) or failed (`failed`, with the reason).
-  virtual void link_progress(std::uint64_t written, std::uint64_t failed) = 0;
+  virtual void link_progress(std::uint64_t written, std::uint64_t failed,
+                             std::uint64_t bytes = 0) = 0;
   /// The link failed (`message` says why, and how many messages were lost); it
   /// leaves the owner's map and its destination is to be forgotten. The owner logs.
   virtual void link_failed(const Link& link, std::error_code ec, const std::string& message,

@@ -134,6 +134,10 @@ class NodeRuntimeImpl final : public NodeRuntime {
     transport_->on_connection_failed([this](const std::string& id, const std::string& why) {
       gone(id, {}, router_->forget(id), why);
     });
+    transport_->on_stats_request([this](const Envelope& request) {
+      reply_with(request.reply_address(), request.ref_json(),
+                 node_stats_json(stats(), node_id_, alias_), {});
+    });
     transport_->on_reply([this](const Envelope& reply) {
       if (!calls_.complete(reply))
         spdlog::debug("reply from '{}' dropped: no call waits for it (late)", reply.from());
@@ -399,6 +403,9 @@ class NodeRuntimeImpl final : public NodeRuntime {
     s.handler_errors = handler_errors_.load(std::memory_order_relaxed);
     s.inbound_links = counters_.inbound_links.load(std::memory_order_relaxed);
     s.outbound_links = counters_.outbound_links.load(std::memory_order_relaxed);
+    s.bytes_received = counters_.bytes_received.load(std::memory_order_relaxed);
+    s.bytes_sent = counters_.bytes_sent.load(std::memory_order_relaxed);
+    s.links = links();
     s.calls_in_flight = calls_.in_flight();
     s.call_timeouts = calls_.timeouts();
     s.late_replies = calls_.late_replies();
@@ -408,6 +415,31 @@ class NodeRuntimeImpl final : public NodeRuntime {
     s.drops = drops_.totals();
     s.dropped = drops_.total();
     return s;
+  }
+
+  // The outbound links, from the I/O thread (asked and waited for from another).
+  std::vector<OutboundLinkStats> links() const {
+    auto collect = [this] {
+      std::vector<OutboundLinkStats> out;
+      if (!transport_ || finished_)
+        return out;
+      for (LinkInfo& link : transport_->links()) {
+        out.push_back({std::move(link.node_id), std::move(link.alias), std::move(link.address),
+                       link.queued_frames, link.unwritten_bytes});
+      }
+      return out;
+    };
+    if (on_io_thread())
+      return collect();
+    if (!io_thread_.joinable() || shutdown_started_.load())
+      return {};
+    auto result = std::make_shared<std::promise<std::vector<OutboundLinkStats>>>();
+    auto future = result->get_future();
+    asio::post(const_cast<asio::io_context&>(io_),
+               [result, collect] { result->set_value(collect()); });
+    if (future.wait_for(std::chrono::seconds(1)) != std::future_status::ready)
+      return {};
+    return future.get();
   }
 
   void shutdown() override {

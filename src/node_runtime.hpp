@@ -74,6 +74,15 @@ using MessageHandler = std::function<void(const Envelope& message)>;
 /// A monitored target is gone: why ("'kv' left (socket_closed)", "connection lost to 'kv' ...").
 using MonitorHandler = std::function<void(std::string_view reason)>;
 
+/// One destination this node holds a link to.
+struct OutboundLinkStats {
+  std::string node_id;
+  std::string alias;
+  std::string address;              ///< host:port
+  std::uint64_t queued_frames = 0;  ///< accepted, not yet written
+  std::uint64_t unwritten_bytes = 0;
+};
+
 struct NodeStats {
   MailboxStats mailbox;
   std::uint64_t received = 0;    ///< frames parsed from peers
@@ -85,8 +94,13 @@ struct NodeStats {
   /// count_dropped()), in first-seen order; `dropped` is their sum.
   std::vector<std::pair<std::string, std::uint64_t>> drops;
   std::uint64_t dropped = 0;
-  std::size_t inbound_links = 0;    ///< peers connected to us now
-  std::size_t outbound_links = 0;   ///< destinations we hold a link to now
+  std::size_t inbound_links = 0;     ///< peers connected to us now
+  std::size_t outbound_links = 0;    ///< destinations we hold a link to now
+  std::uint64_t bytes_received = 0;  ///< frame bytes read from peers
+  std::uint64_t bytes_sent = 0;      ///< bytes written to peers
+  /// The links to destinations now, with their queues (filled on the I/O thread;
+  /// from another thread, stats() asks it and waits up to 1 s).
+  std::vector<OutboundLinkStats> links;
   std::size_t calls_in_flight = 0;  ///< call()s waiting for their reply
   std::uint64_t call_timeouts = 0;  ///< call()s that ended at their deadline
   std::uint64_t late_replies = 0;   ///< replies no call waited for (after a timeout): dropped

@@ -1,5 +1,6 @@
 #include "service_metrics.hpp"
 
+#include "json.hpp"
 #include "metrics.hpp"
 
 namespace distflow {
@@ -117,6 +118,72 @@ std::string node_metrics_page(const NodeStats& stats, std::string_view node_id,
   page.add("distflow_node_links", kGauge, kLinks, std::uint64_t{stats.outbound_links},
            {{"direction", "outbound"}});
   return page.render();
+}
+
+std::string node_stats_json(const NodeStats& stats, std::string_view node_id,
+                            std::string_view alias) {
+  std::string out = "{\"nodeId\":";
+  append_json_string(out, node_id);
+  out += ",\"alias\":";
+  append_json_string(out, alias);
+  auto number = [&out](std::string_view key, std::uint64_t value) {
+    out += ",\"";
+    out += key;
+    out += "\":";
+    out += std::to_string(value);
+  };
+  number("uptimeMs", static_cast<std::uint64_t>(stats.uptime.count() / 1000));
+  number("received", stats.received);
+  number("sent", stats.sent);
+  number("bytesReceived", stats.bytes_received);
+  number("bytesSent", stats.bytes_sent);
+  number("badFrames", stats.bad_frames);
+  number("sendFailures", stats.send_failures);
+  number("handlerErrors", stats.handler_errors);
+  number("dropped", stats.dropped);
+  out += ",\"drops\":{";
+  for (std::size_t i = 0; i < stats.drops.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    append_json_string(out, stats.drops[i].first);
+    out += ':';
+    out += std::to_string(stats.drops[i].second);
+  }
+  out += "},\"mailbox\":{\"depth\":";
+  out += std::to_string(stats.mailbox.size);
+  out += ",\"highWater\":";
+  out += std::to_string(stats.mailbox.high_water);
+  out += ",\"capacity\":";
+  out += std::to_string(stats.mailbox.capacity);
+  out += ",\"accepted\":";
+  out += std::to_string(stats.mailbox.accepted);
+  out += ",\"delivered\":";
+  out += std::to_string(stats.mailbox.delivered);
+  out += "},\"inboundLinks\":";
+  out += std::to_string(stats.inbound_links);
+  out += ",\"links\":[";
+  for (std::size_t i = 0; i < stats.links.size(); ++i) {
+    const OutboundLinkStats& link = stats.links[i];
+    out += i > 0 ? ",{\"nodeId\":" : "{\"nodeId\":";
+    append_json_string(out, link.node_id);
+    out += ",\"alias\":";
+    append_json_string(out, link.alias);
+    out += ",\"address\":";
+    append_json_string(out, link.address);
+    out += ",\"queuedFrames\":";
+    out += std::to_string(link.queued_frames);
+    out += ",\"unwrittenBytes\":";
+    out += std::to_string(link.unwritten_bytes);
+    out += '}';
+  }
+  out += "],\"calls\":{\"inFlight\":";
+  out += std::to_string(stats.calls_in_flight);
+  out += ",\"timeouts\":";
+  out += std::to_string(stats.call_timeouts);
+  out += ",\"lateReplies\":";
+  out += std::to_string(stats.late_replies);
+  out += "}}";
+  return out;
 }
 
 }  // namespace distflow

@@ -52,4 +52,9 @@ std::string pmd_metrics_page(const Registry& registry, const PmdConnectionCounts
 std::string node_metrics_page(const NodeStats& stats, std::string_view node_id,
                               std::string_view alias);
 
+/// A node's counters as one JSON object: the answer to a stats request
+/// (`distflow stats`, PROTOCOL.md §3.6).
+std::string node_stats_json(const NodeStats& stats, std::string_view node_id,
+                            std::string_view alias);
+
 }  // namespace distflow

@@ -138,6 +138,15 @@ class Transport::Inbound final : public SessionHandler {
                    session.peer(), proven_);
       return false;
     }
+    auto& counters = transport_.counters_;  // the I/O thread is the only writer
+    counters.bytes_received.store(
+        counters.bytes_received.load(std::memory_order_relaxed) + body.size() + kFrameHeaderBytes,
+        std::memory_order_relaxed);
+    if (envelope.is_request() && envelope.payload() == kStatsRequest && transport_.stats_hook_) {
+      session.established();
+      transport_.stats_hook_(envelope);
+      return false;
+    }
     if (envelope.is_reply() && transport_.reply_hook_) {
       // An answer to one of our calls: to the call table, not the application.
       session.established();
@@ -373,9 +382,12 @@ void Transport::link_ready(const std::shared_ptr<Link>& link) {
   }
 }
 
-void Transport::link_progress(std::uint64_t written, std::uint64_t failed) {
+void Transport::link_progress(std::uint64_t written, std::uint64_t failed, std::uint64_t bytes) {
   if (written > 0)
     counters_.sent.fetch_add(written, std::memory_order_relaxed);
+  if (bytes > 0)  // the I/O thread is the only writer
+    counters_.bytes_sent.store(counters_.bytes_sent.load(std::memory_order_relaxed) + bytes,
+                               std::memory_order_relaxed);
   if (failed > 0)
     counters_.send_failures.fetch_add(failed, std::memory_order_relaxed);
   if (progress_hook_)
@@ -413,6 +425,16 @@ void Transport::link_failed(const Link& link, std::error_code ec, const std::str
   counters_.outbound_links.store(static_cast<std::uint32_t>(links_.size()));
   if (failed_hook_)
     failed_hook_(node_id, message);
+}
+
+std::vector<LinkInfo> Transport::links() const {
+  std::vector<LinkInfo> out;
+  for (const auto& [id, link] : links_) {
+    const NodeInfo& node = link->node();
+    out.push_back({node.node_id, node.alias, node.host + ":" + std::to_string(node.port),
+                   link->pending_frames(), link->unwritten_bytes()});
+  }
+  return out;
 }
 
 std::uint64_t Transport::unwritten() const {

@@ -42,7 +42,22 @@ struct TransportCounters {
   std::atomic<std::uint64_t> send_failures{0};   ///< messages that will never be written
   std::atomic<std::uint32_t> inbound_links{0};   ///< inbound sessions open now
   std::atomic<std::uint32_t> outbound_links{0};  ///< links held now (one per destination)
+  std::atomic<std::uint64_t> bytes_received{0};  ///< frames' bytes read from peers
+  std::atomic<std::uint64_t> bytes_sent{0};      ///< bytes written to peers
 };
+
+/// One outbound link, as `distflow stats` shows it.
+struct LinkInfo {
+  std::string node_id;
+  std::string alias;
+  std::string address;              ///< host:port
+  std::uint64_t queued_frames = 0;  ///< accepted, not yet written
+  std::uint64_t unwritten_bytes = 0;
+};
+
+/// The payload of a stats request (a request with exactly this payload): the node
+/// answers it itself, with its counters; no handler sees it (PROTOCOL.md §3.6).
+inline constexpr std::string_view kStatsRequest = R"({"type":"$distflow.stats"})";
 
 struct TransportConfig {
   std::string self_id;
@@ -118,6 +133,12 @@ class Transport final : private LinkOwner {
   /// Takes every received reply (Envelope::is_reply(), PROTOCOL.md §3.5) instead of
   /// the mailbox and the handlers: the calls in flight match them.
   void on_reply(std::function<void(const Envelope& reply)> hook) { reply_hook_ = std::move(hook); }
+  /// Takes every stats request (kStatsRequest) instead of the mailbox and the handlers.
+  void on_stats_request(std::function<void(const Envelope& request)> hook) {
+    stats_hook_ = std::move(hook);
+  }
+  /// The outbound links now (the I/O thread).
+  std::vector<LinkInfo> links() const;
   /// Runs whenever queued messages were written or failed (drives flush()).
   void on_progress(std::function<void()> hook);
   /// Runs when messages are dropped by the mailbox's policy; `reason` names the limit.
@@ -134,7 +155,7 @@ class Transport final : private LinkOwner {
   struct Listener;
 
   // LinkOwner
-  void link_progress(std::uint64_t written, std::uint64_t failed) override;
+  void link_progress(std::uint64_t written, std::uint64_t failed, std::uint64_t bytes) override;
   void link_failed(const Link& link, std::error_code ec, const std::string& message,
                    std::uint64_t lost) override;
   void link_ready(const std::shared_ptr<Link>& link) override;
@@ -164,6 +185,7 @@ class Transport final : private LinkOwner {
   bool ticks_ = false;  // authenticated links tick (their tick frames are not messages)
   std::function<void(const std::string&, const std::string&)> failed_hook_;
   std::function<void(const Envelope&)> reply_hook_;
+  std::function<void(const Envelope&)> stats_hook_;
   std::function<void()> progress_hook_;
   std::function<void(std::uint64_t, std::string_view)> dropped_hook_;
   std::string mailbox_full_;                                // the reason given for mailbox drops

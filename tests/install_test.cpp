@@ -87,7 +87,7 @@ void install_into(const fs::path& prefix) {
   REQUIRE(r.code == 0);
 }
 
-const std::vector<std::string> kModes{"pmd", "node", "send", "call", "watch", "bench"};
+const std::vector<std::string> kModes{"pmd", "node", "send", "call", "stats", "watch", "bench"};
 
 }  // namespace
 

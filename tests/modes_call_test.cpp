@@ -10,6 +10,7 @@
 #include <thread>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "node_cluster.hpp"
 #include "support.hpp"
@@ -127,6 +128,45 @@ TEST_CASE("modes: a node's stdout shows the ref; a replyTo line on its stdin ans
   server->close_stdin();
   CHECK(server->wait(10s) == 0);
   CHECK(server->stderr_text().find("line 1: no request with ref 'nope'") != std::string::npos);
+}
+
+TEST_CASE("modes: stats asks a running node over its link; the application never sees it",
+          "[modes][call][stats]") {
+  Cluster cluster;
+  auto sink = cluster.node("sink");
+  REQUIRE(cluster.send({"sink", "-"}, numbered_lines(500, R"({"n":)", "}")).code == 0);
+  REQUIRE(read_numbered(*sink, 500).empty());
+
+  std::vector<std::string> argv = cluster.args({"stats", "sink", "--json"});
+  const auto answer = run(argv, cluster.env);
+  INFO(answer.err);
+  REQUIRE(answer.code == 0);
+  const auto stats = nlohmann::json::parse(answer.out);
+  CHECK(stats["alias"] == "sink");
+  CHECK(stats["received"] == 500);
+  CHECK(stats["mailbox"]["accepted"] == 500);
+  CHECK(stats["mailbox"]["delivered"] == 500);
+  CHECK(stats["mailbox"]["capacity"] == 1000);
+  CHECK(stats["dropped"] == 0);
+  CHECK(stats["bytesReceived"].get<std::uint64_t>() > 500 * 10);
+  CHECK(stats["uptimeMs"].get<std::uint64_t>() > 0);
+
+  // The text form, and --watch until the reader goes.
+  argv = cluster.args({"stats", "sink"});
+  const auto text = run(argv, cluster.env);
+  CHECK(text.code == 0);
+  CHECK(text.out.find("received: 500\n") != std::string::npos);
+  CHECK(text.out.find("mailbox: depth=0 highWater=") != std::string::npos);
+
+  // Nothing of it reached the node's stdout: the next line is the next message.
+  REQUIRE(cluster.send({"sink", R"({"after":1})"}).code == 0);
+  auto next = sink->read_line(10s);
+  REQUIRE(next);
+  CHECK(payload_of(*next) == R"({"after":1})");
+
+  const auto unknown = run(cluster.args({"stats", "nobody"}), cluster.env);
+  CHECK(unknown.code == 1);
+  CHECK(unknown.err.find("unknown target 'nobody'") != std::string::npos);
 }
 
 }  // namespace distflow::test

@@ -12,7 +12,7 @@
 namespace distflow::test {
 namespace {
 
-const std::vector<std::string> kModeNames{"pmd", "node", "send", "call", "watch", "bench"};
+const std::vector<std::string> kModeNames{"pmd", "node", "send", "call", "stats", "watch", "bench"};
 
 }  // namespace
 

@@ -83,4 +83,4 @@ _distflow() {
   fi
 }
 
-complete -F _distflow distflow distflow-pmd distflow-node distflow-send distflow-call distflow-watch distflow-bench
+complete -F _distflow distflow distflow-pmd distflow-node distflow-send distflow-call distflow-stats distflow-watch distflow-bench
