@@ -358,7 +358,14 @@ class NodeRuntimeImpl final : public NodeRuntime {
       id = next_monitor_++;
       monitors_.emplace(id, Monitor{std::string(target), std::move(handler)});
     }
-    if (target.find('@') == std::string_view::npos) {
+    if (target.find('@') != std::string_view::npos) {
+      // Another host's node: that host's PMD says when it leaves.
+      asio::post(io_, [this, id, name = std::string(target)] {
+        pmd_->watch_remote(id, name, [this, id](std::string_view why) {
+          fire_monitors([](const std::string&) { return true; }, why, id);
+        });
+      });
+    } else {
       asio::post(io_, [this, id] {
         std::string name;
         {
@@ -382,7 +389,8 @@ class NodeRuntimeImpl final : public NodeRuntime {
 
   void demonitor(std::uint64_t id) override {
     std::lock_guard lock(monitors_mutex_);
-    monitors_.erase(id);
+    if (monitors_.erase(id) > 0)  // an alias@host monitor's watch connection closes
+      asio::post(io_, [this, id] { pmd_->unwatch_remote(id); });
   }
 
   void interrupt_sends(std::string_view why) override {

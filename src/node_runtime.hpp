@@ -187,9 +187,9 @@ class NodeRuntime {
                         SendCallback on_error = {}) = 0;
   /// Runs `handler` once, on the I/O thread, when `target` (alias or node id on this
   /// PMD, or alias@host) is gone: it leaves its PMD, or the link to it is lost. A
-  /// local target that is not registered fires at once ("not registered"). For an
-  /// alias@host target only link loss is seen (a link exists once a message went to
-  /// it). Returns an id for demonitor().
+  /// target that is not registered fires at once ("not registered"). An alias@host
+  /// target is watched on that host's PMD (its own connection; losing it fires too).
+  /// Returns an id for demonitor().
   virtual std::uint64_t monitor(std::string_view target, MonitorHandler handler) = 0;
   /// The monitor will not fire (no-op if it fired already).
   virtual void demonitor(std::uint64_t id) = 0;

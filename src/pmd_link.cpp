@@ -440,6 +440,88 @@ void PmdLink::resolve(const std::string& name, Resolved done) {
           });
 }
 
+void PmdLink::watch_remote(std::uint64_t id, const std::string& target,
+                           std::function<void(std::string_view why)> gone) {
+  std::string error;
+  auto address = parse_node_address(target, error);
+  if (!address || !address->host) {
+    gone(address ? "not an alias@host target" : error);
+    return;
+  }
+  const PmdEndpoint endpoint{*address->host, address->pmd_port.value_or(config_.pmd.port)};
+  watches_[id] = nullptr;  // reserved: unwatch_remote() before the dial ends cancels it
+  spawn_logged(io_, run_remote_watch(id, endpoint, address->name, target, std::move(gone)),
+               "remote watch");
+}
+
+void PmdLink::unwatch_remote(std::uint64_t id) {
+  auto it = watches_.find(id);
+  if (it == watches_.end())
+    return;
+  if (it->second)
+    it->second->close();
+  watches_.erase(it);
+}
+
+asio::awaitable<void> PmdLink::run_remote_watch(std::uint64_t id, PmdEndpoint endpoint,
+                                                std::string name, std::string target,
+                                                std::function<void(std::string_view)> gone) {
+  std::string error;
+  PmdProbe kind = PmdProbe::unreachable;
+  auto connection = co_await PmdConnection::open(io_, endpoint, kConnectTimeout, error, kind,
+                                                 config_.credentials, config_.self.node_id);
+  if (!watches_.contains(id) || stopping_) {
+    if (connection)
+      connection->close();
+    co_return;
+  }
+  if (!connection) {
+    watches_.erase(id);
+    gone("cannot watch '" + target + "': " + error);
+    co_return;
+  }
+  watches_[id] = connection;
+  // Fires once; afterwards the watch is over and its connection closed.
+  auto fire = std::make_shared<std::function<void(std::string_view)>>(std::move(gone));
+  auto end = [this, id, fire](std::string_view why) {
+    if (!*fire)
+      return;
+    auto once = std::move(*fire);
+    *fire = nullptr;
+    if (auto it = watches_.find(id); it != watches_.end()) {
+      auto held = it->second;
+      watches_.erase(it);
+      if (held)
+        held->close();
+    }
+    once(why);
+  };
+  const auto is_it = [name](const NodeInfo& node) {
+    return node.alias == name || node.node_id == name;
+  };
+  connection->on_event([end, is_it, target](const PmdReply& event) {
+    if (event.event == "peer:leave" && event.peer && is_it(*event.peer))
+      end("'" + target + "' left (" + (event.reason.empty() ? "unknown" : event.reason) + ")");
+  });
+  connection->on_closed([end, endpoint](const std::string& why) {
+    end("lost the watch on pmd " + endpoint.to_string() + ": " + why);
+  });
+  connection->request(
+      "watch", R"({"snapshot":true})",
+      [end, is_it, target, endpoint](const PmdReply* reply, const std::string& why) {
+        if (!reply) {
+          end("lost the watch on pmd " + endpoint.to_string() + ": " + why);
+          return;
+        }
+        if (!reply->success) {
+          end("cannot watch '" + target + "': " + reply->error);
+          return;
+        }
+        if (reply->nodes && std::none_of(reply->nodes->begin(), reply->nodes->end(), is_it))
+          end("not registered");
+      });
+}
+
 void PmdLink::unregister(std::chrono::milliseconds timeout, std::function<void()> done) {
   if (!connection_ || connection_->closed() || !registered_) {
     asio::post(io_, std::move(done));
@@ -474,6 +556,11 @@ void PmdLink::stop() {
       connection->close();
   }
   remote_.clear();
+  for (auto& [id, connection] : watches_) {
+    if (connection)
+      connection->close();
+  }
+  watches_.clear();
   if (connection_)
     connection_->close();
   wake_.cancel();

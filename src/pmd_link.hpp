@@ -58,6 +58,12 @@ class PmdLink {
   /// (PROTOCOL.md §3.2); a node registered there under a loopback or wildcard
   /// address is reached at `host`.
   void resolve(const std::string& name, Resolved done);
+  /// Watches `target` (alias@host[:port]) on that host's PMD: `gone` runs once, on
+  /// this thread, when it leaves there, is not registered there, or the watch
+  /// connection is lost (the reason in words). `id` names the watch for unwatch().
+  void watch_remote(std::uint64_t id, const std::string& target,
+                    std::function<void(std::string_view why)> gone);
+  void unwatch_remote(std::uint64_t id);
   /// Unregisters (when registered) and runs `done` once answered or after `timeout`.
   void unregister(std::chrono::milliseconds timeout, std::function<void()> done);
   /// Closes the connection and stops reconnecting. Idempotent.
@@ -81,6 +87,9 @@ class PmdLink {
   asio::awaitable<void> resolve_remote(PmdEndpoint endpoint, std::string name, std::string target,
                                        Resolved done);
   asio::awaitable<void> heartbeat_loop(std::shared_ptr<PmdConnection> connection);
+  asio::awaitable<void> run_remote_watch(std::uint64_t id, PmdEndpoint endpoint, std::string name,
+                                         std::string target,
+                                         std::function<void(std::string_view)> gone);
   void request(std::string_view type, std::string_view payload,
                std::function<void(const PmdReply*, const std::string&)> done);
   void register_self();
@@ -97,7 +106,8 @@ class PmdLink {
   asio::io_context& io_;
   PmdLinkConfig config_;
   std::shared_ptr<PmdConnection> connection_;
-  std::map<std::string, std::shared_ptr<PmdConnection>> remote_;  // other hosts' PMDs, kept
+  std::map<std::string, std::shared_ptr<PmdConnection>> remote_;     // other hosts' PMDs, kept
+  std::map<std::uint64_t, std::shared_ptr<PmdConnection>> watches_;  // watch_remote()
   asio::steady_timer retry_timer_;
   asio::steady_timer heartbeat_timer_;  // one connection's heartbeats at a time
   asio::steady_timer wake_;             // never expires; cancelled when the connection closes

@@ -1002,4 +1002,41 @@ TEST_CASE("node_runtime: reply() answers a request with its ref; monitors fire o
   CHECK(fired == 1);
 }
 
+TEST_CASE("node_runtime: monitor(alias@host) watches that host's PMD", "[node_runtime][calls]") {
+  PmdProcess home;
+  PmdProcess far_pmd({"--metrics", "127.0.0.1:0"});
+  std::string far_log;
+  const std::uint16_t far_metrics = test::metrics_port_from_log(*far_pmd.process, far_log);
+  const auto far_watchers = [&] {
+    return test::metric_value(test::scrape_metrics(far_metrics), "distflow_pmd_watchers")
+        .value_or(-1);
+  };
+  TsPeer far(far_pmd.port, "ts-far", "far");
+  auto node = NodeRuntime::start(options_for(home, "watcher"));
+  const std::string at = "@127.0.0.1:" + far_pmd.port_str();
+
+  std::promise<std::string> ghost;
+  node->monitor("ghost" + at, [&](std::string_view why) { ghost.set_value(std::string(why)); });
+  auto ghost_why = ghost.get_future();
+  REQUIRE(ghost_why.wait_for(5s) == std::future_status::ready);
+  CHECK(ghost_why.get() == "not registered");
+
+  std::promise<std::string> left;
+  int fired = 0;
+  node->monitor("far" + at, [&](std::string_view why) {
+    ++fired;
+    left.set_value(std::string(why));
+  });
+  // A demonitored watch never fires.
+  const auto quiet = node->monitor("far" + at, [&](std::string_view) { ++fired; });
+  node->demonitor(quiet);
+  // The watch is in place once the far PMD counts it.
+  CHECK(eventually([&] { return far_watchers() == 1; }));
+  auto left_why = left.get_future();
+  far.leave_pmd();
+  REQUIRE(left_why.wait_for(5s) == std::future_status::ready);
+  CHECK(left_why.get() == "'far" + at + "' left (socket_closed)");
+  CHECK(fired == 1);
+}
+
 }  // namespace distflow
