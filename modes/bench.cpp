@@ -1,4 +1,4 @@
-// `distflow bench mailbox|throughput|latency|pmd`: flags → a bench config → one
+// `distflow bench mailbox|throughput|latency|pmd|cluster`: flags → a bench config → one
 // run_*_bench() call (bench/harness/bench_runner.hpp). `bench worker` is the hidden
 // role the multi-process benches re-execute (bench/harness/bench_worker.hpp).
 
@@ -18,6 +18,7 @@ struct BenchFlags {
   ThroughputBenchConfig throughput;
   LatencyBenchConfig latency;
   PmdBenchConfig pmd;
+  ClusterBenchConfig cluster;
   BenchWorkerConfig worker;
   std::string policy = "block";
   std::string pin = "none";
@@ -106,6 +107,18 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   pmd->add_option("--churn", f->pmd.churn, "register+unregister pairs per rep")
       ->capture_default_str();
 
+  auto* cluster = app.add_subcommand("cluster",
+                                     "PMDs sharing one etcd: join visibility, "
+                                     "1000 nodes over 10 PMDs, local resolves");
+  add_common(*cluster, f->cluster.common, f->timeout_s, false);
+  cluster->add_option("--etcd", f->cluster.etcd, "use this etcd (default: start a private one)");
+  cluster->add_option("--pmds", f->cluster.pmds)->capture_default_str()->check(CLI::Range(2u, 64u));
+  cluster->add_option("--joins", f->cluster.joins, "one at a time, per rep")->capture_default_str();
+  cluster->add_option("--nodes", f->cluster.nodes, "spread over the pmds, per rep")
+      ->capture_default_str();
+  cluster->add_option("--resolves", f->cluster.resolves, "pipelined, per pmd kind and rep")
+      ->capture_default_str();
+
   auto* worker = app.add_subcommand("worker", "internal: a process the benches start");
   worker->group("");  // hidden
   auto& w = f->worker;
@@ -120,7 +133,7 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   worker->add_flag("--auto-pmd", w.auto_pmd);
   worker->add_option("--timeout", f->timeout_s);
 
-  return [f, mailbox, throughput, latency, pmd, worker]() -> int {
+  return [f, mailbox, throughput, latency, pmd, cluster, worker]() -> int {
     if (mailbox->parsed()) {
       f->mailbox.common = finish(f->mailbox.common, f->timeout_s);
       f->mailbox.policy = *parse_overflow_policy(f->policy);
@@ -136,6 +149,9 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
     } else if (pmd->parsed()) {
       f->pmd.common = finish(f->pmd.common, f->timeout_s);
       run_pmd_bench(f->pmd, std::cout, std::cerr);
+    } else if (cluster->parsed()) {
+      f->cluster.common = finish(f->cluster.common, f->timeout_s);
+      run_cluster_bench(f->cluster, std::cout, std::cerr);
     } else if (worker->parsed()) {
       f->worker.timeout = std::chrono::seconds(f->timeout_s);
       if (!f->worker.targets.empty())

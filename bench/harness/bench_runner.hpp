@@ -89,6 +89,16 @@ struct PmdBenchConfig {
   std::uint64_t churn = 10'000;      ///< register+unregister pairs per repetition
 };
 
+/// `distflow bench cluster` (issue 15): PMDs sharing one etcd.
+struct ClusterBenchConfig {
+  BenchCommon common;
+  std::string etcd;                  ///< etcd://...; empty: start a private `etcd` (from PATH)
+  unsigned pmds = 10;                ///< clustered PMDs
+  std::uint64_t joins = 200;         ///< join on PMD 0 -> seen on PMD 1, one at a time, per rep
+  std::uint64_t nodes = 1000;        ///< registrations spread over the PMDs, per rep
+  std::uint64_t resolves = 100'000;  ///< pipelined resolves of a local alias, per PMD kind
+};
+
 BenchReport run_mailbox_bench(const MailboxBenchConfig& config, std::ostream& out,
                               std::ostream& err);
 BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostream& out,
@@ -96,6 +106,8 @@ BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostre
 BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& out,
                               std::ostream& err);
 BenchReport run_pmd_bench(const PmdBenchConfig& config, std::ostream& out, std::ostream& err);
+BenchReport run_cluster_bench(const ClusterBenchConfig& config, std::ostream& out,
+                              std::ostream& err);
 
 /// A JSON payload of exactly max(size, minimum) bytes carrying sender `id` and
 /// sequence `seq`: {"s":1,"q":42,"p":"xxxx"}. Written into `out` (replaced).
