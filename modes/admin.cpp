@@ -5,6 +5,7 @@
 #include <ctime>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <unistd.h>
 
 #include "address.hpp"
@@ -22,6 +23,7 @@ struct AdminFlags {
   std::uint16_t port = 0;
   bool json = false;
   bool force = false;
+  std::optional<bool> cluster;  // list/status of a clustered PMD; unset: its default
   std::string name;
   SecurityFlags security;
   SecurityOptions security_options;
@@ -53,31 +55,66 @@ std::string endpoint_json(const PmdEndpoint& endpoint) {
 }
 
 /// Text output: every name from the PMD goes through printable(), so that no
-/// entry can move the cursor, clear the screen or forge a row.
+/// entry can move the cursor, clear the screen or forge a row. A clustered PMD's
+/// list gets a column saying where each node is registered.
 void print_nodes(const std::vector<NodeInfo>& nodes) {
   std::cout << "Registered nodes: " << nodes.size() << "\n";
   if (nodes.empty())
     return;
-  std::vector<std::array<std::string, 4>> rows{{"ALIAS", "NODE ID", "ADDRESS", "LAST HEARTBEAT"}};
+  const bool cluster =
+      std::any_of(nodes.begin(), nodes.end(), [](const NodeInfo& n) { return n.remote; });
+  std::vector<std::array<std::string, 5>> rows{
+      {"ALIAS", "NODE ID", "ADDRESS", "LAST HEARTBEAT", cluster ? "PMD" : ""}};
   for (const auto& n : nodes) {
     rows.push_back({n.alias.empty() ? "-" : printable(n.alias), printable(n.node_id),
-                    printable(n.host) + ":" + std::to_string(n.port),
-                    format_time(n.last_heartbeat)});
+                    printable(n.host) + ":" + std::to_string(n.port), format_time(n.last_heartbeat),
+                    !cluster   ? ""
+                    : n.remote ? printable(n.pmd)
+                               : "(this one)"});
   }
-  std::array<std::size_t, 4> width{};
+  std::array<std::size_t, 5> width{};
   for (const auto& row : rows) {
     for (std::size_t i = 0; i < row.size(); ++i)
       width[i] = std::max(width[i], row[i].size());
   }
   for (const auto& row : rows) {
     std::cout << " ";
-    for (std::size_t i = 0; i < row.size(); ++i) {
+    const std::size_t columns = cluster ? row.size() : row.size() - 1;
+    for (std::size_t i = 0; i < columns; ++i) {
       std::cout << " " << row[i];
-      if (i + 1 < row.size())
+      if (i + 1 < columns)
         std::cout << std::string(width[i] - row[i].size() + 1, ' ');
     }
     std::cout << "\n";
   }
+}
+
+/// The cluster part of `status` (the "cluster" member of a clustered PMD's list).
+void print_cluster(const std::string& json) {
+  const auto field = [&json](std::string_view key) -> std::string {
+    const std::string needle = "\"" + std::string(key) + "\":";
+    const auto at = json.find(needle);
+    if (at == std::string::npos)
+      return {};
+    std::size_t begin = at + needle.size(), end = begin;
+    if (json[begin] == '"') {
+      ++begin;
+      end = begin;
+      while (end < json.size() && json[end] != '"')
+        end += json[end] == '\\' ? 2u : 1u;
+    } else if (json[begin] == '[') {
+      end = json.find(']', begin) + 1;
+    } else {
+      end = json.find_first_of(",}", begin);
+    }
+    return printable(json.substr(begin, end - begin));
+  };
+  std::cout << "  cluster: " << field("name") << " via " << field("etcd")
+            << "\n  state:   " << field("state");
+  if (const auto why = field("staleReason"); !why.empty())
+    std::cout << " (" << why << ")";
+  std::cout << "\n  revision: " << field("revision") << "\n  members: " << field("members")
+            << "\n  remote nodes: " << field("remoteNodes") << "\n";
 }
 
 }  // namespace
@@ -101,6 +138,14 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd,
     common(sub);
   resolve->add_option("name", flags->name, "alias or node id")->required();
   kill->add_flag("--force", flags->force, "stop even when nodes are registered");
+  for (CLI::App* sub : {status, list}) {
+    sub->add_flag_callback(
+        "--cluster", [flags] { flags->cluster = true; },
+        "a clustered PMD: every node of the cluster, remote ones marked (the default)");
+    sub->add_flag_callback(
+        "--no-cluster", [flags] { flags->cluster = false; },
+        "a clustered PMD: only the nodes registered with it");
+  }
 
   return [&pmd, flags, pmd_security, status, list, resolve, kill]() -> Runner {
     CLI::App* chosen = nullptr;
@@ -145,11 +190,17 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd,
       auto client = PmdClient::connect(endpoint, std::chrono::seconds(2), &credentials,
                                        "admin-" + std::to_string(::getpid()));
       if (chosen == status || chosen == list) {
-        const auto nodes = client->list();
+        auto reply = client->request("list", !flags->cluster   ? "{}"
+                                             : *flags->cluster ? R"({"cluster":true})"
+                                                               : R"({"cluster":false})");
+        if (!reply.error.empty())
+          throw Error("pmd " + endpoint.to_string() + ": " + printable(reply.error));
+        const auto nodes = reply.nodes ? std::move(*reply.nodes) : std::vector<NodeInfo>{};
         if (flags->json) {
           if (chosen == status) {
             std::cout << "{\"pmd\":" << endpoint_json(endpoint)
-                      << ",\"running\":true,\"nodes\":" << nodes_json(nodes) << "}\n";
+                      << ",\"running\":true,\"nodes\":" << nodes_json(nodes)
+                      << (reply.cluster.empty() ? "" : ",\"cluster\":" + reply.cluster) << "}\n";
           } else {
             std::cout << nodes_json(nodes) << "\n";
           }
@@ -157,6 +208,8 @@ std::function<Runner()> add_pmd_admin(CLI::App& pmd,
         }
         if (chosen == status) {
           std::cout << "PMD Status:\n  address: " << endpoint.to_string() << "\n  running: yes\n";
+          if (!reply.cluster.empty())
+            print_cluster(reply.cluster);
         }
         print_nodes(nodes);
         return 0;

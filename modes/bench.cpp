@@ -1,5 +1,5 @@
-// `distflow bench mailbox|throughput|latency|pmd|call`: flags → a bench config → one
-// run_*_bench() call (bench/harness/bench_runner.hpp). `bench worker` is the hidden
+// `distflow bench mailbox|throughput|latency|pmd|call|cluster`: flags → a bench config →
+// one run_*_bench() call (bench/harness/bench_runner.hpp). `bench worker` is the hidden
 // role the multi-process benches re-execute (bench/harness/bench_worker.hpp).
 
 #include <iostream>
@@ -20,6 +20,7 @@ struct BenchFlags {
   PmdBenchConfig pmd;
   CallBenchConfig call;
   std::string call_pin = "same";
+  ClusterBenchConfig cluster;
   BenchWorkerConfig worker;
   std::string policy = "block";
   std::string pin = "none";
@@ -120,6 +121,17 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::Range(1u, 65536u));
+  auto* cluster = app.add_subcommand("cluster",
+                                     "PMDs sharing one etcd: join visibility, "
+                                     "1000 nodes over 10 PMDs, local resolves");
+  add_common(*cluster, f->cluster.common, f->timeout_s, false);
+  cluster->add_option("--etcd", f->cluster.etcd, "use this etcd (default: start a private one)");
+  cluster->add_option("--pmds", f->cluster.pmds)->capture_default_str()->check(CLI::Range(2u, 64u));
+  cluster->add_option("--joins", f->cluster.joins, "one at a time, per rep")->capture_default_str();
+  cluster->add_option("--nodes", f->cluster.nodes, "spread over the pmds, per rep")
+      ->capture_default_str();
+  cluster->add_option("--resolves", f->cluster.resolves, "pipelined, per pmd kind and rep")
+      ->capture_default_str();
 
   auto* worker = app.add_subcommand("worker", "internal: a process the benches start");
   worker->group("");  // hidden
@@ -136,7 +148,7 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   worker->add_option("--inflight", w.inflight)->delimiter(',');
   worker->add_option("--timeout", f->timeout_s);
 
-  return [f, mailbox, throughput, latency, pmd, call, worker]() -> int {
+  return [f, mailbox, throughput, latency, pmd, call, cluster, worker]() -> int {
     if (mailbox->parsed()) {
       f->mailbox.common = finish(f->mailbox.common, f->timeout_s);
       f->mailbox.policy = *parse_overflow_policy(f->policy);
@@ -156,6 +168,9 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
       f->call.common = finish(f->call.common, f->timeout_s);
       f->call.pin = *parse_pin_mode(f->call_pin);
       run_call_bench(f->call, std::cout, std::cerr);
+    } else if (cluster->parsed()) {
+      f->cluster.common = finish(f->cluster.common, f->timeout_s);
+      run_cluster_bench(f->cluster, std::cout, std::cerr);
     } else if (worker->parsed()) {
       f->worker.timeout = std::chrono::seconds(f->timeout_s);
       if (!f->worker.targets.empty())

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "cluster_service.hpp"
 #include "errors.hpp"
 #include "modes.hpp"
 #include "pmd_server.hpp"
@@ -22,7 +23,55 @@ struct PmdFlags {
   std::vector<std::string> binds{"127.0.0.1"};
   SecurityFlags security;
   std::string metrics;
+  // --cluster (issue 15)
+  std::string cluster, cluster_name = "default", cluster_ttl = "10s";
+  std::string cluster_ca, cluster_cert, cluster_key, cluster_user;
 };
+
+/// --cluster* into the agent's factory (PmdConfig::cluster); 0, or the usage error's code.
+int cluster_config(CLI::App& app, const PmdFlags& flags, PmdConfig& config) {
+  if (flags.cluster.empty())
+    return 0;
+  ClusterServiceOptions options;
+  try {
+    parse_etcd_url(flags.cluster, options.etcd);
+  } catch (const Error& e) {
+    return usage_error(app, std::string("--cluster: ") + e.what());
+  }
+  auto ttl = parse_duration(flags.cluster_ttl);
+  if (!ttl || *ttl < std::chrono::seconds(2)) {
+    return usage_error(app, "invalid --cluster-ttl '" + flags.cluster_ttl +
+                                "': expected at least 2s (etcd leases count whole seconds)");
+  }
+  if (flags.cluster_name.empty() || flags.cluster_name.size() > 64 ||
+      flags.cluster_name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                           "0123456789_.-") != std::string::npos) {
+    return usage_error(
+        app, "invalid --cluster-name '" + flags.cluster_name + "': expected [A-Za-z0-9_.-]{1,64}");
+  }
+  options.cluster.name = flags.cluster_name;
+  options.cluster.ttl = *ttl;
+  options.cluster.retry_max =
+      std::min<std::chrono::milliseconds>(options.cluster.retry_max, *ttl / 3);
+  options.etcd.ca_file = flags.cluster_ca;
+  options.etcd.cert_file = flags.cluster_cert;
+  options.etcd.key_file = flags.cluster_key;
+  if ((options.etcd.cert_file.empty()) != (options.etcd.key_file.empty()))
+    return usage_error(app, "--cluster-cert and --cluster-key go together");
+  if (!flags.cluster_user.empty()) {
+    const auto colon = flags.cluster_user.find(':');
+    options.etcd.user = flags.cluster_user.substr(0, colon);
+    if (colon != std::string::npos) {
+      options.etcd.password = flags.cluster_user.substr(colon + 1);
+    } else if (const char* password = std::getenv("DISTFLOW_CLUSTER_PASSWORD")) {
+      options.etcd.password = password;
+    }
+  }
+  config.cluster_name = flags.cluster_name;
+  config.cluster_etcd = flags.cluster;
+  config.cluster = cluster_service_factory(std::move(options));
+  return 0;
+}
 
 }  // namespace
 
@@ -72,6 +121,27 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
       ->capture_default_str();
   add_security_flags(app, flags->security, true);
   add_metrics_flag(app, flags->metrics);
+  app.add_option("--cluster", flags->cluster,
+                 "share the registry with the other PMDs of a cluster through etcd: "
+                 "etcd://h1:2379,h2:2379 (etcds:// for TLS); aliases become unique and "
+                 "resolvable across hosts")
+      ->envname("DISTFLOW_CLUSTER");
+  app.add_option("--cluster-name", flags->cluster_name,
+                 "the cluster's name (its etcd keys: distflow/NAME/nodes/ALIAS)")
+      ->capture_default_str();
+  app.add_option("--cluster-ttl", flags->cluster_ttl,
+                 "this PMD's etcd lease: when the whole PMD dies, its nodes leave the other "
+                 "hosts' views this long after")
+      ->capture_default_str();
+  app.add_option("--cluster-ca", flags->cluster_ca, "PEM CA that signed etcd's certificate")
+      ->check(CLI::ExistingFile);
+  app.add_option("--cluster-cert", flags->cluster_cert,
+                 "PEM client certificate for etcd (with --cluster-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--cluster-key", flags->cluster_key, "PEM key of --cluster-cert")
+      ->check(CLI::ExistingFile);
+  app.add_option("--cluster-user", flags->cluster_user,
+                 "etcd user, USER[:PASSWORD] (else the password from $DISTFLOW_CLUSTER_PASSWORD)");
   auto admin = add_pmd_admin(app, std::shared_ptr<const SecurityFlags>(flags, &flags->security));
   return [admin, flags, &app]() -> int {
     if (auto runner = admin())
@@ -109,6 +179,8 @@ Runner setup_pmd(CLI::App& app, const GlobalOptions&) {
     if (int code = load_security(app, flags->security, run_config.security, exposed, "--bind"))
       return code;
     if (int code = parse_metrics_flag(app, flags->metrics, run_config.security, run_config.metrics))
+      return code;
+    if (int code = cluster_config(app, *flags, run_config))
       return code;
     run_pmd(run_config, [&run_config](std::uint16_t port) {
       const bool v6 = run_config.bind.find(':') != std::string::npos;

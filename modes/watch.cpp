@@ -36,6 +36,13 @@ Runner setup_watch(CLI::App& app, const GlobalOptions&) {
                  "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
       ->capture_default_str();
   add_security_flags(app, flags->security, false);
+  app.add_flag_callback(
+      "--cluster", [options] { options->cluster = true; },
+      "a clustered PMD: every node of the cluster, marked \"remote\" when elsewhere (the "
+      "default)");
+  app.add_flag_callback(
+      "--no-cluster", [options] { options->cluster = false; },
+      "a clustered PMD: only the nodes registered with it");
 
   return [flags, options, &app]() -> int {
     if (options->until_leave && options->node.empty()) {

@@ -62,7 +62,7 @@ int watch_peers(const WatchOptions& options, int out_fd) {
   auto client = PmdClient::connect(options.pmd, std::chrono::seconds(2), &credentials,
                                    "watch-" + std::to_string(::getpid()));
   bool present = false;
-  for (const NodeInfo& peer : client->watch()) {
+  for (const NodeInfo& peer : client->watch(options.cluster)) {
     if (!matches(options, peer))
       continue;
     present = true;

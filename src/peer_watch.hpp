@@ -5,6 +5,7 @@
 // NDJSON with --json). Written per event: the output is read by pipes.
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,10 +16,11 @@ namespace distflow {
 
 struct WatchOptions {
   PmdEndpoint pmd;
-  std::string node;          ///< alias or node id to follow; empty: every node
-  bool json = false;         ///< NDJSON lines instead of text
-  bool until_leave = false;  ///< return once `node` leaves (or at once if it is absent)
-  SecurityOptions security;  ///< cookie and TLS, for a PMD on another host
+  std::string node;             ///< alias or node id to follow; empty: every node
+  bool json = false;            ///< NDJSON lines instead of text
+  bool until_leave = false;     ///< return once `node` leaves (or at once if it is absent)
+  SecurityOptions security;     ///< cookie and TLS, for a PMD on another host
+  std::optional<bool> cluster;  ///< clustered PMD: false for its own nodes only (default: all)
 };
 
 /// Runs until the PMD goes away (throws distflow::Error) or, with until_leave,

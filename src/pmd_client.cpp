@@ -340,8 +340,10 @@ std::vector<NodeInfo> PmdClient::list() {
   return reply.nodes ? std::move(*reply.nodes) : std::vector<NodeInfo>{};
 }
 
-std::vector<NodeInfo> PmdClient::watch() {
-  auto reply = request("watch", R"({"snapshot":true})");
+std::vector<NodeInfo> PmdClient::watch(std::optional<bool> cluster) {
+  auto reply = request("watch", !cluster   ? R"({"snapshot":true})"
+                                : *cluster ? R"({"snapshot":true,"cluster":true})"
+                                           : R"({"snapshot":true,"cluster":false})");
   if (!reply.error.empty())
     throw Error("pmd " + state_->endpoint.to_string() + ": " + reply.error);
   if (reply.nodes)

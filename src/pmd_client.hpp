@@ -103,7 +103,9 @@ class PmdClient {
   std::optional<NodeInfo> resolve(std::string_view alias_or_id);
   std::vector<NodeInfo> list();
   /// Subscribes to events; returns the snapshot (from the reply, else from list()).
-  std::vector<NodeInfo> watch();
+  /// `cluster` (a clustered PMD, issue 15): false for its local nodes only; unset:
+  /// its default (the whole cluster).
+  std::vector<NodeInfo> watch(std::optional<bool> cluster = std::nullopt);
   /// Blocks up to `timeout` for the next event; nullopt on timeout. Throws when the PMD goes away.
   std::optional<PmdReply> next_event(std::chrono::milliseconds timeout);
 

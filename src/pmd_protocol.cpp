@@ -79,6 +79,8 @@ void read_payload(const JsonObjectWalker& walker, Strings& strings, PmdRequest& 
       field = &out.heartbeat_ms;
     } else if (key == "maxFrame") {
       field = &out.max_frame;
+    } else if (key == "cluster") {
+      field = &out.cluster;
     }
     if (field != nullptr)
       *field = field_of(member.value, strings);
@@ -127,9 +129,9 @@ std::int64_t int64_of(std::string_view value) {
 std::optional<NodeInfo> node_from_json(std::string_view text, JsonObjectWalker& walker) {
   if (text.empty() || text.front() != '{' || walker.walk(text, false))
     return std::nullopt;
-  const auto [id, alias, host, port, last_heartbeat, registered_at, pid, max_frame] =
-      last_values<8>(walker, {"nodeId", "alias", "host", "port", "lastHeartbeat", "registeredAt",
-                              "pid", "maxFrame"});
+  const auto [id, alias, host, port, last_heartbeat, registered_at, pid, max_frame, pmd, remote] =
+      last_values<10>(walker, {"nodeId", "alias", "host", "port", "lastHeartbeat", "registeredAt",
+                               "pid", "maxFrame", "pmd", "remote"});
   if (!is_string(id))
     return std::nullopt;
   NodeInfo node;
@@ -146,6 +148,9 @@ std::optional<NodeInfo> node_from_json(std::string_view text, JsonObjectWalker& 
   node.pid = int64_of(pid);
   if (json_int64(max_frame, number) && number >= kMinMaxFrame && number <= kMaxMaxFrame)
     node.max_frame = static_cast<std::uint32_t>(number);
+  if (is_string(pmd))
+    node.pmd = string_of(pmd);
+  node.remote = remote == "true";
   return node;
 }
 
@@ -218,7 +223,18 @@ void append_node_info(std::string& out, const NodeInfo& node) {
     out += ",\"maxFrame\":";
     out += std::to_string(node.max_frame);
   }
+  if (!node.pmd.empty()) {
+    out += ",\"pmd\":";
+    append_json_string(out, node.pmd);
+  }
+  if (node.remote)
+    out += ",\"remote\":true";
   out += '}';
+}
+
+std::optional<NodeInfo> parse_node_info(std::string_view json) {
+  JsonObjectWalker walker;
+  return node_from_json(json, walker);
 }
 
 std::string printable(std::string_view text) {
@@ -398,8 +414,10 @@ std::optional<PmdReply> parse_reply(std::string_view body, std::string* why) {
       return fail("event without 'event' or 'peer'");
     return reply;
   }
-  const auto [error, success, node, nodes] =
-      last_values<4>(walker, {"error", "success", "node", "nodes"});
+  const auto [error, success, node, nodes, cluster] =
+      last_values<5>(walker, {"error", "success", "node", "nodes", "cluster"});
+  if (!cluster.empty() && cluster.front() == '{')
+    reply.cluster = std::string(cluster);
   if (!error.empty()) {
     reply.error = is_string(error) ? string_of(error) : std::string(error);
     if (reply.error.empty())

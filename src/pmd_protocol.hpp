@@ -38,10 +38,16 @@ struct NodeInfo {
   std::int64_t registered_at = 0;   ///< extension; 0 when the PMD did not send it
   std::int64_t pid = 0;             ///< extension; 0 when unknown
   std::uint32_t max_frame = 0;      ///< extension: largest frame it accepts, bytes; 0: unknown
+  /// Extensions of a clustered PMD (issue 15): the PMD the node registered with
+  /// ("host:port"; empty: not said), and whether that is another PMD of the cluster.
+  std::string pmd;
+  bool remote = false;
 };
 
 /// Appends NodeInfo as a JSON object (extension fields only when non-zero).
 void append_node_info(std::string& out, const NodeInfo& node);
+/// Reads a NodeInfo JSON object (unknown members ignored); nullopt without a string nodeId.
+std::optional<NodeInfo> parse_node_info(std::string_view json);
 
 /// `text` made safe for a terminal line: control characters (C0, DEL, C1),
 /// Unicode format and separator characters and invalid UTF-8 bytes escaped
@@ -66,7 +72,7 @@ struct PmdRequest {
   std::optional<std::string_view> request_id;  ///< the id's raw JSON text, verbatim
   Payload payload = Payload::absent;
   // The payload's members (all absent unless it is an object).
-  PmdField node_id, alias, host, port, pid, snapshot, force, heartbeat_ms, max_frame;
+  PmdField node_id, alias, host, port, pid, snapshot, force, heartbeat_ms, max_frame, cluster;
   friend bool operator==(const PmdRequest&, const PmdRequest&) = default;
 };
 
@@ -108,6 +114,7 @@ struct PmdReply {
   bool success = false;
   std::optional<NodeInfo> node;                ///< resolve
   std::optional<std::vector<NodeInfo>> nodes;  ///< list; watch with snapshot
+  std::string cluster;                         ///< list of a clustered PMD: its state, raw JSON
   // event payload
   std::string event;  ///< "peer:join" | "peer:leave"
   std::optional<NodeInfo> peer;

@@ -4,6 +4,8 @@
 #include <csignal>
 #include <map>
 #include <memory>
+#include <set>
+#include <unistd.h>
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
@@ -15,6 +17,7 @@
 
 #include "credentials.hpp"
 #include "errors.hpp"
+#include "json.hpp"
 #include "log_throttle.hpp"
 #include "metrics_server.hpp"
 #include "registry.hpp"
@@ -80,7 +83,15 @@ class Server {
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor);
   bool bind(tcp::acceptor& acceptor, const std::string& address, std::uint16_t port);
   void arm_sweep();
-  void broadcast(const std::vector<std::string>& events);
+  /// `remote`: events of the cluster's nodes (not for watchers of local nodes only).
+  void broadcast(const std::vector<std::string>& events, bool remote = false);
+  void start_cluster();
+  void on_cluster_event(const ClusterEvent& event);
+  /// Tells the cluster what the registry owes it (publishes, withdrawals).
+  void sync_cluster();
+  /// A held register of `conn` was answered by the cluster.
+  void on_verdict(ConnectionId conn, const PmdOutcome::Held& held, const std::string& error);
+  void append_cluster_state(std::string& out) const;
   void touch() {
     if (registry_.size() > 0)
       last_occupied_ = std::chrono::steady_clock::now();
@@ -121,7 +132,116 @@ class Server {
   const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   PmdConnectionCounts connections_;
   std::unique_ptr<MetricsServer> metrics_;  // with --metrics
+  std::unique_ptr<PmdCluster> cluster_;     // with --cluster
+  std::set<ConnectionId> awaiting_;         // a register waits for the cluster's verdict
 };
+
+void Server::start_cluster() {
+  std::string advertise = config_.cluster_advertise;
+  if (advertise.empty()) {
+    std::string host = config_.binds.empty() ? config_.bind : config_.binds.front();
+    std::error_code ec;
+    const auto address = asio::ip::make_address(host, ec);
+    if (!ec && address.is_unspecified()) {
+      char name[256] = {};
+      host = ::gethostname(name, sizeof name - 1) == 0 ? name : "localhost";
+    }
+    advertise = PmdEndpoint{host, port()}.to_string();
+  }
+  cluster_ = config_.cluster(io_);
+  registry_.set_cluster(advertise, [this](std::string& out) { append_cluster_state(out); });
+  cluster_->start([this](const ClusterEvent& event) { on_cluster_event(event); });
+}
+
+void Server::append_cluster_state(std::string& out) const {
+  const ClusterStatus status = cluster_->status();
+  std::set<std::string> members{registry_.pmd()};
+  for (const auto& node : registry_.remote_nodes()) {
+    if (!node.pmd.empty())
+      members.insert(node.pmd);
+  }
+  out += "{\"name\":";
+  append_json_string(out, config_.cluster_name);
+  out += ",\"etcd\":";
+  append_json_string(out, config_.cluster_etcd);
+  out += ",\"pmd\":";
+  append_json_string(out, registry_.pmd());
+  out += status.stale ? ",\"state\":\"stale\"" : ",\"state\":\"current\"";
+  if (status.stale && !status.stale_reason.empty()) {
+    out += ",\"staleReason\":";
+    append_json_string(out, status.stale_reason);
+  }
+  out += ",\"revision\":" + std::to_string(status.revision);
+  out += ",\"lease\":" + std::to_string(status.lease);
+  out += ",\"remoteNodes\":" + std::to_string(status.remote_nodes);
+  out += ",\"members\":[";
+  bool first = true;
+  for (const auto& member : members) {
+    if (!first)
+      out += ',';
+    first = false;
+    append_json_string(out, member);
+  }
+  out += "]}";
+}
+
+void Server::on_cluster_event(const ClusterEvent& event) {
+  if (stopping_)
+    return;
+  switch (event.kind) {
+    case ClusterEvent::Kind::join: {
+      auto node = parse_node_info(event.node.info);
+      if (!node || node->alias != event.node.alias) {
+        spdlog::warn("cluster: ignoring the entry of '{}': not a NodeInfo with that alias",
+                     printable(event.node.alias));
+        return;
+      }
+      broadcast(registry_.remote_join(std::move(*node)), true);
+      break;
+    }
+    case ClusterEvent::Kind::leave:
+      broadcast(registry_.remote_leave(event.node.alias), true);
+      break;
+    case ClusterEvent::Kind::conflict:
+    case ClusterEvent::Kind::stale:
+    case ClusterEvent::Kind::current:
+      break;  // logged by the agent; status() says it
+  }
+}
+
+void Server::sync_cluster() {
+  if (!cluster_)
+    return;
+  for (auto& op : registry_.take_cluster_ops()) {
+    if (op.info.empty()) {
+      cluster_->withdraw(op.alias);
+    } else {
+      const std::string alias = op.alias;
+      cluster_->publish(std::move(op.alias), std::move(op.info), [alias](const std::string& error) {
+        if (!error.empty())
+          spdlog::warn("cluster: re-registration of '{}' refused: {}", printable(alias), error);
+      });
+    }
+  }
+}
+
+void Server::on_verdict(ConnectionId conn, const PmdOutcome::Held& held, const std::string& error) {
+  awaiting_.erase(conn);
+  std::string payload;
+  std::vector<std::string> events;
+  if (!registry_.finish_register(conn, held.node_id, error, payload, events))
+    return;
+  if (auto it = sessions_.find(conn); it != sessions_.end()) {
+    const auto session = it->second;
+    if (!session->send(pmd_response(held.request_id, payload))) {
+      session->stop("slow reader: its reply queue is full");
+    } else {
+      session->resume();
+    }
+  }
+  broadcast(events);
+  sync_cluster();
+}
 
 bool Client::on_readable(Session& session) {
   return server_.serve(session, id_);
@@ -205,6 +325,8 @@ void Server::start() {
       shutdown_all(nullptr, signo == SIGINT ? "SIGINT" : "SIGTERM");
   });
   arm_sweep();
+  if (config_.cluster)
+    start_cluster();
 }
 
 void Server::arm_sweep() {
@@ -222,6 +344,7 @@ void Server::arm_sweep() {
     if (!events.empty())
       spdlog::debug("pmd: {} node(s) expired (no heartbeat within their ttl)", events.size());
     broadcast(events);
+    sync_cluster();
     const auto now = std::chrono::steady_clock::now();
     if (now - activity_since_ >= kActivityLogPeriod) {
       const RegistryStats& stats = registry_.stats();
@@ -299,7 +422,7 @@ asio::awaitable<void> Server::accept_loop(tcp::acceptor& acceptor) {
   }
 }
 
-void Server::broadcast(const std::vector<std::string>& events) {
+void Server::broadcast(const std::vector<std::string>& events, bool remote) {
   if (events.empty())
     return;
   // Copy: a send may stop a slow watcher, which leaves the map.
@@ -307,7 +430,7 @@ void Server::broadcast(const std::vector<std::string>& events) {
                                            registry_.watchers().end());
   for (ConnectionId id : watchers) {
     auto it = sessions_.find(id);
-    if (it == sessions_.end())
+    if (it == sessions_.end() || (remote && !registry_.wants_cluster(id)))
       continue;
     auto session = it->second;
     for (const auto& event : events) {
@@ -322,6 +445,8 @@ void Server::broadcast(const std::vector<std::string>& events) {
 }
 
 bool Server::serve(Session& session, ConnectionId id) {
+  if (awaiting_.contains(id))
+    return false;  // the register before waits for the cluster: its reply comes first
   touch();
   const std::int64_t now = now_ms();
   const bool debug = spdlog::should_log(spdlog::level::debug);
@@ -349,6 +474,22 @@ bool Server::serve(Session& session, ConnectionId id) {
     if (!handled)
       break;
     served = true;
+    if (outcome.held) {
+      // Unique across the cluster: the reply waits for etcd (at most its register
+      // timeout), and so do this connection's later requests.
+      awaiting_.insert(id);
+      auto held = std::make_shared<PmdOutcome::Held>(std::move(*outcome.held));
+      std::string alias = held->alias, info = std::move(held->info);
+      cluster_->publish(
+          std::move(alias), std::move(info),
+          [this, id, held](const std::string& error) { on_verdict(id, *held, error); });
+      if (awaiting_.contains(id)) {
+        more = false;
+        break;
+      }
+      continue;
+    }
+    sync_cluster();
     if (!outcome.events.empty()) {
       for (const auto& event : outcome.events)
         spdlog::debug("pmd: event {:.256}", event);
@@ -389,10 +530,12 @@ void Server::on_closed(ConnectionId id, const Session& session, std::string_view
   touch();
   connections_.count_close(reason);
   sessions_.erase(id);
+  awaiting_.erase(id);
   auto events = registry_.connection_closed(id);
   for (const auto& event : events)
     spdlog::debug("pmd: event {:.256}", event);
   broadcast(events);
+  sync_cluster();
 }
 
 void Server::shutdown_all(Session* requester, std::string_view why) {
@@ -405,6 +548,8 @@ void Server::shutdown_all(Session* requester, std::string_view why) {
     acceptor.close(ignored);
   sweep_.cancel();
   signals_.cancel(ignored);
+  if (cluster_)
+    cluster_->stop(std::chrono::seconds(1));  // our keys go at once
   if (metrics_)
     metrics_->stop();
   auto sessions = sessions_;

@@ -12,6 +12,7 @@
 
 #include "framing.hpp"
 #include "metrics.hpp"
+#include "pmd_cluster.hpp"
 #include "pmd_protocol.hpp"
 #include "registry.hpp"
 #include "security_options.hpp"
@@ -46,6 +47,14 @@ struct PmdConfig {
   /// Serve Prometheus metrics (HTTP GET /metrics, pmd_metrics_page()) there, on the
   /// daemon's thread; beyond loopback the exposure rule applies. None: off.
   std::optional<MetricsEndpoint> metrics;
+  /// One namespace across hosts (issue 15): the cluster agent on the daemon's
+  /// io_context (modes/pmd.cpp makes it from --cluster); empty: not clustered.
+  PmdClusterFactory cluster;
+  std::string cluster_name;  ///< for `status`
+  std::string cluster_etcd;  ///< the etcd endpoints, for `status`
+  /// How the other PMDs name this one ("host:port" of remote entries' "pmd"); empty:
+  /// the first bind address (the host name when it is a wildcard) and the port.
+  std::string cluster_advertise;
 };
 
 /// Runs the daemon until SIGINT/SIGTERM, a `shutdown` request, or auto-shutdown.

@@ -138,8 +138,10 @@ Registry::Registry(std::chrono::milliseconds ttl, unsigned missed_heartbeats)
 std::vector<NodeInfo> Registry::nodes() const {
   std::vector<NodeInfo> out;
   out.reserve(entries_.size());
-  for (const auto& [seq, entry] : entries_)
-    out.push_back(entry.info);
+  for (const auto& [seq, entry] : entries_) {
+    if (!entry.pending)
+      out.push_back(entry.info);
+  }
   return out;
 }
 
@@ -154,11 +156,13 @@ Registry::Entry* Registry::find_id(std::string_view node_id) {
 }
 
 const Registry::Entry* Registry::find_alias_or_id(std::string_view name) const {
-  if (auto a = by_alias_.find(name); a != by_alias_.end())
-    return &entries_.at(a->second);
-  if (auto id = by_id_.find(name); id != by_id_.end())
-    return &entries_.at(id->second);
-  return nullptr;
+  const Entry* found = nullptr;
+  if (auto a = by_alias_.find(name); a != by_alias_.end()) {
+    found = &entries_.at(a->second);
+  } else if (auto id = by_id_.find(name); id != by_id_.end()) {
+    found = &entries_.at(id->second);
+  }
+  return found != nullptr && !found->pending ? found : nullptr;
 }
 
 PmdOutcome Registry::handle(ConnectionId conn, std::string_view body, std::int64_t now_ms,
@@ -187,6 +191,7 @@ void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std:
                               bool loopback, std::string& reply, PmdOutcome& outcome) {
   const std::string_view type = request.type;
   auto& count = requests_.by_type;  // indexes: kPmdRequestTypes
+  const std::size_t start = reply.size();
   append_response_head(reply, request.request_id);
   if (!loopback && (type == "register" || type == "unregister" || type == "heartbeat")) {
     // epmd's rule: a host's PMD serves its own nodes; others may only look them up.
@@ -263,7 +268,14 @@ void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std:
         registration.heartbeat_ms = request.heartbeat_ms.number;
       if (request.max_frame.kind == PmdField::Kind::integer)
         registration.max_frame = static_cast<std::uint32_t>(request.max_frame.number);
-      do_register(conn, registration, now_ms, reply, outcome.events);
+      do_register(conn, registration, now_ms, reply, outcome);
+      if (outcome.held) {
+        // The reply comes with the cluster's verdict (finish_register).
+        reply.resize(start);
+        if (request.request_id)
+          outcome.held->request_id = std::string(*request.request_id);
+        return;
+      }
     }
   } else if (type == "unregister") {
     ++count[1];
@@ -271,7 +283,10 @@ void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std:
   } else if (type == "list" || type == "watch") {
     const bool watch = type == "watch";
     ++count[watch ? 5 : 4];
-    do_list(conn, watch, !watch || is_true(request.snapshot), reply);
+    // Clustered, list and watch include the cluster unless told "cluster":false.
+    const bool cluster = clustered() && !(request.cluster.kind == PmdField::Kind::boolean &&
+                                          request.cluster.number == 0);
+    do_list(conn, watch, !watch || is_true(request.snapshot), cluster, reply);
   } else if (type == "shutdown") {
     ++count[6];
     do_shutdown(loopback, is_true(request.force), reply, outcome);
@@ -283,7 +298,8 @@ void Registry::handle_request(ConnectionId conn, const PmdRequest& request, std:
 }
 
 void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_t now_ms,
-                           std::string& out, std::vector<std::string>& events) {
+                           std::string& out, PmdOutcome& outcome) {
+  std::vector<std::string>& events = outcome.events;
   // Names are unambiguous: one node per nodeId (its connection's), one per alias,
   // and no alias that is another node's nodeId (resolve takes either).
   const auto other_node = [&r, this](const NameIndex& index, std::string_view name) {
@@ -310,6 +326,14 @@ void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_
          "nodeId '" + std::string(r.node_id) + "' is the alias of another node");
     return;
   }
+  // Clustered, an alias is unique across the cluster: a remote node holds it.
+  if (clustered() && !r.alias.empty() && remote_.contains(r.alias)) {
+    auto existing = by_alias_.find(r.alias);
+    if (existing == by_alias_.end() || entries_.at(existing->second).info.node_id != r.node_id) {
+      fail(out, "name_conflict", "Alias '" + std::string(r.alias) + "' already in use");
+      return;
+    }
+  }
   NodeInfo info;
   info.node_id = r.node_id;
   info.alias = r.alias;
@@ -319,6 +343,12 @@ void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_
   info.registered_at = now_ms;
   info.pid = r.pid;
   info.max_frame = r.max_frame;
+  const auto cluster_info = [this](NodeInfo node) {
+    node.pmd = pmd_;
+    std::string json;
+    append_node_info(json, node);
+    return json;
+  };
 
   if (auto existing = by_id_.find(r.node_id); existing != by_id_.end()) {
     // Same nodeId: replace in place (keeps its place in the order), no event.
@@ -326,6 +356,13 @@ void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_
     Entry& entry = entries_.at(seq);
     if (!entry.info.alias.empty() && entry.info.alias != r.alias)
       by_alias_.erase(entry.info.alias);
+    if (entry.published) {
+      // Its key in the cluster is replaced (not held: the node is known already).
+      cluster_ops_.push_back({entry.info.alias, {}});
+      entry.published = !r.alias.empty();
+      if (entry.published)
+        cluster_ops_.push_back({std::string(r.alias), cluster_info(info)});
+    }
     entry.info = std::move(info);
     entry.heartbeat_ms = r.heartbeat_ms;
     entry.json.clear();
@@ -345,9 +382,99 @@ void Registry::do_register(ConnectionId conn, const Registration& r, std::int64_
   if (!r.alias.empty())
     by_alias_.insert_or_assign(entry.info.alias, seq);
   owned_[conn].insert(seq);
+  if (clustered() && !r.alias.empty()) {
+    // Invisible, its alias taken here, until the cluster says whether it is free.
+    entry.pending = true;
+    outcome.held = PmdOutcome::Held{entry.info.node_id, entry.info.alias, cluster_info(entry.info),
+                                    std::nullopt};
+    return;
+  }
   ++stats_.joins;
   events.push_back(event_body("peer:join", entry.json, {}));
   out += kSuccess;
+}
+
+void Registry::set_cluster(std::string pmd, std::function<void(std::string&)> state) {
+  pmd_ = std::move(pmd);
+  cluster_state_ = std::move(state);
+}
+
+bool Registry::finish_register(ConnectionId conn, std::string_view node_id, std::string_view error,
+                               std::string& payload, std::vector<std::string>& events) {
+  auto it = by_id_.find(node_id);
+  if (it == by_id_.end())
+    return false;
+  const Seq seq = it->second;
+  Entry& entry = entries_.at(seq);
+  if (!entry.pending || entry.owner != conn)
+    return false;
+  if (!error.empty()) {
+    by_id_.erase(it);
+    by_alias_.erase(entry.info.alias);
+    if (auto owned = owned_.find(conn); owned != owned_.end()) {
+      owned->second.erase(seq);
+      if (owned->second.empty())
+        owned_.erase(owned);
+    }
+    entries_.erase(seq);
+    fail(payload, "name_conflict", error);
+    return true;
+  }
+  entry.pending = false;
+  entry.published = true;
+  ++stats_.joins;
+  events.push_back(event_body("peer:join", entry.json, {}));
+  payload += kSuccess;
+  return true;
+}
+
+std::vector<std::string> Registry::remote_join(NodeInfo node) {
+  std::vector<std::string> events;
+  if (node.alias.empty())
+    return events;
+  node.remote = true;
+  if (auto it = remote_.find(node.alias); it != remote_.end()) {
+    if (it->second.info.node_id != node.node_id) {
+      for (auto& event : remote_leave(node.alias))
+        events.push_back(std::move(event));
+    } else {
+      remote_alias_of_.erase(it->second.info.node_id);
+      remote_.erase(it);  // the same node, its entry updated: no event
+      Remote& remote = remote_[node.alias];
+      append_node_info(remote.json, node);
+      remote_alias_of_.insert_or_assign(node.node_id, node.alias);
+      remote.info = std::move(node);
+      return events;
+    }
+  }
+  Remote& remote = remote_[node.alias];
+  append_node_info(remote.json, node);
+  remote_alias_of_.insert_or_assign(node.node_id, node.alias);
+  remote.info = std::move(node);
+  events.push_back(event_body("peer:join", remote.json, {}));
+  return events;
+}
+
+std::vector<std::string> Registry::remote_leave(std::string_view alias) {
+  std::vector<std::string> events;
+  auto it = remote_.find(alias);
+  if (it == remote_.end())
+    return events;
+  if (auto id = remote_alias_of_.find(it->second.info.node_id);
+      id != remote_alias_of_.end() && id->second == alias) {
+    remote_alias_of_.erase(id);
+  }
+  events.push_back(event_body("peer:leave", it->second.json, "cluster"));
+  remote_.erase(it);
+  return events;
+}
+
+std::vector<NodeInfo> Registry::remote_nodes() const {
+  std::vector<NodeInfo> out;
+  out.reserve(remote_.size());
+  for (const auto& [alias, remote] : remote_)
+    out.push_back(remote.info);
+  return out;
 }
 
 void Registry::do_unregister(ConnectionId conn, std::string_view node_id, std::string& out,
@@ -359,7 +486,8 @@ void Registry::do_unregister(ConnectionId conn, std::string_view node_id, std::s
     fail(out, "not_owner",
          "Node '" + std::string(node_id) + "' is registered by another connection");
   } else {
-    events.push_back(remove(it->second, "unregister"));
+    if (auto event = remove(it->second, "unregister"); !event.empty())
+      events.push_back(std::move(event));
     out += kSuccess;
   }
 }
@@ -367,29 +495,58 @@ void Registry::do_unregister(ConnectionId conn, std::string_view node_id, std::s
 void Registry::do_resolve(std::string_view alias, std::string_view node_id, std::string& out) {
   const std::string_view name = alias.empty() ? node_id : alias;
   const Entry* entry = name.empty() ? nullptr : find_alias_or_id(name);
-  if (entry == nullptr) {
+  const std::string* json = entry != nullptr ? &entry->json : nullptr;
+  if (json == nullptr && !name.empty() && !remote_.empty()) {
+    // Local first, then the cluster: a remote alias, then a remote nodeId.
+    auto remote = remote_.find(name);
+    if (remote == remote_.end()) {
+      if (auto id = remote_alias_of_.find(name); id != remote_alias_of_.end())
+        remote = remote_.find(id->second);
+    }
+    if (remote != remote_.end())
+      json = &remote->second.json;
+  }
+  if (json == nullptr) {
     fail(out, "not_found", kNotFound);
     return;
   }
   out += "{\"node\":";
-  out += entry->json;
+  out += *json;
   out += '}';
 }
 
-void Registry::do_list(ConnectionId conn, bool watch, bool snapshot, std::string& out) {
-  if (watch)
+void Registry::do_list(ConnectionId conn, bool watch, bool snapshot, bool cluster,
+                       std::string& out) {
+  if (watch) {
     watchers_.insert(conn);
+    if (clustered() && !cluster)
+      local_watchers_.insert(conn);
+  }
   out +=
       watch ? (snapshot ? R"({"success":true,"nodes":[)" : R"({"success":true)") : R"({"nodes":[)";
   if (snapshot) {
     bool first = true;
     for (const auto& [seq, entry] : entries_) {
+      if (entry.pending)
+        continue;
       if (!first)
         out += ',';
       first = false;
       out += entry.json;
     }
+    if (cluster) {
+      for (const auto& [alias, remote] : remote_) {
+        if (!first)
+          out += ',';
+        first = false;
+        out += remote.json;
+      }
+    }
     out += ']';
+  }
+  if (cluster && !watch) {
+    out += ",\"cluster\":";
+    cluster_state_(out);
   }
   out += '}';
 }
@@ -433,6 +590,8 @@ std::string Registry::remove(Seq seq, std::string_view reason) {
   DISTFLOW_ASSERT(it != entries_.end());
   Entry entry = std::move(it->second);
   entries_.erase(it);
+  if (entry.published || entry.pending)
+    cluster_ops_.push_back({entry.info.alias, {}});
   by_id_.erase(entry.info.node_id);
   if (!entry.info.alias.empty())
     by_alias_.erase(entry.info.alias);
@@ -441,6 +600,8 @@ std::string Registry::remove(Seq seq, std::string_view reason) {
     if (owned->second.empty())
       owned_.erase(owned);
   }
+  if (entry.pending)
+    return {};  // it never joined
   ++stats_.leaves;
   if (reason == "ttl_expired") {
     ++stats_.ttl_expired;
@@ -454,13 +615,16 @@ std::string Registry::remove(Seq seq, std::string_view reason) {
 
 std::vector<std::string> Registry::connection_closed(ConnectionId conn) {
   watchers_.erase(conn);
+  local_watchers_.erase(conn);
   std::vector<std::string> events;
   auto owned = owned_.find(conn);
   if (owned == owned_.end())
     return events;
   const std::set<Seq> seqs = owned->second;
-  for (Seq seq : seqs)
-    events.push_back(remove(seq, "socket_closed"));
+  for (Seq seq : seqs) {
+    if (auto event = remove(seq, "socket_closed"); !event.empty())
+      events.push_back(std::move(event));
+  }
   return events;
 }
 
@@ -471,7 +635,7 @@ std::vector<std::string> Registry::expire(std::int64_t now_ms) {
   std::vector<Seq> expired;
   for (const auto& [seq, entry] : entries_) {
     // A node that announced its interval heartbeats from its registration on.
-    if (!entry.heartbeated && entry.heartbeat_ms == 0)
+    if ((!entry.heartbeated && entry.heartbeat_ms == 0) || entry.pending)
       continue;
     const std::int64_t ttl =
         entry.heartbeat_ms > 0 ? static_cast<std::int64_t>(missed_heartbeats_) * entry.heartbeat_ms
@@ -536,6 +700,10 @@ bool next_outcome_into(Registry& registry, ConnectionId conn, FrameDecoder& deco
   const std::size_t header = begin_frame(frames);
   if (body) {
     registry.handle_into(conn, *body, true, now_ms, loopback, frames, outcome);
+    if (outcome.held) {
+      frames.resize(header);  // no reply yet: the cluster's verdict gives it
+      return true;
+    }
   } else {
     registry.count_frame_error();
     frame_error(ec, decoder, frames, outcome);

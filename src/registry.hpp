@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "framing.hpp"
@@ -31,6 +32,22 @@ struct PmdOutcome {
   bool close = false;               ///< protocol error: close this connection after the reply
   bool shutdown = false;            ///< accepted shutdown: close everything after the reply
   std::string problem;              ///< why `close` was set (for the log)
+  /// Clustered: a register that waits for the cluster's verdict. No reply was
+  /// written; Registry::finish_register() gives it, and the connection's later
+  /// requests wait until then.
+  struct Held {
+    std::string node_id, alias;
+    std::string info;                       ///< the NodeInfo JSON to publish
+    std::optional<std::string> request_id;  ///< its raw JSON text
+  };
+  std::optional<Held> held;
+};
+
+/// What the cluster agent must be told after a request (clustered registries only):
+/// publish `alias` with `info`, or (`info` empty) withdraw it.
+struct ClusterOp {
+  std::string alias;
+  std::string info;
 };
 
 /// What the registry has done since it was made (for the daemon's periodic log line).
@@ -103,6 +120,30 @@ class Registry {
   /// Nodes owned by `conn` (0 when none).
   std::size_t owned_by(ConnectionId conn) const;
 
+  // ---- the cluster (issue 15) -----------------------------------------------------
+  /// Makes this registry clustered: a register of a new aliased node is held
+  /// (PmdOutcome::held) until finish_register(); its published NodeInfo names
+  /// `pmd` ("host:port", this PMD); `list` with the cluster appends
+  /// "cluster": the JSON `state` appends.
+  void set_cluster(std::string pmd, std::function<void(std::string&)> state);
+  bool clustered() const { return static_cast<bool>(cluster_state_); }
+  const std::string& pmd() const { return pmd_; }  ///< this PMD, as the cluster names it
+  /// The cluster's verdict on a held register: appends its response payload to
+  /// `payload` and its events to `events`; false when the node is gone meanwhile
+  /// (its connection closed: nothing to answer).
+  bool finish_register(ConnectionId conn, std::string_view node_id, std::string_view error,
+                       std::string& payload, std::vector<std::string>& events);
+  /// A remote node joined (or changed): its events (marked remote) for the watchers.
+  std::vector<std::string> remote_join(NodeInfo node);
+  /// A remote node left: its peer:leave (reason "cluster"), or nothing when unknown.
+  std::vector<std::string> remote_leave(std::string_view alias);
+  /// Remote nodes, by alias.
+  std::vector<NodeInfo> remote_nodes() const;
+  /// Publishes and withdrawals owed to the cluster since the last call, in order.
+  std::vector<ClusterOp> take_cluster_ops() { return std::exchange(cluster_ops_, {}); }
+  /// False for a watcher that asked for local events only ("cluster":false).
+  bool wants_cluster(ConnectionId conn) const { return !local_watchers_.contains(conn); }
+
  private:
   struct Entry {
     NodeInfo info;
@@ -110,6 +151,12 @@ class Registry {
     ConnectionId owner = 0;
     bool heartbeated = false;
     std::int64_t heartbeat_ms = 0;  ///< announced at registration; 0: not announced
+    bool pending = false;    ///< clustered: waiting for the verdict (invisible, no event yet)
+    bool published = false;  ///< clustered: its alias is in the cluster (withdraw it on leave)
+  };
+  struct Remote {
+    NodeInfo info;
+    std::string json;
   };
   using Seq = std::uint64_t;
   /// A validated register payload (views into the request).
@@ -132,11 +179,11 @@ class Registry {
 
   /// The operations; each appends its response payload to `out`.
   void do_register(ConnectionId conn, const Registration& r, std::int64_t now_ms, std::string& out,
-                   std::vector<std::string>& events);
+                   PmdOutcome& outcome);
   void do_unregister(ConnectionId conn, std::string_view node_id, std::string& out,
                      std::vector<std::string>& events);
   void do_resolve(std::string_view alias, std::string_view node_id, std::string& out);
-  void do_list(ConnectionId conn, bool watch, bool snapshot, std::string& out);
+  void do_list(ConnectionId conn, bool watch, bool snapshot, bool cluster, std::string& out);
   void do_heartbeat(std::string_view node_id, std::int64_t now_ms, std::string& out);
   void do_shutdown(bool loopback, bool force, std::string& out, PmdOutcome& outcome);
   /// Appends an error payload, counted under `kind` (one of kPmdErrorKinds).
@@ -156,6 +203,13 @@ class Registry {
   NameIndex by_alias_;
   std::unordered_map<ConnectionId, std::set<Seq>> owned_;
   std::set<ConnectionId> watchers_;
+  // The cluster (empty unless set_cluster()).
+  std::string pmd_;
+  std::function<void(std::string&)> cluster_state_;
+  std::map<std::string, Remote, std::less<>> remote_;  // by alias
+  std::unordered_map<std::string, std::string, NameHash, std::equal_to<>> remote_alias_of_;  // id
+  std::set<ConnectionId> local_watchers_;
+  std::vector<ClusterOp> cluster_ops_;
 };
 
 /// How often the daemon should call expire() for `ttl`: clamp(ttl / 8, 10 ms, 1 s),

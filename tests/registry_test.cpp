@@ -838,4 +838,81 @@ TEST_CASE("registry: next_outcome_into appends framed replies in place", "[regis
   CHECK(out == framed_error);
 }
 
+TEST_CASE(
+    "registry: clustered: a register waits for the verdict, remote entries answer after local",
+    "[registry][pmd_cluster]") {
+  Registry r;
+  r.set_cluster("10.0.0.5:4369", [](std::string& out) { out += R"({"state":"current"})"; });
+  // An aliased registration is held: no reply, no event, invisible.
+  auto held = r.handle(1, reg("w-1", "w", 4000, "3"), kT0, true);
+  REQUIRE(held.held);
+  CHECK(held.reply.empty());
+  CHECK(held.events.empty());
+  CHECK(held.held->alias == "w");
+  CHECK(held.held->request_id == "3");
+  CHECK(held.held->info.find(R"("pmd":"10.0.0.5:4369")") != std::string::npos);
+  CHECK(r.handle(2, R"({"type":"resolve","payload":{"alias":"w"}})", kT0, true).reply ==
+        R"({"type":"response","payload":{"error":"Node not found"}})");
+  // A local duplicate meanwhile: the original's error.
+  CHECK(r.handle(2, reg("w-2", "w", 4001), kT0, true).reply.find("Alias 'w' already in use") !=
+        std::string::npos);
+  std::string payload;
+  std::vector<std::string> events;
+  REQUIRE(r.finish_register(1, "w-1", "", payload, events));
+  CHECK(payload == R"({"success":true})");
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].find("peer:join") != std::string::npos);
+  CHECK(r.take_cluster_ops().empty());
+
+  // Refused by the cluster: an error reply, nothing left, no event.
+  REQUIRE(r.handle(3, reg("x-1", "x", 4002), kT0, true).held);
+  payload.clear();
+  events.clear();
+  REQUIRE(r.finish_register(3, "x-1", "Alias 'x' already in use", payload, events));
+  CHECK(payload == R"({"error":"Alias 'x' already in use"})");
+  CHECK(events.empty());
+  CHECK(r.take_cluster_ops().empty());
+  // A held one whose connection closed: withdrawn, no leave.
+  REQUIRE(r.handle(4, reg("y-1", "y", 4003), kT0, true).held);
+  CHECK(r.connection_closed(4).empty());
+  const auto ops = r.take_cluster_ops();
+  REQUIRE(ops.size() == 1);
+  CHECK(ops[0].alias == "y");
+  CHECK(ops[0].info.empty());
+
+  // Remote entries: joins and leaves marked, resolve after local, list with or without.
+  NodeInfo remote;
+  remote.node_id = "far-1";
+  remote.alias = "far";
+  remote.host = "10.0.0.7";
+  remote.port = 5000;
+  remote.pmd = "10.0.0.7:4369";
+  const auto join = r.remote_join(remote);
+  REQUIRE(join.size() == 1);
+  CHECK(join[0].find(R"("remote":true)") != std::string::npos);
+  CHECK(
+      r.handle(2, reg("far-2", "far", 4004), kT0, true).reply.find("Alias 'far' already in use") !=
+      std::string::npos);
+  CHECK(r.handle(2, R"({"type":"resolve","payload":{"alias":"far-1"}})", kT0, true)
+            .reply.find(R"("host":"10.0.0.7")") != std::string::npos);
+  const auto all = r.handle(2, R"({"type":"list"})", kT0, true).reply;
+  CHECK(all.find(R"("alias":"far")") != std::string::npos);
+  CHECK(all.find(R"("cluster":{"state":"current"})") != std::string::npos);
+  const auto local = r.handle(2, R"({"type":"list","payload":{"cluster":false}})", kT0, true).reply;
+  CHECK(local.find(R"("alias":"far")") == std::string::npos);
+  CHECK(local.find(R"("cluster")") == std::string::npos);
+  r.handle(5, R"({"type":"watch","payload":{"cluster":false}})", kT0, true);
+  CHECK_FALSE(r.wants_cluster(5));
+  CHECK(r.wants_cluster(2));
+  const auto leave = r.remote_leave("far");
+  REQUIRE(leave.size() == 1);
+  CHECK(leave[0].find(R"("reason":"cluster")") != std::string::npos);
+  CHECK(r.remote_leave("far").empty());
+  // A published node that leaves: withdrawn.
+  r.connection_closed(1);
+  const auto gone = r.take_cluster_ops();
+  REQUIRE(gone.size() == 1);
+  CHECK(gone[0].alias == "w");
+}
+
 }  // namespace distflow

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -1281,6 +1282,253 @@ BenchReport run_pmd_bench(const PmdBenchConfig& config, std::ostream& out, std::
   }
   report.figures.push_back(
       {"idle RSS node (max)", static_cast<double>(node_rss_kib) / 1024, "MiB"});
+  emit(report, config.common, out);
+  return report;
+}
+
+// ---- cluster (issue 15) ---------------------------------------------------------------
+
+namespace {
+
+/// The etcd the cluster bench uses: --etcd, else a private single member.
+class BenchEtcd {
+ public:
+  explicit BenchEtcd(const std::string& url) : url_(url) {
+    if (!url_.empty())
+      return;
+    char dir[] = "/tmp/distflow-bench-etcd-XXXXXX";
+    if (::mkdtemp(dir) == nullptr)
+      throw Error(std::string("cluster bench: mkdtemp: ") + std::strerror(errno));
+    dir_ = dir;
+    const std::string client = "http://127.0.0.1:" + std::to_string(free_loopback_port());
+    const std::string peer = "http://127.0.0.1:" + std::to_string(free_loopback_port());
+    SpawnOptions options;
+    options.argv = {"etcd",
+                    "--name",
+                    "bench",
+                    "--data-dir",
+                    dir_ + "/data",
+                    "--listen-client-urls",
+                    client,
+                    "--advertise-client-urls",
+                    client,
+                    "--listen-peer-urls",
+                    peer,
+                    "--initial-advertise-peer-urls",
+                    peer,
+                    "--initial-cluster",
+                    "bench=" + peer,
+                    "--logger",
+                    "zap",
+                    "--log-outputs",
+                    "stderr",
+                    "--log-level",
+                    "warn"};
+    options.search_path = true;
+    options.in = Stdio::null;
+    options.out = Stdio::log_file;
+    options.err = Stdio::log_file;
+    options.log_file = dir_ + "/etcd.log";
+    options.parent_death_signal = SIGKILL;
+    try {
+      process_ = std::make_unique<Subprocess>(options);
+    } catch (const Error& e) {
+      std::filesystem::remove_all(dir_);
+      throw Error(std::string("cluster bench: cannot start etcd (Debian etcd-server), or pass "
+                              "--etcd URL: ") +
+                  e.what());
+    }
+    url_ = "etcd://" + client.substr(7);
+  }
+  ~BenchEtcd() {
+    if (process_)
+      process_->stop(std::chrono::seconds(2));
+    if (!dir_.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir_, ignored);
+    }
+  }
+  BenchEtcd(const BenchEtcd&) = delete;
+  BenchEtcd& operator=(const BenchEtcd&) = delete;
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string url_, dir_;
+  std::unique_ptr<Subprocess> process_;
+};
+
+/// A private PMD (`pmd --port 0` and `extra`), stopped with the object.
+class ClusterBenchPmd {
+ public:
+  ClusterBenchPmd(const BenchCommon& common, const std::vector<std::string>& extra) {
+    std::vector<std::string> argv{
+        executable_of(common), "--log-level", "warn", "pmd", "--port", "0"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    child_ = std::make_unique<BenchChild>(argv);
+    const auto line = child_->read_line(kStartTimeout);
+    const auto colon = line ? line->rfind(':') : std::string::npos;
+    unsigned port = 0;
+    if (colon != std::string::npos)
+      std::from_chars(line->data() + colon + 1, line->data() + line->size(), port);
+    if (port == 0 || port > 65535)
+      throw Error("cluster bench: a pmd did not start: '" + line.value_or("<nothing>") + "'");
+    port_ = static_cast<std::uint16_t>(port);
+  }
+  std::uint16_t port() const { return port_; }
+  /// True once its list says the cluster view is current (within `timeout`).
+  bool wait_current(std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    PmdConnection client(port_);
+    while (Clock::now() < deadline) {
+      if (client.request(pmd_request("list", "{}", 1)).find(R"("state":"current")") !=
+          std::string::npos) {
+        return true;
+      }
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return false;
+  }
+
+ private:
+  std::unique_ptr<BenchChild> child_;
+  std::uint16_t port_ = 0;
+};
+
+std::string register_request(const std::string& alias, std::uint64_t id) {
+  return pmd_request(
+      "register",
+      R"({"nodeId":")" + alias + R"(-id","alias":")" + alias + R"(","host":"127.0.0.1","port":1})",
+      id);
+}
+
+double pipelined_resolves(std::uint16_t port, const std::string& alias, std::uint64_t count,
+                          Clock::time_point deadline) {
+  PmdConnection client(port);
+  std::string frames;
+  for (std::uint64_t i = 0; i < count; ++i)
+    append_frame(frames, pmd_request("resolve", R"({"alias":")" + alias + R"("})", i));
+  const auto t0 = Clock::now();
+  client.exchange(frames, count, deadline);
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+BenchReport run_cluster_bench(const ClusterBenchConfig& config, std::ostream& out,
+                              std::ostream& err) {
+  if (config.pmds < 2)
+    throw Error("cluster bench: --pmds must be at least 2");
+  BenchReport report;
+  report.bench = "cluster";
+  BenchEtcd etcd(config.etcd);
+  report.params = {{"etcd", config.etcd.empty() ? "private, 1 member" : config.etcd},
+                   {"pmds", std::to_string(config.pmds)},
+                   {"joins", count_param(config.joins)},
+                   {"nodes", count_param(config.nodes)},
+                   {"resolves", count_param(config.resolves)},
+                   {"reps", std::to_string(config.common.reps)}};
+  begin(report, config.common, out);
+  const std::string name = "bench-" + std::to_string(::getpid());
+  std::vector<std::unique_ptr<ClusterBenchPmd>> pmds;
+  for (unsigned i = 0; i < config.pmds; ++i) {
+    pmds.push_back(std::make_unique<ClusterBenchPmd>(
+        config.common, std::vector<std::string>{"--cluster", etcd.url(), "--cluster-name", name}));
+  }
+  ClusterBenchPmd plain(config.common, {});
+  for (auto& pmd : pmds) {
+    if (!pmd->wait_current(std::chrono::seconds(30)))
+      throw Error("cluster bench: a pmd's cluster view is not current after 30 s (etcd?)");
+  }
+  // The local alias both kinds resolve.
+  PmdConnection owner_clustered(pmds[0]->port()), owner_plain(plain.port());
+  const std::string local = unique_alias("local", 0);
+  owner_clustered.request(register_request(local, 1));
+  owner_plain.request(register_request(local, 1));
+
+  LatencySeries join_seen{"join on one pmd -> peer:join on another", {}};
+  RateSeries clustered{"resolve local alias, clustered pmd", 0, {}, ""};
+  RateSeries unclustered{"resolve local alias, unclustered pmd", 0, {}, ""};
+  std::vector<double> complete_ms, gone_ms;
+  for (unsigned rep = 0; rep < config.common.reps; ++rep) {
+    ProgressBar progress(err, config.common.progress, "cluster rep " + std::to_string(rep + 1));
+    const auto deadline = Clock::now() + config.common.timeout;
+    {
+      PmdConnection watcher(pmds[1]->port());
+      watcher.request(pmd_request("watch", "{}", 1));
+      PmdConnection owner(pmds[0]->port());
+      std::vector<std::uint64_t> ns;
+      for (std::uint64_t i = 0; i < config.joins; ++i) {
+        const std::string alias = unique_alias("join" + std::to_string(i) + "-", rep);
+        std::string frame;
+        append_frame(frame, register_request(alias, i));
+        const std::uint64_t t0 = monotonic_ns();
+        owner.exchange(frame, 1, deadline);
+        if (!watcher.wait_for("peer:join", "\"" + alias + "\"", deadline))
+          throw Error("cluster bench: no peer:join for '" + alias + "' on the other pmd");
+        ns.push_back(monotonic_ns() - t0);
+        frame.clear();
+        append_frame(frame, pmd_request("unregister", R"({"nodeId":")" + alias + R"(-id"})", i));
+        owner.exchange(frame, 1, deadline);
+        if (!watcher.wait_for("peer:leave", "\"" + alias + "\"", deadline))
+          throw Error("cluster bench: no peer:leave for '" + alias + "' on the other pmd");
+      }
+      join_seen.reps.push_back(summarize_latencies(ns));
+    }
+    {
+      // `nodes` registrations spread over the PMDs (pipelined, 4 connections each):
+      // the time until every PMD has seen every join (its watcher's count).
+      std::vector<std::unique_ptr<PmdConnection>> watchers;
+      for (auto& pmd : pmds) {
+        watchers.push_back(std::make_unique<PmdConnection>(pmd->port()));
+        watchers.back()->request(pmd_request("watch", "{}", 1));
+      }
+      constexpr unsigned kConnections = 4;
+      std::vector<std::unique_ptr<PmdConnection>> owners;
+      std::vector<std::string> frames(config.pmds * kConnections);
+      std::vector<std::uint64_t> counts(frames.size());
+      for (std::uint64_t n = 0; n < config.nodes; ++n) {
+        const std::size_t k = static_cast<std::size_t>(n % frames.size());
+        append_frame(frames[k],
+                     register_request(unique_alias("n" + std::to_string(n) + "-", rep), n));
+        ++counts[k];
+      }
+      for (std::size_t k = 0; k < frames.size(); ++k)
+        owners.push_back(std::make_unique<PmdConnection>(pmds[k % config.pmds]->port()));
+      const auto t0 = Clock::now();
+      for (std::size_t k = 0; k < frames.size(); ++k)
+        counts[k] -= owners[k]->exchange(frames[k], 0, deadline);  // the rest: below
+      for (std::size_t k = 0; k < frames.size(); ++k)
+        owners[k]->exchange({}, counts[k], deadline);
+      for (auto& watcher : watchers)
+        watcher->exchange({}, config.nodes, deadline);
+      complete_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      const auto t1 = Clock::now();
+      owners.clear();  // the connections close: every key goes at once
+      for (auto& watcher : watchers)
+        watcher->exchange({}, config.nodes, deadline);
+      gone_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t1).count());
+    }
+    // Alternated, in the same run: the local PMD path with and without the cluster.
+    clustered.reps.push_back(
+        {config.resolves, pipelined_resolves(pmds[0]->port(), local, config.resolves, deadline)});
+    unclustered.reps.push_back(
+        {config.resolves, pipelined_resolves(plain.port(), local, config.resolves, deadline)});
+    progress.update(rep + 1, config.common.reps);
+  }
+  report.latencies = {join_seen};
+  report.rates = {clustered, unclustered};
+  report.figures.push_back({"join -> visible on another pmd p50 (median of reps)",
+                            median_of(join_seen, &LatencySummary::p50) / 1e6, "ms"});
+  report.figures.push_back({"join -> visible on another pmd p99 (median of reps)",
+                            median_of(join_seen, &LatencySummary::p99) / 1e6, "ms"});
+  report.figures.push_back({std::to_string(config.nodes) + " registrations over " +
+                                std::to_string(config.pmds) + " pmds -> every view complete",
+                            summarize(complete_ms).median, "ms"});
+  report.figures.push_back(
+      {"their connections closed -> gone from every view", summarize(gone_ms).median, "ms"});
+  const double plain_rate = median_rate(unclustered);
+  report.figures.push_back({"resolve rate clustered/unclustered",
+                            plain_rate > 0 ? median_rate(clustered) / plain_rate : 0, "x"});
   emit(report, config.common, out);
   return report;
 }

@@ -97,6 +97,16 @@ struct PmdBenchConfig {
   std::uint64_t churn = 10'000;      ///< register+unregister pairs per repetition
 };
 
+/// `distflow bench cluster` (issue 15): PMDs sharing one etcd.
+struct ClusterBenchConfig {
+  BenchCommon common;
+  std::string etcd;                  ///< etcd://...; empty: start a private `etcd` (from PATH)
+  unsigned pmds = 10;                ///< clustered PMDs
+  std::uint64_t joins = 200;         ///< join on PMD 0 -> seen on PMD 1, one at a time, per rep
+  std::uint64_t nodes = 1000;        ///< registrations spread over the PMDs, per rep
+  std::uint64_t resolves = 100'000;  ///< pipelined resolves of a local alias, per PMD kind
+};
+
 BenchReport run_mailbox_bench(const MailboxBenchConfig& config, std::ostream& out,
                               std::ostream& err);
 BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostream& out,
@@ -107,6 +117,8 @@ BenchReport run_pmd_bench(const PmdBenchConfig& config, std::ostream& out, std::
 /// call() round trips (callback and future) against raw TCP's ping-pong in the same
 /// run, and calls/s with 1, 16, 256... in flight (issue 14).
 BenchReport run_call_bench(const CallBenchConfig& config, std::ostream& out, std::ostream& err);
+BenchReport run_cluster_bench(const ClusterBenchConfig& config, std::ostream& out,
+                              std::ostream& err);
 
 /// A JSON payload of exactly max(size, minimum) bytes carrying sender `id` and
 /// sequence `seq`: {"s":1,"q":42,"p":"xxxx"}. Written into `out` (replaced).
