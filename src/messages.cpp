@@ -93,33 +93,20 @@ bool scan_envelope(std::string_view body, ParsedFields& out) {
       raw = &out.alias_raw;
       text = &out.alias;
     } else if (name == "ref" || name == "inReplyTo") {
-      // Request/reply (PROTOCOL.md §3.5): strings; anything else goes the general way.
-      if (*value != '"')
-        return false;
-      p = Scan::string(value + 1, end, escaped);
-      if (p == nullptr)
-        return false;
-      ++p;
-      (name == "ref" ? out.ref_raw : out.in_reply_to_raw) = span(value, p);
-      p = detail::json_skip_space(p, end);
-      if (p == end)
-        return false;
-      if (*p == '}')
-        break;
-      if (*p != ',')
-        return false;
-      p = detail::json_skip_space(p + 1, end);
-      continue;
+      // Request/reply (PROTOCOL.md §3.5): kept as tokens, escapes and all.
+      raw = name == "ref" ? &out.ref_raw : &out.in_reply_to_raw;
     }
     if (raw != nullptr) {
+      // A string; anything else (or an escaped name) goes the general way.
       if (*value != '"')
         return false;
       p = Scan::string(value + 1, end, escaped);
-      if (p == nullptr || escaped)
+      if (p == nullptr || (escaped && text != nullptr))
         return false;
       ++p;
       *raw = span(value, p);
-      *text = span(value + 1, p - 1);
+      if (text != nullptr)
+        *text = span(value + 1, p - 1);
     } else if (name == "payload") {
       p = Scan::value(value, end, 1);
       if (p == nullptr)

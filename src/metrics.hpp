@@ -15,6 +15,15 @@
 
 namespace distflow {
 
+/// One destination a node holds a link to (NodeStats::links, `distflow stats`).
+struct OutboundLinkStats {
+  std::string node_id;
+  std::string alias;
+  std::string address;              ///< host:port
+  std::uint64_t queued_frames = 0;  ///< accepted, not yet written
+  std::uint64_t unwritten_bytes = 0;
+};
+
 /// Where a metrics endpoint listens (`--metrics ADDR:PORT`; port 0: any free one).
 struct MetricsEndpoint {
   std::string host = "127.0.0.1";

@@ -428,14 +428,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   // The outbound links, from the I/O thread (asked and waited for from another).
   std::vector<OutboundLinkStats> links() const {
     auto collect = [this] {
-      std::vector<OutboundLinkStats> out;
-      if (!transport_ || finished_)
-        return out;
-      for (LinkInfo& link : transport_->links()) {
-        out.push_back({std::move(link.node_id), std::move(link.alias), std::move(link.address),
-                       link.queued_frames, link.unwritten_bytes});
-      }
-      return out;
+      return transport_ && !finished_ ? transport_->links() : std::vector<OutboundLinkStats>{};
     };
     if (on_io_thread())
       return collect();

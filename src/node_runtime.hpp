@@ -74,15 +74,6 @@ using MessageHandler = std::function<void(const Envelope& message)>;
 /// A monitored target is gone: why ("'kv' left (socket_closed)", "connection lost to 'kv' ...").
 using MonitorHandler = std::function<void(std::string_view reason)>;
 
-/// One destination this node holds a link to.
-struct OutboundLinkStats {
-  std::string node_id;
-  std::string alias;
-  std::string address;              ///< host:port
-  std::uint64_t queued_frames = 0;  ///< accepted, not yet written
-  std::uint64_t unwritten_bytes = 0;
-};
-
 struct NodeStats {
   MailboxStats mailbox;
   std::uint64_t received = 0;    ///< frames parsed from peers

@@ -427,8 +427,8 @@ void Transport::link_failed(const Link& link, std::error_code ec, const std::str
     failed_hook_(node_id, message);
 }
 
-std::vector<LinkInfo> Transport::links() const {
-  std::vector<LinkInfo> out;
+std::vector<OutboundLinkStats> Transport::links() const {
+  std::vector<OutboundLinkStats> out;
   for (const auto& [id, link] : links_) {
     const NodeInfo& node = link->node();
     out.push_back({node.node_id, node.alias, node.host + ":" + std::to_string(node.port),

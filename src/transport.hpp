@@ -24,6 +24,7 @@
 #include "log_throttle.hpp"
 #include "mailbox.hpp"
 #include "messages.hpp"
+#include "metrics.hpp"
 #include "pmd_protocol.hpp"
 
 namespace distflow {
@@ -44,15 +45,6 @@ struct TransportCounters {
   std::atomic<std::uint32_t> outbound_links{0};  ///< links held now (one per destination)
   std::atomic<std::uint64_t> bytes_received{0};  ///< frames' bytes read from peers
   std::atomic<std::uint64_t> bytes_sent{0};      ///< bytes written to peers
-};
-
-/// One outbound link, as `distflow stats` shows it.
-struct LinkInfo {
-  std::string node_id;
-  std::string alias;
-  std::string address;              ///< host:port
-  std::uint64_t queued_frames = 0;  ///< accepted, not yet written
-  std::uint64_t unwritten_bytes = 0;
 };
 
 /// The payload of a stats request (a request with exactly this payload): the node
@@ -138,7 +130,7 @@ class Transport final : private LinkOwner {
     stats_hook_ = std::move(hook);
   }
   /// The outbound links now (the I/O thread).
-  std::vector<LinkInfo> links() const;
+  std::vector<OutboundLinkStats> links() const;
   /// Runs whenever queued messages were written or failed (drives flush()).
   void on_progress(std::function<void()> hook);
   /// Runs when messages are dropped by the mailbox's policy; `reason` names the limit.

@@ -370,6 +370,21 @@ Json expect_json(BenchChild& child, std::string_view what, std::chrono::seconds 
   return result;
 }
 
+LatencySummary latency_from(const Json& j);
+
+// One raw TCP ping-pong run (the baseline of the latency and call benches).
+LatencySummary raw_round_trips(const BenchCommon& common, std::uint16_t pmd_port,
+                               std::uint64_t msgs, std::size_t size, int cpu_pong, int cpu_ping) {
+  BenchChild pong(worker_argv(common, pmd_port, "raw-pong", {}), cpu_pong);
+  const std::string port = expect_ready(pong, "raw-pong");
+  BenchChild ping(
+      worker_argv(common, pmd_port, "raw-ping",
+                  {"--port", port, "--msgs", std::to_string(msgs), "--size", std::to_string(size)}),
+      cpu_ping);
+  expect_ready(ping, "raw-ping");
+  return latency_from(expect_json(ping, "raw-ping", common.timeout));
+}
+
 LatencySummary latency_from(const Json& j) {
   LatencySummary s;
   s.samples = j.value("samples", std::size_t{0});
@@ -1055,14 +1070,8 @@ BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& ou
     ProgressBar progress(err, config.common.progress, "latency rep " + std::to_string(rep + 1));
     for (std::size_t leg : legs) {
       if (leg == series.size()) {
-        BenchChild pong(worker_argv(config.common, pmd.port(), "raw-pong", {}), cpu_a);
-        const std::string port = expect_ready(pong, "raw-pong");
-        BenchChild ping(worker_argv(config.common, pmd.port(), "raw-ping",
-                                    {"--port", port, "--msgs", std::to_string(config.msgs),
-                                     "--size", std::to_string(config.size)}),
-                        cpu_b);
-        expect_ready(ping, "raw-ping");
-        raw.reps.push_back(latency_from(expect_json(ping, "raw-ping", config.common.timeout)));
+        raw.reps.push_back(
+            raw_round_trips(config.common, pmd.port(), config.msgs, config.size, cpu_a, cpu_b));
         continue;
       }
       const bool regular = config.paths[leg] == LatencyPath::regular;
@@ -1127,14 +1136,8 @@ BenchReport run_call_bench(const CallBenchConfig& config, std::ostream& out, std
     ProgressBar progress(err, config.common.progress, "call rep " + std::to_string(rep + 1));
     for (int leg = 0; leg < 2; ++leg) {
       if ((leg == 0) == raw_first) {
-        BenchChild pong(worker_argv(config.common, pmd.port(), "raw-pong", {}), cpu_a);
-        const std::string port = expect_ready(pong, "raw-pong");
-        BenchChild ping(worker_argv(config.common, pmd.port(), "raw-ping",
-                                    {"--port", port, "--msgs", std::to_string(config.msgs),
-                                     "--size", std::to_string(config.size)}),
-                        cpu_b);
-        expect_ready(ping, "raw-ping");
-        raw.reps.push_back(latency_from(expect_json(ping, "raw-ping", config.common.timeout)));
+        raw.reps.push_back(
+            raw_round_trips(config.common, pmd.port(), config.msgs, config.size, cpu_a, cpu_b));
         continue;
       }
       const std::string alias = unique_alias("call-server", rep);
