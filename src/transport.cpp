@@ -374,11 +374,13 @@ void Transport::interrupt_waits(const std::string& why) {
 
 void Transport::link_ready(const std::shared_ptr<Link>& link) {
   if (!io_.get_executor().running_in_this_thread()) {
-    asio::post(io_, [link] { link->drain(false); });
+    // Written from the posted handler itself: waking the session's writer would
+    // cost two more handlers (and reactor polls) per message.
+    asio::post(io_, [link] { link->drain(true); });
   } else if (defer_depth_ > 0) {
     deferred_.push_back(link);
   } else {
-    link->drain(false);
+    link->drain(false);  // the writer takes everything queued by this handler at once
   }
 }
 
