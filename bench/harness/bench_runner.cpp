@@ -372,6 +372,10 @@ Json expect_json(BenchChild& child, std::string_view what, std::chrono::seconds 
 
 LatencySummary latency_from(const Json& j);
 
+const char* pin_name(PinMode pin) {
+  return pin == PinMode::same ? "same" : pin == PinMode::different ? "different" : "none";
+}
+
 // One raw TCP ping-pong run (the baseline of the latency and call benches).
 LatencySummary raw_round_trips(const BenchCommon& common, std::uint16_t pmd_port,
                                std::uint64_t msgs, std::size_t size, int cpu_pong, int cpu_ping) {
@@ -1039,9 +1043,7 @@ BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& ou
                               std::ostream& err) {
   BenchReport report;
   report.bench = "latency";
-  const char* pin = config.pin == PinMode::same        ? "same"
-                    : config.pin == PinMode::different ? "different"
-                                                       : "none";
+  const char* pin = pin_name(config.pin);
   std::string paths;
   for (LatencyPath path : config.paths)
     paths += (paths.empty() ? "" : ",") + std::string(path_name(path));
@@ -1114,9 +1116,7 @@ BenchReport run_call_bench(const CallBenchConfig& config, std::ostream& out, std
   std::string inflight;
   for (unsigned n : config.inflight)
     inflight += (inflight.empty() ? "" : ",") + std::to_string(n);
-  const char* pin = config.pin == PinMode::same        ? "same"
-                    : config.pin == PinMode::different ? "different"
-                                                       : "none";
+  const char* pin = pin_name(config.pin);
   report.params = {{"round trips", count_param(config.msgs)},
                    {"size", std::to_string(config.size) + " B"},
                    {"pin", pin},
