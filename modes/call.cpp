@@ -53,7 +53,11 @@ Runner setup_call(CLI::App& app, const GlobalOptions&) {
                  "longest stdin line (one request) in bytes")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{64} << 20));
-  add_security_flags(app, flags->security, false);
+  app.add_option("--listen", flags->options.listen_host,
+                 "address the replies come back to (another host's target dials it; beyond "
+                 "loopback: needs --cookie-file or --tls-*)")
+      ->capture_default_str();
+  add_security_flags(app, flags->security, true);
 
   return [flags, &app]() -> int {
     if (app.get_option("body")->count() > 0 && flags->body.empty())
@@ -64,7 +68,11 @@ Runner setup_call(CLI::App& app, const GlobalOptions&) {
                                   "': expected e.g. 5s or 500ms (ms, s, m, h; more than 0)");
     }
     flags->options.timeout = *timeout;
-    if (int code = load_security(app, flags->security, flags->options.security))
+    std::vector<std::string> listen;
+    if (int code = parse_listen_hosts(app, {flags->options.listen_host}, "--listen", listen))
+      return code;
+    flags->options.listen_host = listen.front();
+    if (int code = load_security(app, flags->security, flags->options.security, listen, "--listen"))
       return code;
     if (int code = normalize_pmd_host(app, flags->options.pmd))
       return code;

@@ -40,7 +40,11 @@ Runner setup_stats(CLI::App& app, const GlobalOptions&) {
   app.add_option("-p,--port", flags->options.pmd.port,
                  "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
       ->capture_default_str();
-  add_security_flags(app, flags->security, false);
+  app.add_option("--listen", flags->options.listen_host,
+                 "address the replies come back to (another host's target dials it; beyond "
+                 "loopback: needs --cookie-file or --tls-*)")
+      ->capture_default_str();
+  add_security_flags(app, flags->security, true);
 
   return [flags, &app]() -> int {
     auto timeout = parse_duration(flags->timeout);
@@ -56,7 +60,11 @@ Runner setup_stats(CLI::App& app, const GlobalOptions&) {
       }
       interval = *every;
     }
-    if (int code = load_security(app, flags->security, flags->options.security))
+    std::vector<std::string> listen;
+    if (int code = parse_listen_hosts(app, {flags->options.listen_host}, "--listen", listen))
+      return code;
+    flags->options.listen_host = listen.front();
+    if (int code = load_security(app, flags->security, flags->options.security, listen, "--listen"))
       return code;
     if (int code = normalize_pmd_host(app, flags->options.pmd))
       return code;

@@ -27,6 +27,7 @@ std::unique_ptr<NodeRuntime> start_caller(const CallOptions& options) {
   node.pmd = options.pmd;
   node.auto_start_pmd = false;  // nobody would be there to answer
   node.security = options.security;
+  node.listen_host = options.listen_host;
   node.heartbeat_interval = std::chrono::seconds(1);
   return NodeRuntime::start(std::move(node));
 }

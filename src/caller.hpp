@@ -22,6 +22,9 @@ struct CallOptions {
   std::chrono::milliseconds timeout{5000};  ///< per call
   std::size_t inflight = 64;                ///< call_stream: requests waiting at once
   std::size_t max_line_bytes = 1u << 20;    ///< call_stream: longest line
+  /// Where the caller listens for the replies: beyond loopback for a target on
+  /// another host (which dials back), with a cookie or TLS.
+  std::string listen_host = "127.0.0.1";
   SecurityOptions security;
 };
 
