@@ -136,7 +136,8 @@ class RemoteSetup {
     // loopback each PMD binds only its host's address, on a port the system picks.
     const std::uint16_t wanted =
         hosts_.isolated() ? static_cast<std::uint16_t>(24370 + static_cast<int>(m)) : 0;
-    std::vector<std::string> argv{executable(), "--log-level", "warn",
+    // Errors only: in plain mode it warns, rightly, at every start about --insecure.
+    std::vector<std::string> argv{executable(), "--log-level", "error",
                                   "pmd",        "--port",      std::to_string(wanted)};
     if (hosts_.isolated())
       argv.insert(argv.end(), {"--bind", "127.0.0.1"});
