@@ -236,9 +236,10 @@ asio::awaitable<void> Session::run() {
       stop("TLS handshake failed: " + ec.message());
       co_return;
     }
-    // Both certificates verified: without a cookie that is the whole handshake. (A
-    // dialler hears nothing else from a node it sends to, so only this ends its wait.)
-    if (!gate_)
+    // The dialler has verified the acceptor's certificate: without a cookie that is
+    // the whole handshake, and a node it sends to never says anything else (an
+    // acceptor still waits for a first valid frame, its guard against idle peers).
+    if (!gate_ && !tls_->server)
       established();
   }
   if (gate_) {
