@@ -3,6 +3,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -453,4 +454,10 @@ TEST_CASE("bench: a remote bench killed with SIGKILL leaves no namespace behind"
     std::this_thread::sleep_for(20ms);
   }
   CHECK(SimHosts::namespaces_of(bench.pid()).empty());
+  // And the throwaway cookie and keys.
+  const auto pki = std::filesystem::temp_directory_path() /
+                   ("distflow-pki-" + std::to_string(bench.pid()) + "-0");
+  while (std::filesystem::exists(pki) && std::chrono::steady_clock::now() < cleaned)
+    std::this_thread::sleep_for(20ms);
+  CHECK_FALSE(std::filesystem::exists(pki));
 }

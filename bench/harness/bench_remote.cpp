@@ -72,6 +72,7 @@ class RemoteSetup {
  public:
   RemoteSetup(const BenchCommon& common, const SimHosts& hosts)
       : common_(common), hosts_(hosts), pki_("distflow-bench-ca") {
+    hosts_.remove_on_exit(pki_.dir());  // the keys and the cookie go even after a SIGKILL
     cookie_ = write_throwaway_cookie(pki_.dir());
     for (int h = 0; h < hosts_.count(); ++h)
       certs_.push_back(pki_.issue("host-" + std::to_string(h), "IP:" + hosts_.address(h)));

@@ -129,14 +129,21 @@ bool contains(const std::string& text, const std::string& needle) {
   return text.find(needle) != std::string::npos;
 }
 
-// The guardian: waits for EOF on stdin (our end closes when we exit, however we
-// exit), then kills what runs inside each namespace named in its arguments and
-// removes it. Signals aimed at our process group do not reach it.
+// The guardian: reads lines (directories to remove) until EOF on stdin (our end
+// closes when we exit, however we exit), then kills what runs inside each
+// namespace named in its arguments, removes it, and removes the directories (only
+// absolute paths with "/distflow-" in them). Signals aimed at our process group
+// do not reach it.
 constexpr const char* kGuardianScript = R"(trap '' INT TERM HUP QUIT PIPE
-while read -r _; do :; done
+dirs=
+while IFS= read -r line; do dirs="$dirs$line
+"; done
 for ns in "$@"; do
   for pid in $("$DISTFLOW_IP" netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
   "$DISTFLOW_IP" netns del "$ns" 2>/dev/null
+done
+printf '%s' "$dirs" | while IFS= read -r dir; do
+  case "$dir" in /*/distflow-*) rm -rf -- "$dir" ;; esac
 done
 exit 0)";
 
@@ -286,6 +293,15 @@ void SimHosts::remove_all() {
     guardian_->stop(5s);
     guardian_.reset();
   }
+}
+
+void SimHosts::remove_on_exit(const std::string& dir) const {
+  if (guardian_pipe_ < 0)
+    return;
+  const std::string line = dir + "\n";
+  // A few dozen bytes into an empty pipe: written whole, or not at all (then the
+  // caller's own cleanup is all there is).
+  [[maybe_unused]] const ssize_t n = ::write(guardian_pipe_, line.data(), line.size());
 }
 
 const std::string& SimHosts::address(int host) const {

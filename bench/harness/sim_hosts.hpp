@@ -12,8 +12,9 @@
 // Everything is removed by the destructor (what still runs inside is SIGKILLed by
 // PID), also when an exception unwinds. A guardian process (its own process group,
 // so Ctrl-C does not reach it) removes them too when this process ends any other
-// way (a signal, SIGKILL, exit()). Namespaces left by a run that is gone (our
-// prefix, a PID that no longer exists) are removed before new ones are made.
+// way (a signal, SIGKILL, exit()), with the directories given to remove_on_exit().
+// Namespaces left by a run that is gone (our prefix, a PID that no longer exists)
+// are removed before new ones are made.
 //
 // Where namespaces cannot be made (not root, no `ip`, EPERM in a container) the
 // hosts are 127.0.0.2, 127.0.0.3, ... on this host's loopback (no partitions).
@@ -52,6 +53,11 @@ class SimHosts {
   /// Checks again that every namespace exists with its address on eth0 (and nowhere
   /// outside); throws distflow::Error naming what is missing. No-op on the fallback.
   void verify() const;
+
+  /// Has the guardian also remove directory `dir` (an absolute path whose last
+  /// component starts with "distflow-") if this process dies without its cleanup.
+  /// No-op on the fallback.
+  void remove_on_exit(const std::string& dir) const;
 
   /// Cuts `host` off (its eth0 down), or reconnects it and waits until its route is
   /// back. Throws distflow::Error unless isolated().
