@@ -86,6 +86,9 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
                        "skip the raw TCP limit (same frames, no parsing)");
   throughput->add_flag("--via-cli", f->throughput.via_cli,
                        "instead: distflow send - < FILE -> distflow node -> stdout pipe");
+  throughput->add_flag("--remote", f->throughput.remote,
+                       "instead: node->node across two network-namespace hosts, plain, cookie "
+                       "and TLS alternating (needs root and ip; else 127.0.0.2/3)");
 
   auto* latency = app.add_subcommand("latency", "ping-pong round trips, and raw TCP's");
   add_common(*latency, f->latency.common, f->timeout_s, true);
@@ -146,6 +149,13 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   worker->add_option("--port", w.port);
   worker->add_flag("--auto-pmd", w.auto_pmd);
   worker->add_option("--inflight", w.inflight)->delimiter(',');
+  worker->add_option("--pmd-host", w.pmd_host);
+  worker->add_option("--listen", w.listen_host);
+  worker->add_option("--cookie-file", w.cookie_file);
+  worker->add_option("--tls-cert", w.tls.cert);
+  worker->add_option("--tls-key", w.tls.key);
+  worker->add_option("--tls-ca", w.tls.ca);
+  worker->add_flag("--insecure", w.insecure);
   worker->add_option("--timeout", f->timeout_s);
 
   return [f, mailbox, throughput, latency, pmd, call, cluster, worker]() -> int {

@@ -236,6 +236,11 @@ asio::awaitable<void> Session::run() {
       stop("TLS handshake failed: " + ec.message());
       co_return;
     }
+    // The dialler has verified the acceptor's certificate: without a cookie that is
+    // the whole handshake, and a node it sends to never says anything else (an
+    // acceptor still waits for a first valid frame, its guard against idle peers).
+    if (!gate_ && !tls_->server)
+      established();
   }
   if (gate_) {
     if (auto opening = gate_->opening())

@@ -1,18 +1,24 @@
 // bench_stats (pure) and the bench payload helpers; `distflow bench` smoke runs
 // through the real binary with tiny counts. No timing assertions anywhere.
 
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "bench_runner.hpp"
 #include "bench_stats.hpp"
+#include "sim_hosts.hpp"
 #include "support.hpp"
 
 using namespace distflow;
+using namespace std::chrono_literals;
 
 TEST_CASE("bench_stats: summarize gives min avg max stddev median", "[bench]") {
   const std::vector<double> values{4, 1, 3, 2};
@@ -405,4 +411,53 @@ TEST_CASE("bench: latency of one chosen path", "[bench][modes]") {
   REQUIRE(inline_only["latencies"].size() == 2);
   CHECK(inline_only["figures"].contains("ratio p50 inline/raw"));
   CHECK_FALSE(inline_only["figures"].contains("ratio p50 regular/raw"));
+}
+
+TEST_CASE("bench: throughput --remote runs plain, cookie and TLS across two hosts",
+          "[bench][modes][multihost]") {
+  const auto doc = run_bench_json({"throughput", "--remote", "--msgs", "3000", "--reps", "2"});
+  CHECK_THAT(doc["params"]["hosts"].get<std::string>(), Catch::Contains(" -> "));
+  for (const char* mode : {"plain", "cookie", "TLS"}) {
+    const auto series = rate_named(doc, std::string("node->node across hosts, ") + mode);
+    INFO(mode);
+    REQUIRE(series.is_object());
+    CHECK(series["reps"].size() == 2);
+    CHECK(series["reps"][0]["msgs"] == 3000);
+    CHECK(series["reps"][1]["msgs"] == 3000);
+    CHECK(series["note"] == "lost=0 reordered=0 send_failures=0");
+  }
+  CHECK(doc["figures"].contains("ratio cookie/plain (median of per-rep ratios; target >= 0.95)"));
+  CHECK(doc["figures"].contains("ratio TLS/plain (median of per-rep ratios; target >= 0.7)"));
+}
+
+TEST_CASE("bench: a remote bench killed with SIGKILL leaves no namespace behind",
+          "[bench][modes][multihost]") {
+  if (SimHosts::ip_binary().empty() || ::geteuid() != 0) {
+    WARN("no network namespaces here (not root, or no ip): nothing to clean");
+    return;
+  }
+  test::ChildProcess bench({test::distflow_binary(), "bench", "throughput", "--remote", "--msgs",
+                            "100000000", "--reps", "1", "--timeout", "60"});
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (SimHosts::namespaces_of(bench.pid()).size() < 3 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);  // polling, bounded by the deadline
+  }
+  INFO(bench.stderr_text());
+  REQUIRE(SimHosts::namespaces_of(bench.pid()).size() == 3);  // two hosts and the switch
+  bench.signal(SIGKILL);
+  REQUIRE(bench.wait(10s) == 128 + SIGKILL);
+  // Its guardian removes them (and kills what ran inside) once it is gone.
+  const auto cleaned = std::chrono::steady_clock::now() + 20s;
+  while (!SimHosts::namespaces_of(bench.pid()).empty() &&
+         std::chrono::steady_clock::now() < cleaned) {
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(SimHosts::namespaces_of(bench.pid()).empty());
+  // And the throwaway cookie and keys.
+  const auto pki = std::filesystem::temp_directory_path() /
+                   ("distflow-pki-" + std::to_string(bench.pid()) + "-0");
+  while (std::filesystem::exists(pki) && std::chrono::steady_clock::now() < cleaned)
+    std::this_thread::sleep_for(20ms);
+  CHECK_FALSE(std::filesystem::exists(pki));
 }

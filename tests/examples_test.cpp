@@ -3,6 +3,7 @@
 
 #include <csignal>
 #include <string>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -96,6 +97,25 @@ TEST_CASE("examples: demo.sh drives a shell node with a send pipeline", "[exampl
   for (const char* reply : {"HELLO 1", "HELLO 2", "HELLO 3"}) {
     CHECK(demo.out.find(reply) != std::string::npos);
   }
+}
+
+TEST_CASE("examples: multihost.sh sends alias@host both ways between namespace hosts",
+          "[examples][multihost]") {
+  // Its PMDs listen inside the namespaces only; a high port all the same.
+  const auto demo = run({std::string(DISTFLOW_SOURCE_DIR) + "/examples/multihost.sh"},
+                        {{"DISTFLOW", distflow_binary()},
+                         {"DISTFLOW_PMD_PORT", std::to_string(20000 + ::getpid() % 20000)}},
+                        60s);
+  if (demo.code == 77) {
+    WARN("examples/multihost.sh skipped: " << demo.err);
+    return;
+  }
+  INFO(demo.out << demo.err);
+  CHECK(demo.code == 0);
+  CHECK(demo.out.find(R"("payload":{"hello":"from alpha"})") != std::string::npos);
+  CHECK(demo.out.find(R"("payload":{"reply":"from beta"})") != std::string::npos);
+  CHECK(demo.out.find("@10.203.0.1\"") != std::string::npos);
+  CHECK(demo.out.find("== refused: cookie mismatch") != std::string::npos);
 }
 
 }  // namespace distflow::test

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "throwaway_pki.hpp"
+
 namespace distflow::test {
 
 using namespace std::chrono_literals;
@@ -63,26 +65,8 @@ RunResult run(const std::vector<std::string>& argv,
               const std::map<std::string, std::string>& env = {},
               std::chrono::milliseconds timeout = 20s, const std::string& stdin_data = {});
 
-/// A throwaway PKI made with the openssl command in a temp dir (removed with it):
-/// a CA, and certificates it signed for names and addresses (subjectAltName).
-class TestPki {
- public:
-  /// `ca_name` distinguishes two unrelated CAs.
-  explicit TestPki(const std::string& ca_name = "distflow-test-ca");
-  ~TestPki();
-  TestPki(const TestPki&) = delete;
-  TestPki& operator=(const TestPki&) = delete;
-  struct Files {
-    std::string cert, key, ca;
-  };
-  /// A certificate for CN `name` valid for DNS:localhost and IP:127.0.0.1 (and
-  /// `extra_san`, e.g. "IP:10.203.0.2"); `days` < 0 makes one that has expired.
-  Files issue(const std::string& name, const std::string& extra_san = {}, int days = 2);
-  const std::string& ca() const { return ca_; }
-
- private:
-  std::string dir_, ca_, ca_key_;
-};
+/// A throwaway PKI (bench/harness/throwaway_pki.hpp): a CA and certificates it signed.
+using TestPki = ThrowawayPki;
 
 /// Sends `request` (raw bytes) to 127.0.0.1:`port` and returns everything the peer
 /// sends until it closes; nullopt if it does not close within `timeout`.

@@ -109,6 +109,28 @@ std::optional<std::size_t> BenchChild::read_some(char* data, std::size_t n,
   }
 }
 
+CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  // The shell only merges stderr into stdout; the arguments stay arguments.
+  std::vector<std::string> merged{"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1"};
+  merged.insert(merged.end(), argv.begin(), argv.end());
+  BenchChild child(merged);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  CommandResult result;
+  char chunk[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    const auto got =
+        child.read_some(chunk, sizeof chunk, std::max(left, std::chrono::milliseconds(0)));
+    if (!got || *got == 0)
+      break;
+    result.output.append(chunk, *got);
+  }
+  const auto left = deadline - std::chrono::steady_clock::now();
+  result.code = left.count() > 0 ? child.wait(std::chrono::milliseconds(2000)).value_or(-1) : -1;
+  return result;
+}
+
 void BenchChild::stop(std::chrono::milliseconds grace) {
   process_.stop(grace);
   if (out_ >= 0) {

@@ -46,6 +46,15 @@ class BenchChild {
   std::string buf_;
 };
 
+/// What run_command() saw.
+struct CommandResult {
+  int code = -1;       ///< the exit code; -1 when it ran past its deadline (then killed)
+  std::string output;  ///< stdout and stderr together
+};
+/// Runs `argv` (argv[0] a path) to completion, stdout and stderr together, killed
+/// after `timeout`. Throws distflow::Error when it cannot be started.
+CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
+
 /// Resident set size of process `pid` in KiB (VmRSS in /proc/PID/status); 0 when unknown.
 std::uint64_t resident_kib(int pid);
 

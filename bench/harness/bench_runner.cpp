@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_child.hpp"
+#include "bench_remote.hpp"
 #include "bench_worker.hpp"
 #include "errors.hpp"
 #include "framing.hpp"
@@ -1001,6 +1002,8 @@ BenchReport run_mailbox_bench(const MailboxBenchConfig& config, std::ostream& ou
 
 BenchReport run_throughput_bench(const ThroughputBenchConfig& config, std::ostream& out,
                                  std::ostream& err) {
+  if (config.remote)
+    return run_remote_throughput_bench(config, out, err);
   BenchReport report;
   report.bench = "throughput";
   report.params = {{"msgs", count_param(config.msgs)},

@@ -59,6 +59,10 @@ struct ThroughputBenchConfig {
   /// Instead: the shell user's path, `distflow send ALIAS - < FILE` (NDJSON) into
   /// `distflow node --alias ALIAS` whose stdout (a pipe) the bench counts lines of.
   bool via_cli = false;
+  /// Instead: one sender and one receiver on two simulated hosts (sim_hosts.hpp),
+  /// each with its own PMD, plain, cookie and TLS alternating in every repetition
+  /// (bench_remote.hpp).
+  bool remote = false;
 };
 
 enum class PinMode { none, same, different };

@@ -21,6 +21,7 @@
 
 #include "bench_runner.hpp"
 #include "bench_stats.hpp"
+#include "cookie.hpp"
 #include "errors.hpp"
 #include "framing.hpp"
 #include "messages.hpp"
@@ -37,7 +38,13 @@ std::unique_ptr<NodeRuntime> start_node(const BenchWorkerConfig& config, std::si
                                         OverflowPolicy policy) {
   NodeOptions options;
   options.alias = config.alias;
+  options.pmd.host = config.pmd_host;
   options.pmd.port = config.pmd_port;
+  options.listen_host = config.listen_host;
+  if (!config.cookie_file.empty())
+    options.security.cookie = load_cookie_file(config.cookie_file);
+  options.security.tls = config.tls;
+  options.security.insecure = config.insecure;
   options.auto_start_pmd = config.auto_pmd;
   options.mailbox_size = mailbox;
   options.overflow = policy;

@@ -29,6 +29,8 @@
 #include <string>
 #include <vector>
 
+#include "tls.hpp"
+
 namespace distflow {
 
 struct BenchWorkerConfig {
@@ -44,6 +46,13 @@ struct BenchWorkerConfig {
   std::uint16_t port = 0;          ///< raw-ping, raw-tx: the raw-pong's or raw-rx's port
   bool auto_pmd = false;           ///< idle: start the PMD if none answers (as `distflow node`)
   std::vector<unsigned> inflight;  ///< call-client: calls in flight, one run per entry
+  /// Node roles, across hosts (`throughput --remote`): the PMD's host, the address the
+  /// node listens on (and advertises), its cookie file and TLS files.
+  std::string pmd_host = "127.0.0.1";
+  std::string listen_host = "127.0.0.1";
+  std::string cookie_file;
+  TlsFiles tls;
+  bool insecure = false;  ///< listen beyond loopback with neither
   std::chrono::seconds timeout{120};
 };
 
