@@ -10,7 +10,9 @@
 #      (`--listen <its address>`), all with `--cookie-file`,
 #   3. alpha sends to `beta@10.203.0.2`; beta replies to the `from` it received
 #      (`alpha-...@10.203.0.1`); `distflow send` from host A reaches beta too,
-#   4. a send with another cookie is refused ("cookie mismatch").
+#   4. a send with another cookie is refused ("cookie mismatch"),
+#   5. the shell key-value store (examples/shell/kv.sh) on host b answers
+#      `distflow call kv@10.203.0.2` from host a.
 # Everything (processes, namespaces, files) is removed on every exit, by a trap.
 # Exit code 77: namespaces cannot be made here (not root, no `ip`, a container).
 set -euo pipefail
@@ -148,4 +150,20 @@ if on_a "$bin" send --cookie-file "$work/wrong" "beta@$addr_b" '{"n":2}' 2>"$wor
   exit 1
 fi
 echo "== refused: $(grep -o 'cookie mismatch' "$work/refused" | head -n1)"
+
+# Request/reply across the hosts: the shell key-value store on host b, asked
+# from host a. The caller listens on its host's address: kv dials back.
+on_b "$bin" node --log-level warn --alias kv --listen "$addr_b" --cookie-file "$work/cookie" \
+  --no-auto-pmd --exec "$here/shell/kv.sh" </dev/null >/dev/null &
+pids+=($!)
+wait_for on_a "$bin" pmd resolve "kv@$addr_b" --cookie-file "$work/cookie"
+echo "== host b: distflow node --alias kv --exec examples/shell/kv.sh --listen $addr_b --cookie-file cookie"
+ask() {
+  echo "== host a: distflow call --listen $addr_a --cookie-file cookie kv@$addr_b '$1'" >&2
+  on_a "$bin" call --log-level warn --listen "$addr_a" --cookie-file "$work/cookie" "kv@$addr_b" "$1"
+}
+ask '{"type":"set","key":"greeting","value":"hi"}'
+got=$(ask '{"type":"get","key":"greeting"}')
+echo "$got"
+[ "$got" = '{"value":"hi"}' ] || { echo "multihost: kv answered '$got'" >&2; exit 1; }
 echo "== done: cleaning up (processes, namespaces, files)"
