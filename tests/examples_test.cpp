@@ -116,6 +116,8 @@ TEST_CASE("examples: multihost.sh sends alias@host both ways between namespace h
   CHECK(demo.out.find(R"("payload":{"reply":"from beta"})") != std::string::npos);
   CHECK(demo.out.find("@10.203.0.1\"") != std::string::npos);
   CHECK(demo.out.find("== refused: cookie mismatch") != std::string::npos);
+  // The kv store on host b answered a call from host a.
+  CHECK(demo.out.find("{\"value\":\"hi\"}\n") != std::string::npos);
 }
 
 }  // namespace distflow::test
