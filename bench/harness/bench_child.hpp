@@ -49,7 +49,7 @@ class BenchChild {
 /// What run_command() saw.
 struct CommandResult {
   int code = -1;       ///< the exit code; -1 when it ran past its deadline (then killed)
-  std::string output;  ///< stdout and stderr together
+  std::string output;  ///< its standard output and error, together
 };
 /// Runs `argv` (argv[0] a path) to completion, stdout and stderr together, killed
 /// after `timeout`. Throws distflow::Error when it cannot be started.
