@@ -227,12 +227,14 @@ void Link::connected(std::shared_ptr<Session> session) {
   drain(false);
 }
 
-void Link::drain(bool write_now) {
+void Link::drain(bool write_now, std::uint64_t direct_max_frames) {
+  std::uint64_t moved_now = 0;
   {
     std::lock_guard lock(mutex_);
     drain_posted_ = false;
     if (!session_ || failed())
       return;  // frames wait in the queue for the connection (or fail with the link)
+    moved_now = queue_frames_;
     if (!queue_.empty()) {
       spare_.clear();
       queue_.swap(spare_);
@@ -244,7 +246,7 @@ void Link::drain(bool write_now) {
     const std::uint64_t frames = moved_ - session_->outbox().frames();
     session_->queue_frames(spare_, frames);
   }
-  if (write_now) {
+  if (write_now && moved_now <= direct_max_frames) {
     session_->write_now();
   } else {
     session_->flush();

@@ -101,9 +101,10 @@ class Link : public std::enable_shared_from_this<Link> {
   // ---- the I/O thread
   /// Dials the destination, after `delay` (a redial after failures: backoff).
   void start(std::chrono::milliseconds delay = std::chrono::milliseconds(0));
-  /// Moves the queued frames into the session; `write_now`: one direct send (a
-  /// deferred-writes bracket ends), else the writer is woken.
-  void drain(bool write_now);
+  /// Moves the queued frames into the session; `write_now` (a deferred-writes bracket
+  /// ends, or a drain that moved at most `direct_max_frames` frames): one direct
+  /// send, else the writer is woken (and writes them with whatever follows by then).
+  void drain(bool write_now, std::uint64_t direct_max_frames = UINT64_MAX);
   /// Fails every unwritten frame with `why`, closes, leaves the owner. Idempotent.
   void fail(std::error_code ec, const std::string& why);
   bool failed() const { return failed_.load(std::memory_order_relaxed); }

@@ -374,9 +374,10 @@ void Transport::interrupt_waits(const std::string& why) {
 
 void Transport::link_ready(const std::shared_ptr<Link>& link) {
   if (!io_.get_executor().running_in_this_thread()) {
-    // Written from the posted handler itself: waking the session's writer would
-    // cost two more handlers (and reactor polls) per message.
-    asio::post(io_, [link] { link->drain(true); });
+    // One frame (a request, a ping) is written from the posted handler itself:
+    // waking the session's writer would cost two more handlers and reactor polls.
+    // A run of them goes to the writer, which writes it with what follows.
+    asio::post(io_, [link] { link->drain(true, 1); });
   } else if (defer_depth_ > 0) {
     deferred_.push_back(link);
   } else {
