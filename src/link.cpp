@@ -232,25 +232,40 @@ void Link::drain(bool write_now, std::uint64_t direct_max_frames) {
   {
     std::lock_guard lock(mutex_);
     drain_posted_ = false;
+    writer_pulls_ = false;
     if (!session_ || failed())
       return;  // frames wait in the queue for the connection (or fail with the link)
     moved_now = queue_frames_;
-    if (!queue_.empty()) {
-      spare_.clear();
-      queue_.swap(spare_);
-      moved_ += queue_frames_;
-      queue_frames_ = 0;
+    take_queue();
+    if (moved_now > 0 && !(write_now && moved_now <= direct_max_frames)) {
+      // The writer will write these; each write it finishes takes what was queued
+      // meanwhile (written()), so busy senders post nothing to this thread.
+      writer_pulls_ = drain_posted_ = true;
     }
   }
-  if (!spare_.empty()) {
-    const std::uint64_t frames = moved_ - session_->outbox().frames();
-    session_->queue_frames(spare_, frames);
-  }
+  hand_over();
   if (write_now && moved_now <= direct_max_frames) {
     session_->write_now();
   } else {
     session_->flush();
   }
+}
+
+void Link::take_queue() {
+  if (queue_.empty())
+    return;
+  spare_.clear();
+  queue_.swap(spare_);
+  moved_ += queue_frames_;
+  queue_frames_ = 0;
+}
+
+void Link::hand_over() {
+  if (spare_.empty())
+    return;
+  const std::uint64_t frames = moved_ - session_->outbox().frames();
+  session_->queue_frames(spare_, frames);
+  spare_.clear();
 }
 
 void Link::written(std::uint64_t frames_written, std::size_t bytes) {
@@ -268,7 +283,15 @@ void Link::written(std::uint64_t frames_written, std::size_t bytes) {
       completions_.pop_front();
     }
     wake = waiting_ > 0;
+    if (writer_pulls_ && !failed()) {
+      if (queue_.empty()) {
+        writer_pulls_ = drain_posted_ = false;  // the next send posts a drain
+      } else {
+        take_queue();
+      }
+    }
   }
+  hand_over();  // the writer goes on with it
   if (wake)
     room_.notify_all();
   // Counted first: whoever a completion wakes sees the message counted.

@@ -131,10 +131,13 @@ class Link : public std::enable_shared_from_this<Link> {
   std::uint64_t queue_frames_ = 0;  // how many
   std::uint64_t queued_ = 0;        // frames ever queued (numbering, from 1)
   std::deque<std::pair<std::uint64_t, SendCompletion>> completions_;
-  bool drain_posted_ = false;
-  int waiting_ = 0;          // senders asleep in room_
-  std::string fail_reason_;  // set once failed (under mutex_)
-  std::string interrupted_;  // set by interrupt_waits()
+  bool drain_posted_ = false;  // a drain is coming: senders need not post one
+  bool writer_pulls_ = false;  // the session's writer is busy: written() takes what follows
+  void take_queue();           // under mutex_: the queue into spare_
+  void hand_over();            // I/O thread: spare_ into the session's outbox
+  int waiting_ = 0;            // senders asleep in room_
+  std::string fail_reason_;    // set once failed (under mutex_)
+  std::string interrupted_;    // set by interrupt_waits()
   std::atomic<std::size_t> unwritten_{0};
   std::atomic<bool> failed_{false};
 

@@ -176,7 +176,8 @@ class MessageEncoder {
 /// newline: a record never spans two lines, whatever a peer sent.
 void append_ndjson_line(std::string& out, const Envelope& message);
 
-/// Milliseconds since the Unix epoch (system clock), as the protocol's timestamps.
+/// Milliseconds since the Unix epoch (the coarse system clock: within a tick of
+/// the precise one), as the protocol's timestamps.
 std::int64_t now_ms();
 
 }  // namespace distflow

@@ -6,6 +6,13 @@
 #include "errors.hpp"
 
 namespace distflow {
+namespace {
+
+// append(): runs shorter than this are copied into the last chunk, longer ones
+// become a chunk of their own.
+constexpr std::size_t kCopyBelow = 32u << 10;
+
+}  // namespace
 
 Outbox::Outbox(std::size_t max_bytes) : max_bytes_(max_bytes) {}
 
@@ -49,7 +56,9 @@ std::uint64_t Outbox::commit(std::size_t frames) {
 void Outbox::append(std::string& bytes, std::size_t frames) {
   if (bytes.empty())
     return;
-  if (!chunks_.empty()) {
+  if (!chunks_.empty() && bytes.size() < kCopyBelow) {
+    // A few frames join the last chunk; a long run becomes a chunk of its own
+    // (swapped in, not copied: the writer sends it as it is).
     Chunk& last = chunks_.back();
     if (last.bytes.size() + bytes.size() <= last.bytes.capacity()) {
       last.bytes += bytes;
