@@ -27,9 +27,37 @@ void print_reply(std::string_view payload) {
 
 }  // namespace
 
+void add_caller_flags(CLI::App& app, CallOptions& options, SecurityFlags& security) {
+  options.pmd.port = default_pmd_port();
+  app.add_option("--host", options.pmd.host, "PMD host")->capture_default_str();
+  app.add_option("-p,--port", options.pmd.port, "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
+      ->capture_default_str();
+  app.add_option("--listen", options.listen_host,
+                 "address the replies come back to (another host's target dials it; beyond "
+                 "loopback: needs --cookie-file or --tls-*)")
+      ->capture_default_str();
+  add_security_flags(app, security, true);
+}
+
+int finish_caller_flags(const CLI::App& app, CallOptions& options, const SecurityFlags& security,
+                        const std::string& timeout) {
+  auto per_call = parse_duration(timeout);
+  if (!per_call || per_call->count() == 0) {
+    return usage_error(app, "invalid --timeout '" + timeout +
+                                "': expected e.g. 5s or 500ms (ms, s, m, h; more than 0)");
+  }
+  options.timeout = *per_call;
+  std::vector<std::string> listen;
+  if (int code = parse_listen_hosts(app, {options.listen_host}, "--listen", listen))
+    return code;
+  options.listen_host = listen.front();
+  if (int code = load_security(app, security, options.security, listen, "--listen"))
+    return code;
+  return normalize_pmd_host(app, options.pmd);
+}
+
 Runner setup_call(CLI::App& app, const GlobalOptions&) {
   auto flags = std::make_shared<CallFlags>();
-  flags->options.pmd.port = default_pmd_port();
   app.footer(
       "Send a request to a node and print its reply's payload (one JSON line) on\n"
       "stdout: exit 0. Exit 1 with the reason on stderr when no reply comes within\n"
@@ -45,36 +73,16 @@ Runner setup_call(CLI::App& app, const GlobalOptions&) {
   app.add_option("--inflight", flags->options.inflight, "with stdin: requests waiting at once")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
-  app.add_option("--host", flags->options.pmd.host, "PMD host")->capture_default_str();
-  app.add_option("-p,--port", flags->options.pmd.port,
-                 "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
-      ->capture_default_str();
   app.add_option("--max-line", flags->options.max_line_bytes,
                  "longest stdin line (one request) in bytes")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{64} << 20));
-  app.add_option("--listen", flags->options.listen_host,
-                 "address the replies come back to (another host's target dials it; beyond "
-                 "loopback: needs --cookie-file or --tls-*)")
-      ->capture_default_str();
-  add_security_flags(app, flags->security, true);
+  add_caller_flags(app, flags->options, flags->security);
 
   return [flags, &app]() -> int {
     if (app.get_option("body")->count() > 0 && flags->body.empty())
       return usage_error(app, "empty BODY: give a JSON value, or '-' to read NDJSON from stdin");
-    auto timeout = parse_duration(flags->timeout);
-    if (!timeout || timeout->count() == 0) {
-      return usage_error(app, "invalid --timeout '" + flags->timeout +
-                                  "': expected e.g. 5s or 500ms (ms, s, m, h; more than 0)");
-    }
-    flags->options.timeout = *timeout;
-    std::vector<std::string> listen;
-    if (int code = parse_listen_hosts(app, {flags->options.listen_host}, "--listen", listen))
-      return code;
-    flags->options.listen_host = listen.front();
-    if (int code = load_security(app, flags->security, flags->options.security, listen, "--listen"))
-      return code;
-    if (int code = normalize_pmd_host(app, flags->options.pmd))
+    if (int code = finish_caller_flags(app, flags->options, flags->security, flags->timeout))
       return code;
     if (!flags->body.empty() && flags->body != "-") {
       try {

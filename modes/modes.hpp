@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "caller.hpp"
 #include "metrics.hpp"
 #include "pmd_protocol.hpp"
 #include "security_options.hpp"
@@ -60,6 +61,13 @@ int normalize_pmd_host(const CLI::App& app, PmdEndpoint& endpoint);
 int load_security(const CLI::App& app, const SecurityFlags& flags, SecurityOptions& out,
                   const std::vector<std::string>& listen = {}, std::string_view listen_flag = {},
                   const SecurityFlags* fallback = nullptr);
+
+/// `call` and `stats` (call.cpp): --host, -p/--port, --listen and the security
+/// flags into `options`; after parsing, --timeout's value and those checked
+/// (returns 0, or 2 once the usage error is printed).
+void add_caller_flags(CLI::App& app, CallOptions& options, SecurityFlags& security);
+int finish_caller_flags(const CLI::App& app, CallOptions& options, const SecurityFlags& security,
+                        const std::string& timeout);
 
 /// Declares `--metrics ADDR:PORT` into `value`.
 void add_metrics_flag(CLI::App& app, std::string& value);

@@ -24,7 +24,6 @@ struct StatsFlags {
 
 Runner setup_stats(CLI::App& app, const GlobalOptions&) {
   auto flags = std::make_shared<StatsFlags>();
-  flags->options.pmd.port = default_pmd_port();
   app.footer(
       "Ask a running node for its counters: messages and bytes in and out, drops by\n"
       "reason, mailbox depth and high-water mark, links and their queues, send\n"
@@ -36,21 +35,11 @@ Runner setup_stats(CLI::App& app, const GlobalOptions&) {
   app.add_flag("--json", flags->json, "one JSON object per answer (NDJSON with --watch)");
   app.add_option("--watch", flags->watch, "ask again every interval (e.g. 1s) until interrupted");
   app.add_option("--timeout", flags->timeout, "per answer, e.g. 5s, 500ms")->capture_default_str();
-  app.add_option("--host", flags->options.pmd.host, "PMD host")->capture_default_str();
-  app.add_option("-p,--port", flags->options.pmd.port,
-                 "PMD port (default: $DISTFLOW_PMD_PORT, else 4369)")
-      ->capture_default_str();
-  app.add_option("--listen", flags->options.listen_host,
-                 "address the replies come back to (another host's target dials it; beyond "
-                 "loopback: needs --cookie-file or --tls-*)")
-      ->capture_default_str();
-  add_security_flags(app, flags->security, true);
+  add_caller_flags(app, flags->options, flags->security);
 
   return [flags, &app]() -> int {
-    auto timeout = parse_duration(flags->timeout);
-    if (!timeout || timeout->count() == 0)
-      return usage_error(app, "invalid --timeout '" + flags->timeout + "': expected e.g. 5s");
-    flags->options.timeout = *timeout;
+    if (int code = finish_caller_flags(app, flags->options, flags->security, flags->timeout))
+      return code;
     std::chrono::milliseconds interval{0};
     if (!flags->watch.empty()) {
       auto every = parse_duration(flags->watch);
@@ -60,14 +49,6 @@ Runner setup_stats(CLI::App& app, const GlobalOptions&) {
       }
       interval = *every;
     }
-    std::vector<std::string> listen;
-    if (int code = parse_listen_hosts(app, {flags->options.listen_host}, "--listen", listen))
-      return code;
-    flags->options.listen_host = listen.front();
-    if (int code = load_security(app, flags->security, flags->options.security, listen, "--listen"))
-      return code;
-    if (int code = normalize_pmd_host(app, flags->options.pmd))
-      return code;
     const bool json = flags->json;
     try {
       watch_stats(flags->options, interval, [json, interval](std::string_view answer) {
