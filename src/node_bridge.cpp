@@ -5,8 +5,8 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <fcntl.h>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <poll.h>
@@ -133,11 +133,12 @@ class PendingRequests {
   /// The output thread, before the line is written.
   void add(const Envelope& request) {
     std::lock_guard lock(mutex_);
-    order_.push_back(by_ref_.emplace(request.ref(), request.reply_address()));
-    if (order_.size() <= kMax)
+    const std::uint64_t seq = next_++;
+    auto entry = by_seq_.emplace(seq, Waiting{request.ref(), request.reply_address()}).first;
+    by_ref_.emplace(entry->second.ref, seq);
+    if (by_seq_.size() <= kMax)
       return;
-    by_ref_.erase(order_.front());
-    order_.pop_front();
+    forget(by_seq_.begin());
     ++forgotten_;
     if (std::uint64_t more = 0; log_.allow(Clock::now(), more)) {
       spdlog::warn("{} requests never answered: the oldest forgotten ({} waiting at most)",
@@ -149,22 +150,42 @@ class PendingRequests {
   std::optional<std::string> take(const std::string& ref, std::string_view to) {
     std::lock_guard lock(mutex_);
     auto [first, last] = by_ref_.equal_range(ref);
+    auto oldest = by_seq_.end();
     for (auto it = first; it != last; ++it) {
-      if (!to.empty() && it->second != to)
-        continue;
-      std::string address = std::move(it->second);
-      order_.erase(std::find(order_.begin(), order_.end(), it));
-      by_ref_.erase(it);
-      return address;
+      auto waiting = by_seq_.find(it->second);
+      if ((to.empty() || waiting->second.address == to) &&
+          (oldest == by_seq_.end() || waiting->first < oldest->first))
+        oldest = waiting;
     }
-    return std::nullopt;
+    if (oldest == by_seq_.end())
+      return std::nullopt;
+    std::string address = std::move(oldest->second.address);
+    forget(oldest);
+    return address;
   }
 
  private:
-  using Map = std::unordered_multimap<std::string, std::string>;
+  struct Waiting {
+    std::string ref;
+    std::string address;  // the request's sender, as a reply reaches it
+  };
+  using BySeq = std::map<std::uint64_t, Waiting>;
+
+  void forget(BySeq::iterator waiting) {  // under mutex_
+    auto [first, last] = by_ref_.equal_range(waiting->second.ref);
+    for (auto it = first; it != last; ++it) {
+      if (it->second == waiting->first) {
+        by_ref_.erase(it);
+        break;
+      }
+    }
+    by_seq_.erase(waiting);
+  }
+
   std::mutex mutex_;
-  Map by_ref_;
-  std::deque<Map::iterator> order_;  // oldest first
+  std::uint64_t next_ = 0;
+  BySeq by_seq_;  // oldest first
+  std::unordered_multimap<std::string, std::uint64_t> by_ref_;
   std::uint64_t forgotten_ = 0;
   LogThrottle log_{std::chrono::seconds(1)};
 };

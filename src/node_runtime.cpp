@@ -361,9 +361,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
     if (target.find('@') != std::string_view::npos) {
       // Another host's node: that host's PMD says when it leaves.
       asio::post(io_, [this, id, name = std::string(target)] {
-        pmd_->watch_remote(id, name, [this, id](std::string_view why) {
-          fire_monitors([](const std::string&) { return true; }, why, id);
-        });
+        pmd_->watch_remote(id, name, [this, id](std::string_view why) { fire_monitor(id, why); });
       });
     } else {
       asio::post(io_, [this, id] {
@@ -381,7 +379,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
         }
         if (name == alias_ || name == node_id_)
           return;
-        fire_monitors([&](const std::string& t) { return t == name; }, "not registered", id);
+        fire_monitor(id, "not registered");
       });
     }
     return id;
@@ -613,13 +611,14 @@ class NodeRuntimeImpl final : public NodeRuntime {
         why);
   }
 
+  // Every monitor whose target `match`es fires (once: it is removed first).
   template <typename Match>
-  void fire_monitors(Match match, std::string_view why, std::uint64_t only = 0) {
+  void fire_monitors(Match match, std::string_view why) {
     std::vector<MonitorHandler> fired;
     {
       std::lock_guard lock(monitors_mutex_);
       for (auto it = monitors_.begin(); it != monitors_.end();) {
-        if ((only == 0 || it->first == only) && match(it->second.target)) {
+        if (match(it->second.target)) {
           fired.push_back(std::move(it->second.handler));
           it = monitors_.erase(it);
         } else {
@@ -627,13 +626,29 @@ class NodeRuntimeImpl final : public NodeRuntime {
         }
       }
     }
-    for (auto& handler : fired) {
-      try {
-        handler(why);
-      } catch (const std::exception& e) {
-        handler_errors_.fetch_add(1, std::memory_order_relaxed);
-        spdlog::warn("monitor handler threw: {}", e.what());
-      }
+    for (auto& handler : fired)
+      run_monitor(handler, why);
+  }
+
+  void fire_monitor(std::uint64_t id, std::string_view why) {
+    MonitorHandler handler;
+    {
+      std::lock_guard lock(monitors_mutex_);
+      auto it = monitors_.find(id);
+      if (it == monitors_.end())
+        return;  // fired already, or demonitored
+      handler = std::move(it->second.handler);
+      monitors_.erase(it);
+    }
+    run_monitor(handler, why);
+  }
+
+  void run_monitor(const MonitorHandler& handler, std::string_view why) {
+    try {
+      handler(why);
+    } catch (const std::exception& e) {
+      handler_errors_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("monitor handler threw: {}", e.what());
     }
   }
 

@@ -227,15 +227,6 @@ RemoteFlow remote_flow(const ThroughputBenchConfig& config, const RemoteSetup& s
   return flow;
 }
 
-double median_ratio(const RateSeries& a, const RateSeries& b) {
-  std::vector<double> ratios;
-  for (std::size_t i = 0; i < std::min(a.reps.size(), b.reps.size()); ++i) {
-    if (b.reps[i].rate() > 0)
-      ratios.push_back(a.reps[i].rate() / b.reps[i].rate());
-  }
-  return summarize(ratios).median;
-}
-
 }  // namespace
 
 BenchReport run_remote_throughput_bench(const ThroughputBenchConfig& config, std::ostream& out,

@@ -660,16 +660,6 @@ std::string flow_note(const std::vector<FlowResult>& flows, bool per_receiver) {
   return note;
 }
 
-/// Median of the per-repetition ratios a[i] / b[i] (alternating runs share their noise).
-double median_ratio(const RateSeries& a, const RateSeries& b) {
-  std::vector<double> ratios;
-  for (std::size_t i = 0; i < std::min(a.reps.size(), b.reps.size()); ++i) {
-    if (b.reps[i].rate() > 0)
-      ratios.push_back(a.reps[i].rate() / b.reps[i].rate());
-  }
-  return summarize(ratios).median;
-}
-
 void flow_series(const ThroughputBenchConfig& config, std::uint16_t pmd_port, BenchReport& report,
                  std::ostream& err) {
   if (!config.target.empty()) {

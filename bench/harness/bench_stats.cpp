@@ -115,6 +115,15 @@ double median_rate(const RateSeries& series) {
   return summarize(rates_of(series)).median;
 }
 
+double median_ratio(const RateSeries& a, const RateSeries& b) {
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < std::min(a.reps.size(), b.reps.size()); ++i) {
+    if (b.reps[i].rate() > 0)
+      ratios.push_back(a.reps[i].rate() / b.reps[i].rate());
+  }
+  return summarize(ratios).median;
+}
+
 std::string format_count(double value) {
   const auto rounded = static_cast<long long>(std::llround(value));
   std::string digits = std::to_string(rounded < 0 ? -rounded : rounded);

@@ -73,6 +73,8 @@ struct BenchReport {
 double median_of(const LatencySeries& series, double LatencySummary::*field);
 /// Median msgs/sec of a series.
 double median_rate(const RateSeries& series);
+/// Median of the per-repetition ratios a[i] / b[i] (alternating runs share their noise).
+double median_ratio(const RateSeries& a, const RateSeries& b);
 
 /// "Starting distflow bench mailbox [producers=1, size=100 B, ...]".
 void write_banner(std::ostream& out, const BenchReport& report);
