@@ -115,7 +115,8 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
                  "0s: no ticks")
       ->capture_default_str();
   app.add_option("--max-outbox", node.max_outbox_bytes,
-                 "bytes queued for one destination before sends to it fail")
+                 "bytes queued and unwritten for one destination: beyond them, sends to it wait "
+                 "(5 s), then fail")
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(false));
   add_security_flags(app, flags->security, true);

@@ -17,6 +17,12 @@ namespace distflow {
 inline constexpr std::size_t kFrameHeaderBytes = 4;
 inline constexpr std::size_t kDefaultPmdFrameLimit = 1u << 20;    ///< 1 MiB
 inline constexpr std::size_t kDefaultNodeFrameLimit = 16u << 20;  ///< 16 MiB
+/// Bytes queued and unwritten for one destination before its senders wait, then fail
+/// (`node --max-outbox`): 4 MiB, as much as Linux lets a TCP socket buffer by
+/// default (tcp_wmem). More only lets a fast sender run further ahead of its
+/// receiver, taking the CPU the receiver needs: against 64 MiB, 1.11x the msgs/s
+/// of one sender and 1.20x of 4 senders into one node (bench/README.md, issue 13).
+inline constexpr std::size_t kDefaultOutboxBytes = 4u << 20;
 /// Readable bytes guaranteed after every body the decoder returns (room for the scanners' 16-byte
 /// loads).
 inline constexpr std::size_t kFramePadding = 64;

@@ -1,5 +1,6 @@
 #include "link.hpp"
 
+#include <algorithm>
 #include <vector>
 
 #include <asio/co_spawn.hpp>
@@ -11,12 +12,18 @@
 #include "errors.hpp"
 #include "framing.hpp"
 #include "json.hpp"
+#include "outbox.hpp"
 #include "session.hpp"
 
 namespace distflow {
 namespace {
 
 using asio::ip::tcp;
+
+// The queue's runs: the outbox's chunk size, so a full run becomes one chunk and
+// its buffer is recycled as one; and how many emptied buffers a link keeps.
+constexpr std::size_t kRunBytes = Outbox::kChunkBytes;
+constexpr std::size_t kFreeRuns = 2;
 
 void call(SendCompletion& done, const std::error_code& ec, const std::string& message) {
   if (!done)
@@ -133,6 +140,8 @@ std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
           std::to_string(config_.max_queue_bytes) + " bytes)";
     return make_error_code(errc::queue_full);
   }
+  if (queue_.size() + frame_bytes > queue_.capacity())
+    next_run(frame_bytes);
   const std::size_t before = queue_.size();
   encoder_.append(queue_, payload, timestamp, members);
   const std::size_t body = queue_.size() - before - kFrameHeaderBytes;
@@ -236,6 +245,8 @@ void Link::drain(bool write_now, std::uint64_t direct_max_frames) {
     if (!session_ || failed())
       return;  // frames wait in the queue for the connection (or fail with the link)
     moved_now = queue_frames_;
+    for (const Run& run : closed_)
+      moved_now += run.frames;
     take_queue();
     if (moved_now > 0 && !(write_now && moved_now <= direct_max_frames)) {
       // The writer will write these; each write it finishes takes what was queued
@@ -251,21 +262,52 @@ void Link::drain(bool write_now, std::uint64_t direct_max_frames) {
   }
 }
 
+void Link::next_run(std::size_t frame_bytes) {
+  if (!queue_.empty()) {
+    closed_.push_back({std::move(queue_), queue_frames_});
+    queue_frames_ = 0;
+    queue_ = std::string();
+  }
+  if (!free_.empty()) {
+    queue_ = std::move(free_.back());
+    free_.pop_back();
+  }
+  queue_.reserve(std::max(kRunBytes, frame_bytes));
+}
+
 void Link::take_queue() {
+  for (std::string& buffer : returned_) {
+    if (free_.size() < kFreeRuns)
+      free_.push_back(std::move(buffer));
+  }
+  returned_.clear();
+  for (Run& run : closed_) {
+    moved_ += run.frames;
+    taken_.push_back(std::move(run));
+  }
+  closed_.clear();
   if (queue_.empty())
     return;
-  spare_.clear();
-  queue_.swap(spare_);
   moved_ += queue_frames_;
+  taken_.push_back({std::move(queue_), queue_frames_});
   queue_frames_ = 0;
+  queue_ = std::string();
+  if (!free_.empty()) {
+    queue_ = std::move(free_.back());
+    free_.pop_back();
+  }
 }
 
 void Link::hand_over() {
-  if (spare_.empty())
-    return;
-  const std::uint64_t frames = moved_ - session_->outbox().frames();
-  session_->queue_frames(spare_, frames);
-  spare_.clear();
+  for (Run& run : taken_) {
+    // A short run is copied into the outbox's last chunk, a long one swapped in
+    // (and the outbox hands back an emptied chunk): either way a buffer comes back.
+    session_->queue_frames(run.bytes, run.frames);
+    run.bytes.clear();
+    if (run.bytes.capacity() >= kRunBytes)
+      returned_.push_back(std::move(run.bytes));
+  }
+  taken_.clear();
 }
 
 void Link::written(std::uint64_t frames_written, std::size_t bytes) {
@@ -284,7 +326,7 @@ void Link::written(std::uint64_t frames_written, std::size_t bytes) {
     }
     wake = waiting_ > 0;
     if (writer_pulls_ && !failed()) {
-      if (queue_.empty()) {
+      if (queue_.empty() && closed_.empty()) {
         writer_pulls_ = drain_posted_ = false;  // the next send posts a drain
       } else {
         take_queue();
@@ -312,6 +354,7 @@ void Link::fail(std::error_code ec, const std::string& why) {
     lost = queued_ - written_;
     completions.swap(completions_);
     queue_.clear();
+    closed_.clear();
     queue_frames_ = 0;
     unwritten_.store(0, std::memory_order_relaxed);
   }

@@ -23,9 +23,11 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include <asio/io_context.hpp>
 
+#include "framing.hpp"
 #include "messages.hpp"
 #include "pmd_protocol.hpp"
 
@@ -65,7 +67,8 @@ class LinkOwner {
 struct LinkConfig {
   std::string self_id;
   std::string self_alias;
-  std::size_t max_queue_bytes = 64u << 20;  ///< unwritten bytes before sends wait, then fail
+  std::size_t max_queue_bytes =
+      kDefaultOutboxBytes;  ///< unwritten bytes before sends wait, then fail
   std::chrono::milliseconds connect_timeout{5000};
   /// A destination that takes no bytes for this long is dropped (0: never).
   std::chrono::milliseconds stall_timeout{0};
@@ -127,14 +130,24 @@ class Link : public std::enable_shared_from_this<Link> {
   mutable std::mutex mutex_;
   std::condition_variable room_;
   MessageEncoder encoder_;
-  std::string queue_;               // encoded frames not yet moved to the session
-  std::uint64_t queue_frames_ = 0;  // how many
-  std::uint64_t queued_ = 0;        // frames ever queued (numbering, from 1)
+  // Encoded frames not yet moved to the session, in runs of about kRunBytes: a run
+  // is closed when the next frame would not fit its buffer, so no buffer grows (and
+  // copies itself, and faults in new pages) while a fast sender outruns the writer.
+  struct Run {
+    std::string bytes;
+    std::uint64_t frames = 0;
+  };
+  std::vector<Run> closed_;                // full runs, oldest first
+  std::string queue_;                      // the run being filled
+  std::uint64_t queue_frames_ = 0;         // frames in queue_
+  std::vector<std::string> free_;          // emptied run buffers, back from the session
+  void next_run(std::size_t frame_bytes);  // under mutex_: queue_ has room for a frame
+  std::uint64_t queued_ = 0;               // frames ever queued (numbering, from 1)
   std::deque<std::pair<std::uint64_t, SendCompletion>> completions_;
   bool drain_posted_ = false;  // a drain is coming: senders need not post one
   bool writer_pulls_ = false;  // the session's writer is busy: written() takes what follows
-  void take_queue();           // under mutex_: the queue into spare_
-  void hand_over();            // I/O thread: spare_ into the session's outbox
+  void take_queue();           // under mutex_: the runs into taken_
+  void hand_over();            // I/O thread: taken_ into the session's outbox
   int waiting_ = 0;            // senders asleep in room_
   std::string fail_reason_;    // set once failed (under mutex_)
   std::string interrupted_;    // set by interrupt_waits()
@@ -143,9 +156,10 @@ class Link : public std::enable_shared_from_this<Link> {
 
   // The I/O thread's.
   std::shared_ptr<Session> session_;
-  std::string spare_;          // the queue's other buffer (swapped, capacity kept)
-  std::uint64_t moved_ = 0;    // frames moved into the session
-  std::uint64_t written_ = 0;  // frames written
+  std::vector<Run> taken_;             // runs out of the queue, for the session
+  std::vector<std::string> returned_;  // their buffers once handed over, for free_
+  std::uint64_t moved_ = 0;            // frames moved into the session
+  std::uint64_t written_ = 0;          // frames written
 };
 
 }  // namespace distflow

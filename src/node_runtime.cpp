@@ -25,6 +25,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <pthread.h>
 #include <random>
 #include <thread>
 #include <unistd.h>
@@ -517,6 +518,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   }
 
   void run_io() {
+    ::pthread_setname_np(::pthread_self(), "distflow-io");  // for top -H, perf, gdb
     io_thread_id_.store(std::this_thread::get_id());
     for (;;) {
       try {
@@ -561,6 +563,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   }
 
   void dispatch_loop(const MessageHandler& handler) {
+    ::pthread_setname_np(::pthread_self(), "distflow-disp");
     std::vector<Envelope> batch;
     batch.reserve(kDispatchBatch);
     while (!shutdown_started_.load(std::memory_order_relaxed)) {

@@ -44,9 +44,9 @@ struct NodeOptions {
   std::size_t max_connections = 1024;  ///< inbound peer connections at once; more are closed
   /// An inbound peer that stops inside a frame for this long is closed (0: never).
   std::chrono::milliseconds stall_timeout{30000};
-  /// Per destination; beyond it sends fail. send() waits (up to 5 s) while 8 MiB (at
-  /// most half of it), summed over destinations, are still unwritten.
-  std::size_t max_outbox_bytes = 64u << 20;
+  /// Unwritten bytes per destination: beyond them send() to it waits (up to 5 s, not
+  /// at all on the I/O thread), then fails. A larger message passes an empty queue.
+  std::size_t max_outbox_bytes = kDefaultOutboxBytes;
   /// From the I/O thread (a busy message handler never delays it), the first one at
   /// registration: with the PMD's default 2 s TTL a frozen node leaves within 2.5 s.
   std::chrono::milliseconds heartbeat_interval{500};

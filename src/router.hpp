@@ -33,7 +33,7 @@ class Transport;
 struct TransportCounters;
 
 struct RouterConfig {
-  std::size_t max_outbox_bytes = 64u << 20;  ///< per destination, also while resolving
+  std::size_t max_outbox_bytes = kDefaultOutboxBytes;  ///< per destination, also while resolving
   /// Bytes submitted for names not resolved yet before application threads wait.
   std::size_t max_pending_bytes = 4u << 20;
   /// How long a send waits for room (a destination behind, or the pending queue) before it fails.

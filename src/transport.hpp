@@ -55,8 +55,8 @@ struct TransportConfig {
   std::string self_id;
   std::string self_alias;
   std::size_t max_frame_bytes = 16u << 20;
-  std::size_t max_outbox_bytes = 64u << 20;    ///< per destination
-  std::size_t max_inbound_connections = 1024;  ///< more are closed on accept
+  std::size_t max_outbox_bytes = kDefaultOutboxBytes;  ///< per destination
+  std::size_t max_inbound_connections = 1024;          ///< more are closed on accept
   /// Inbound connections from one non-loopback address at once; more are closed.
   std::size_t max_connections_per_address = 64;
   /// An inbound peer that makes no progress inside a frame, or an outbound one that

@@ -70,9 +70,14 @@ TEST_CASE("modes: node delivers 100 000 messages from one sender node in order",
   Cluster cluster;
   auto receiver = cluster.node("r", {"--overflow", "block"});
   auto sender = cluster.node("s");
-  sender->write(numbered_lines(100000, R"({"to":"r","payload":{"n":)", "}}"));
+  // The receiver's stdout is read while the lines go in: under `block` it paces the
+  // sender, whose outbound queue holds only --max-outbox (4 MiB) of the 12 MB.
+  std::thread writer([&] {
+    sender->write(numbered_lines(100000, R"({"to":"r","payload":{"n":)", "}}"));
+    sender->close_stdin();
+  });
   expect_numbered(*receiver, 100000);
-  sender->close_stdin();
+  writer.join();
   CHECK(sender->wait(10s) == 0);
 }
 

@@ -485,7 +485,9 @@ TEST_CASE("node_runtime: frames around and above the outbox chunk size arrive wh
           "[node_runtime]") {
   PmdProcess pmd;
   TsPeer ts(pmd.port, "ts-9", "ts9");
-  auto node = NodeRuntime::start(options_for(pmd, "rt-chunks"));
+  NodeOptions options = options_for(pmd, "rt-chunks");
+  options.max_outbox_bytes = 64u << 20;  // all of it queued before the peer reads
+  auto node = NodeRuntime::start(options);
 
   // The outbox is a queue of 1 MiB chunks: small frames fill several, a payload just
   // under a chunk cannot share one, a 1.5 MiB payload gets a chunk of its own, and the
