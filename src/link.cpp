@@ -116,7 +116,8 @@ std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
   const std::size_t frame_bytes = encoder_.max_frame_bytes(payload.size(), members.size());
   std::unique_lock lock(mutex_);
   auto full = [&] {
-    return unwritten_.load(std::memory_order_relaxed) + frame_bytes > config_.max_queue_bytes &&
+    return wait != kAdmitted &&
+           unwritten_.load(std::memory_order_relaxed) + frame_bytes > config_.max_queue_bytes &&
            unwritten_.load(std::memory_order_relaxed) > 0;
   };
   if (fail_reason_.empty() && interrupted_.empty() && full() && wait.count() > 0) {
@@ -143,6 +144,14 @@ std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
   if (queue_.size() + frame_bytes > queue_.capacity())
     next_run(frame_bytes);
   const std::size_t before = queue_.size();
+  {
+    // The run's buffer was last read by the writer's CPU (the kernel's copy): take
+    // the lines a few frames ahead now, so the stores below need not wait for them.
+    const char* ahead = queue_.data() + before + frame_bytes + 256;
+    const char* limit = queue_.data() + queue_.capacity();
+    for (int line = 0; line < 4 && ahead < limit; ++line, ahead += 64)
+      __builtin_prefetch(ahead, 1, 3);
+  }
   encoder_.append(queue_, payload, timestamp, members);
   const std::size_t body = queue_.size() - before - kFrameHeaderBytes;
   if (node_.max_frame != 0 && body > node_.max_frame) {

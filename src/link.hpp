@@ -92,7 +92,9 @@ class Link : public std::enable_shared_from_this<Link> {
   /// `wait` (zero on the I/O thread); then, or once the link failed, the message
   /// fails: returns the error with its text in `why` (`done` is left to the caller).
   /// Otherwise `done` (if any) is taken, and runs on the I/O thread once the message
-  /// is written or failed.
+  /// is written or failed. `wait` == kAdmitted: the message was bounded before (the
+  /// router's pending batch, a name's waiting list) and is queued whatever the limit.
+  static constexpr std::chrono::milliseconds kAdmitted{-1};
   std::error_code enqueue(std::string_view payload, std::int64_t timestamp, SendCompletion& done,
                           std::chrono::milliseconds wait, std::string& why,
                           std::string_view members = {});

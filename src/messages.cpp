@@ -275,6 +275,12 @@ struct EnvelopeParser::Impl {
     ++handed;
     char* at = bytes_of(block) + used;
     used += n;
+    // A recycled block was last read on the consumer's CPU: take the lines a few
+    // envelopes ahead now, so the copies into them need not wait for them.
+    const char* ahead = at + n + 256;
+    const char* limit = bytes_of(block) + kBlockBytes;
+    for (int line = 0; line < 4 && ahead < limit; ++line, ahead += 64)
+      __builtin_prefetch(ahead, 1, 3);
     return at;
   }
 

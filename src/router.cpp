@@ -76,9 +76,41 @@ void Router::fail_one(SendCompletion& done, errc code, const std::string& messag
     progress_hook_();
 }
 
+namespace {
+
+// The route each thread sent to last: a thread sending to one name over and over
+// (the common case) takes neither the router's mutex nor a hash of the name. Valid
+// while the router's epoch is the one it was taken at; epochs come from one counter,
+// so a router created where another was cannot match an old entry. The link is held
+// weakly: a cached route keeps nothing alive.
+std::atomic<std::uint64_t> g_route_epochs{0};
+struct RouteCache {
+  std::uint64_t epoch = 0;
+  std::string target;
+  std::weak_ptr<Link> link;
+};
+thread_local RouteCache t_route;
+
+}  // namespace
+
+void Router::published_changed() {
+  epoch_.store(g_route_epochs.fetch_add(1, std::memory_order_relaxed) + 1,
+               std::memory_order_release);
+}
+
 void Router::send(std::string_view target, std::string_view payload, SendCompletion done,
                   std::string_view members) {
   const bool on_io = io_.get_executor().running_in_this_thread();
+  if (t_route.epoch != 0 && t_route.epoch == epoch_.load(std::memory_order_acquire) &&
+      t_route.target == target) {
+    if (std::shared_ptr<Link> link = t_route.link.lock()) {
+      std::string why;
+      const auto wait = on_io ? std::chrono::milliseconds(0) : config_.send_wait;
+      if (auto ec = link->enqueue(payload, now_ms(), done, wait, why, members))
+        fail_one(done, static_cast<errc>(ec.value()), why);
+      return;
+    }
+  }
   std::unique_lock lock(mutex_);
   if (stopping_) {
     lock.unlock();
@@ -88,6 +120,9 @@ void Router::send(std::string_view target, std::string_view payload, SendComplet
   if (auto it = published_.find(target); it != published_.end()) {
     // The fast path: encoded here, into the destination's own queue.
     std::shared_ptr<Link> link = it->second;
+    t_route.epoch = epoch_.load(std::memory_order_relaxed);
+    t_route.target.assign(target);
+    t_route.link = link;
     lock.unlock();
     std::string why;
     const auto wait = on_io ? std::chrono::milliseconds(0) : config_.send_wait;
@@ -161,7 +196,9 @@ void Router::drain() {
 void Router::enqueue(Link& link, std::string_view payload, std::int64_t timestamp,
                      SendCompletion done, std::string_view members) {
   std::string why;
-  if (auto ec = link.enqueue(payload, timestamp, done, std::chrono::milliseconds(0), why, members))
+  // Bounded already: by the pending batch (application threads wait there) or by the
+  // name's waiting list, so a burst sent before the name resolved is not failed here.
+  if (auto ec = link.enqueue(payload, timestamp, done, Link::kAdmitted, why, members))
     fail_one(done, static_cast<errc>(ec.value()), why);
 }
 
@@ -244,8 +281,10 @@ void Router::resolved(const std::string& target, const NodeInfo& node) {
     {
       std::lock_guard lock(mutex_);
       if (stopping_ || !pending_for(target)) {
-        if (!stopping_ && !link->failed())
+        if (!stopping_ && !link->failed()) {
           published_[target] = link;
+          published_changed();
+        }
         break;
       }
     }
@@ -280,8 +319,11 @@ void Router::fail_route(const std::string& target, errc code, const std::string&
 std::vector<std::string> Router::forget(const std::string& node_id) {
   {
     std::lock_guard lock(mutex_);
-    std::erase_if(published_,
-                  [&](const auto& entry) { return entry.second->node().node_id == node_id; });
+    if (std::erase_if(published_, [&](const auto& entry) {
+          return entry.second->node().node_id == node_id;
+        }) > 0) {
+      published_changed();
+    }
   }
   std::vector<std::string> names;
   std::erase_if(routes_, [&](const auto& entry) {
@@ -304,6 +346,7 @@ void Router::stop() {
       return;
     stopping_ = true;
     published_.clear();
+    published_changed();
   }
   stopped_ = true;
   pending_room_.notify_all();

@@ -8,6 +8,7 @@
 // yet takes the slow path through the I/O thread, which publishes the route only
 // once nothing sent earlier to that name is still on its way (order kept).
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -99,6 +100,10 @@ class Router {
     }
   };
   mutable std::mutex mutex_;
+  // Changes (under mutex_) whenever published_ does, to a value no router had before:
+  // a thread's cached route (router.cpp) holds while it reads the same value.
+  std::atomic<std::uint64_t> epoch_{0};
+  void published_changed();
   std::condition_variable pending_room_;
   std::unordered_map<std::string, std::shared_ptr<Link>, NameHash, std::equal_to<>> published_;
   std::unique_ptr<Pending> pending_;

@@ -481,6 +481,30 @@ TEST_CASE("node_runtime: racing senders share one connection, FIFO per sender", 
   CHECK(node->stats().send_failures == 0);
 }
 
+TEST_CASE("node_runtime: a burst sent before its target resolves passes the outbox bound",
+          "[node_runtime]") {
+  // The messages that wait for the name to resolve were bounded there (their payload
+  // bytes); framed, they are several times the per-destination bound, and must not
+  // fail when they all move into the new link at once.
+  PmdProcess pmd;
+  TsPeer ts(pmd.port, "ts-10", "ts10");
+  NodeOptions options = options_for(pmd, "rt-burst");
+  options.max_outbox_bytes = 64u << 10;
+  auto node = NodeRuntime::start(options);
+  constexpr int kMessages = 5000;  // ~50 KB of payloads, ~700 KB of frames
+  for (int i = 0; i < kMessages; ++i)
+    node->send("ts10", "[" + std::to_string(i) + "]");
+  auto inbound = ts.accept();
+  REQUIRE(inbound);
+  for (int i = 0; i < kMessages; ++i) {
+    auto frame = inbound->read_frame();
+    REQUIRE(frame);
+    REQUIRE(json::parse(*frame)["payload"][0] == i);
+  }
+  node->flush();
+  CHECK(node->stats().send_failures == 0);
+}
+
 TEST_CASE("node_runtime: frames around and above the outbox chunk size arrive whole, in order",
           "[node_runtime]") {
   PmdProcess pmd;
