@@ -161,6 +161,8 @@ std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
           " (" + std::to_string(node_.max_frame) + " bytes, its --max-frame)";
     return make_error_code(errc::frame_too_large);
   }
+  if (io_idle_ && !done && queue_frames_ == 0 && closed_.empty() && write_direct(before))
+    return {};
   unwritten_.fetch_add(queue_.size() - before, std::memory_order_relaxed);
   ++queue_frames_;
   ++queued_;
@@ -241,6 +243,10 @@ void Link::start(std::chrono::milliseconds delay) {
 void Link::connected(std::shared_ptr<Session> session) {
   session_ = std::move(session);
   session_->start();
+  if (session_->direct_capable()) {  // plain TCP: no TLS, no handshake, no ticks
+    std::lock_guard lock(mutex_);
+    direct_ = session_;  // senders write once io_idle_ (after a first write of the queue)
+  }
   spdlog::debug("connected to {}", describe());
   drain(false);
 }
@@ -271,6 +277,25 @@ void Link::drain(bool write_now, std::uint64_t direct_max_frames) {
   }
 }
 
+bool Link::write_direct(std::size_t frame_begin) {
+  const std::string_view frame(queue_.data() + frame_begin, queue_.size() - frame_begin);
+  const std::ptrdiff_t n = direct_->write_direct(frame);
+  if (n <= 0) {
+    io_idle_ = false;  // socket full, closing or failed: the writer takes over
+    return false;
+  }
+  const auto taken = static_cast<std::size_t>(n);
+  if (taken == frame.size()) {
+    queue_.resize(frame_begin);
+    owner_.link_wrote_direct(1, taken);
+    return true;
+  }
+  // The socket took part of it: the rest is the queue's first frame, for the writer.
+  queue_.erase(frame_begin, taken);
+  owner_.link_wrote_direct(0, taken);
+  return false;
+}
+
 void Link::next_run(std::size_t frame_bytes) {
   if (!queue_.empty()) {
     closed_.push_back({std::move(queue_), queue_frames_});
@@ -285,6 +310,8 @@ void Link::next_run(std::size_t frame_bytes) {
 }
 
 void Link::take_queue() {
+  if (!queue_.empty() || !closed_.empty())
+    io_idle_ = false;
   for (std::string& buffer : returned_) {
     if (free_.size() < kFreeRuns)
       free_.push_back(std::move(buffer));
@@ -341,6 +368,9 @@ void Link::written(std::uint64_t frames_written, std::size_t bytes) {
         take_queue();
       }
     }
+    // All that was handed over is written, and nothing waits: senders may write.
+    io_idle_ = direct_ && !failed() && written_ == moved_ && taken_.empty() && queue_.empty() &&
+               closed_.empty();
   }
   hand_over();  // the writer goes on with it
   if (wake)
@@ -360,6 +390,8 @@ void Link::fail(std::error_code ec, const std::string& why) {
     if (failed_.exchange(true))
       return;
     fail_reason_ = why;
+    io_idle_ = false;
+    direct_.reset();
     lost = queued_ - written_;
     completions.swap(completions_);
     queue_.clear();

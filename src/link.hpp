@@ -62,6 +62,8 @@ class LinkOwner {
   virtual void link_connected(const Link& link) = 0;
   /// A link with queued frames wants drain() on the I/O thread.
   virtual void link_ready(const std::shared_ptr<class Link>& link) = 0;
+  /// Any thread: a sender wrote `frames` (and `bytes`) itself, past the queue.
+  virtual void link_wrote_direct(std::uint64_t frames, std::uint64_t bytes) = 0;
 };
 
 struct LinkConfig {
@@ -139,12 +141,19 @@ class Link : public std::enable_shared_from_this<Link> {
     std::string bytes;
     std::uint64_t frames = 0;
   };
-  std::vector<Run> closed_;                // full runs, oldest first
-  std::string queue_;                      // the run being filled
-  std::uint64_t queue_frames_ = 0;         // frames in queue_
-  std::vector<std::string> free_;          // emptied run buffers, back from the session
-  void next_run(std::size_t frame_bytes);  // under mutex_: queue_ has room for a frame
-  std::uint64_t queued_ = 0;               // frames ever queued (numbering, from 1)
+  std::vector<Run> closed_;         // full runs, oldest first
+  std::string queue_;               // the run being filled
+  std::uint64_t queue_frames_ = 0;  // frames in queue_
+  std::vector<std::string> free_;   // emptied run buffers, back from the session
+  // A plain session a sender may write to itself (Session::write_direct), while
+  // io_idle_: nothing queued here, nothing handed to the session unwritten. A lone
+  // message to an idle destination then goes out from the sender's thread, without
+  // waking the I/O thread; under load everything takes the queue as before.
+  std::shared_ptr<Session> direct_;
+  bool io_idle_ = false;
+  bool write_direct(std::size_t frame_begin);  // under mutex_: the frame at frame_begin
+  void next_run(std::size_t frame_bytes);      // under mutex_: queue_ has room for a frame
+  std::uint64_t queued_ = 0;                   // frames ever queued (numbering, from 1)
   std::deque<std::pair<std::uint64_t, SendCompletion>> completions_;
   bool drain_posted_ = false;  // a drain is coming: senders need not post one
   bool writer_pulls_ = false;  // the session's writer is busy: written() takes what follows

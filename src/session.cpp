@@ -1,7 +1,9 @@
 #include "session.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <exception>
+#include <sys/socket.h>
 #include <utility>
 #include <vector>
 
@@ -507,9 +509,26 @@ void Session::write_now() {
   flush();  // what the socket did not take
 }
 
+std::ptrdiff_t Session::write_direct(std::string_view bytes) {
+  std::lock_guard lock(direct_mutex_);
+  if (!direct_open_)
+    return -1;
+  const ssize_t n =
+      ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n >= 0)
+    return n;
+  return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+}
+
+void Session::end_direct() {
+  std::lock_guard lock(direct_mutex_);
+  direct_open_ = false;
+}
+
 void Session::close_after_flush(std::string_view reason) {
   if (closing_ || stopped_)
     return;
+  end_direct();
   closing_ = true;
   closed(reason);
   resume();
@@ -527,6 +546,7 @@ void Session::stop(std::string_view reason) {
     return;
   stopped_ = true;
   closing_ = true;
+  end_direct();  // no write_direct() on the descriptor once closed (or reused)
   std::error_code ignored;
   socket_.close(ignored);
   wake_writer_.cancel();

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -137,6 +138,14 @@ class Session : public std::enable_shared_from_this<Session> {
   /// With the writer idle: one non-blocking send of the queued frames, the rest to
   /// the writer. For brackets that queue many frames and flush once (plain TCP).
   void write_now();
+  /// Any thread, plain TCP without a gate only (direct_capable()): one non-blocking
+  /// send of `bytes` past the write queue. The caller guarantees that nothing else
+  /// is being written meanwhile (Link: its queue and this session's are empty).
+  /// Returns the bytes the socket took (0 when it is full), or -1 when the session
+  /// is closing or the send failed: the caller then queues the bytes, and the writer
+  /// meets the failure.
+  std::ptrdiff_t write_direct(std::string_view bytes);
+  bool direct_capable() const { return !tls_ && !gate_; }
   /// Bytes queued and not yet written.
   std::size_t queued_bytes() const { return outbox_.bytes() + writing_; }
   const Outbox& outbox() const { return outbox_; }
@@ -161,6 +170,10 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::ip::tcp::socket& socket() { return socket_; }
 
  private:
+  // write_direct() against the socket's close: held by both; false once closing.
+  std::mutex direct_mutex_;
+  bool direct_open_ = true;
+  void end_direct();
   struct Tls;
   using IoResult = asio::awaitable<std::tuple<std::error_code, std::size_t>>;
   /// The next read or write on the stream, plain or TLS (an awaitable to co_await).

@@ -388,13 +388,17 @@ void Transport::link_ready(const std::shared_ptr<Link>& link) {
 void Transport::link_progress(std::uint64_t written, std::uint64_t failed, std::uint64_t bytes) {
   if (written > 0)
     counters_.sent.fetch_add(written, std::memory_order_relaxed);
-  if (bytes > 0)  // the I/O thread is the only writer
-    counters_.bytes_sent.store(counters_.bytes_sent.load(std::memory_order_relaxed) + bytes,
-                               std::memory_order_relaxed);
+  if (bytes > 0)
+    counters_.bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
   if (failed > 0)
     counters_.send_failures.fetch_add(failed, std::memory_order_relaxed);
   if (progress_hook_)
     progress_hook_();
+}
+
+void Transport::link_wrote_direct(std::uint64_t frames, std::uint64_t bytes) {
+  counters_.sent.fetch_add(frames, std::memory_order_relaxed);
+  counters_.bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void Transport::link_connected(const Link& link) {

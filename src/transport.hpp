@@ -151,6 +151,7 @@ class Transport final : private LinkOwner {
   void link_failed(const Link& link, std::error_code ec, const std::string& message,
                    std::uint64_t lost) override;
   void link_ready(const std::shared_ptr<Link>& link) override;
+  void link_wrote_direct(std::uint64_t frames, std::uint64_t bytes) override;
   void link_connected(const Link& link) override;
 
   asio::awaitable<void> accept_loop();
