@@ -148,13 +148,13 @@ class Link : public std::enable_shared_from_this<Link> {
   // A plain session a sender may write to itself (Session::write_direct), while
   // io_idle_: nothing queued here, nothing handed to the session unwritten. A lone
   // message to an idle destination then goes out from the sender's thread, without
-  // waking the I/O thread; under load everything takes the queue as before. At most
-  // one direct write per kDirectGap: a sender in a loop must not pay a syscall (and,
-  // on loopback, the receiver's TCP input) per message while the writer sleeps.
+  // waking the I/O thread. Only a lone message does (direct_due()): a sender in a loop,
+  // to one destination or many, must not pay a syscall (and, on loopback, the
+  // receiver's TCP input) per message while the writers sleep; it batches through them.
   std::shared_ptr<Session> direct_;
   bool io_idle_ = false;
-  std::chrono::steady_clock::time_point last_direct_{};
-  bool direct_due();  // under mutex_: kDirectGap since the last direct write (and noted)
+  std::chrono::steady_clock::time_point last_write_{};  // the last direct or writer's write
+  bool direct_due();  // under mutex_, io_idle_: the frame is a lone one (see link.cpp)
   bool write_direct(std::size_t frame_begin);  // under mutex_: the frame at frame_begin
   void next_run(std::size_t frame_bytes);      // under mutex_: queue_ has room for a frame
   std::uint64_t queued_ = 0;                   // frames ever queued (numbering, from 1)

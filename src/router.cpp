@@ -1,6 +1,7 @@
 #include "router.hpp"
 
 #include <algorithm>
+#include <array>
 
 #include <asio/post.hpp>
 #include <spdlog/spdlog.h>
@@ -78,18 +79,41 @@ void Router::fail_one(SendCompletion& done, errc code, const std::string& messag
 
 namespace {
 
-// The route each thread sent to last: a thread sending to one name over and over
-// (the common case) takes neither the router's mutex nor a hash of the name. Valid
-// while the router's epoch is the one it was taken at; epochs come from one counter,
-// so a router created where another was cannot match an old entry. The link is held
-// weakly: a cached route keeps nothing alive.
+// The routes each thread sent to last: a thread sending to a few names over and over
+// (one, or a fan-out in turn) takes neither the router's mutex nor a hash of the
+// name. An entry is valid while its router's epoch is the one it was taken at;
+// epochs come from one counter, so a router created where another was cannot match
+// an old entry. Links are held weakly: a cached route keeps nothing alive.
 std::atomic<std::uint64_t> g_route_epochs{0};
 struct RouteCache {
-  std::uint64_t epoch = 0;
-  std::string target;
-  std::weak_ptr<Link> link;
+  struct Entry {
+    std::uint64_t epoch = 0;
+    std::string target;
+    std::weak_ptr<Link> link;
+  };
+  static constexpr std::size_t kEntries = 4;
+  std::array<Entry, kEntries> entries;
+  std::size_t next = 0;  // the entry a miss replaces (round robin)
+
+  std::shared_ptr<Link> find(std::uint64_t epoch, std::string_view target) const {
+    for (const Entry& entry : entries) {
+      if (entry.epoch == epoch && entry.target == target)
+        return entry.link.lock();
+    }
+    return nullptr;
+  }
+  void put(std::uint64_t epoch, std::string_view target, const std::shared_ptr<Link>& link) {
+    auto same = std::find_if(entries.begin(), entries.end(),
+                             [&](const Entry& entry) { return entry.target == target; });
+    Entry& entry = same != entries.end() ? *same : entries[next];
+    if (same == entries.end())
+      next = (next + 1) % kEntries;
+    entry.epoch = epoch;
+    entry.target.assign(target);
+    entry.link = link;
+  }
 };
-thread_local RouteCache t_route;
+thread_local RouteCache t_routes;
 
 }  // namespace
 
@@ -101,15 +125,12 @@ void Router::published_changed() {
 void Router::send(std::string_view target, std::string_view payload, SendCompletion done,
                   std::string_view members) {
   const bool on_io = io_.get_executor().running_in_this_thread();
-  if (t_route.epoch != 0 && t_route.epoch == epoch_.load(std::memory_order_acquire) &&
-      t_route.target == target) {
-    if (std::shared_ptr<Link> link = t_route.link.lock()) {
-      std::string why;
-      const auto wait = on_io ? std::chrono::milliseconds(0) : config_.send_wait;
-      if (auto ec = link->enqueue(payload, now_ms(), done, wait, why, members))
-        fail_one(done, static_cast<errc>(ec.value()), why);
-      return;
-    }
+  if (std::shared_ptr<Link> link = t_routes.find(epoch_.load(std::memory_order_acquire), target)) {
+    std::string why;
+    const auto wait = on_io ? std::chrono::milliseconds(0) : config_.send_wait;
+    if (auto ec = link->enqueue(payload, now_ms(), done, wait, why, members))
+      fail_one(done, static_cast<errc>(ec.value()), why);
+    return;
   }
   std::unique_lock lock(mutex_);
   if (stopping_) {
@@ -120,9 +141,7 @@ void Router::send(std::string_view target, std::string_view payload, SendComplet
   if (auto it = published_.find(target); it != published_.end()) {
     // The fast path: encoded here, into the destination's own queue.
     std::shared_ptr<Link> link = it->second;
-    t_route.epoch = epoch_.load(std::memory_order_relaxed);
-    t_route.target.assign(target);
-    t_route.link = link;
+    t_routes.put(epoch_.load(std::memory_order_relaxed), target, link);
     lock.unlock();
     std::string why;
     const auto wait = on_io ? std::chrono::milliseconds(0) : config_.send_wait;

@@ -481,6 +481,39 @@ TEST_CASE("node_runtime: racing senders share one connection, FIFO per sender", 
   CHECK(node->stats().send_failures == 0);
 }
 
+TEST_CASE("node_runtime: one thread sending to six destinations in turn reaches each in order",
+          "[node_runtime]") {
+  // More destinations than a thread caches routes for: every send misses the cache,
+  // and entries are replaced under a sender that keeps coming back to them.
+  PmdProcess pmd;
+  constexpr int kPeers = 6;
+  constexpr int kPerPeer = 2000;
+  std::vector<std::unique_ptr<TsPeer>> peers;
+  for (int p = 0; p < kPeers; ++p)
+    peers.push_back(std::make_unique<TsPeer>(pmd.port, "ts-fan-" + std::to_string(p),
+                                             "tsfan" + std::to_string(p)));
+  auto node = NodeRuntime::start(options_for(pmd, "rt-fan"));
+  for (int i = 0; i < kPerPeer; ++i) {
+    for (int p = 0; p < kPeers; ++p)
+      node->send("tsfan" + std::to_string(p),
+                 "[" + std::to_string(p) + "," + std::to_string(i) + "]");
+  }
+  for (int p = 0; p < kPeers; ++p) {
+    auto inbound = peers[static_cast<std::size_t>(p)]->accept();
+    REQUIRE(inbound);
+    for (int i = 0; i < kPerPeer; ++i) {
+      auto frame = inbound->read_frame();
+      REQUIRE(frame);
+      const auto payload = json::parse(*frame)["payload"];
+      REQUIRE(payload[0] == p);
+      REQUIRE(payload[1] == i);
+    }
+  }
+  node->flush();
+  CHECK(node->stats().sent == kPeers * kPerPeer);
+  CHECK(node->stats().send_failures == 0);
+}
+
 TEST_CASE("node_runtime: a burst sent before its target resolves passes the outbox bound",
           "[node_runtime]") {
   // The messages that wait for the name to resolve were bounded there (their payload
