@@ -125,11 +125,16 @@ void Router::published_changed() {
 void Router::send(std::string_view target, std::string_view payload, SendCompletion done,
                   std::string_view members) {
   const bool on_io = io_.get_executor().running_in_this_thread();
-  if (std::shared_ptr<Link> link = t_routes.find(epoch_.load(std::memory_order_acquire), target)) {
+  // A resolved route: encoded here, into the destination's own queue (the I/O
+  // thread never waits for room; others wait up to send_wait).
+  auto into = [&](Link& link) {
     std::string why;
     const auto wait = on_io ? std::chrono::milliseconds(0) : config_.send_wait;
-    if (auto ec = link->enqueue(payload, now_ms(), done, wait, why, members))
+    if (auto ec = link.enqueue(payload, now_ms(), done, wait, why, members))
       fail_one(done, static_cast<errc>(ec.value()), why);
+  };
+  if (std::shared_ptr<Link> link = t_routes.find(epoch_.load(std::memory_order_acquire), target)) {
+    into(*link);
     return;
   }
   std::unique_lock lock(mutex_);
@@ -139,14 +144,10 @@ void Router::send(std::string_view target, std::string_view payload, SendComplet
     return;
   }
   if (auto it = published_.find(target); it != published_.end()) {
-    // The fast path: encoded here, into the destination's own queue.
     std::shared_ptr<Link> link = it->second;
     t_routes.put(epoch_.load(std::memory_order_relaxed), target, link);
     lock.unlock();
-    std::string why;
-    const auto wait = on_io ? std::chrono::milliseconds(0) : config_.send_wait;
-    if (auto ec = link->enqueue(payload, now_ms(), done, wait, why, members))
-      fail_one(done, static_cast<errc>(ec.value()), why);
+    into(*link);
     return;
   }
   if (on_io) {
