@@ -90,14 +90,17 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
                        "instead: node->node across two network-namespace hosts, plain, cookie "
                        "and TLS alternating (needs root and ip; else 127.0.0.2/3)");
 
-  auto* latency = app.add_subcommand("latency", "ping-pong round trips, and raw TCP's");
+  auto* latency = app.add_subcommand(
+      "latency",
+      "ping-pong round trips, and raw TCP's: over one connection, and over two one-way "
+      "connections (the shape of two nodes' links)");
   add_common(*latency, f->latency.common, f->timeout_s, true);
   latency->add_option("--msgs", f->latency.msgs, "round trips per rep")->capture_default_str();
   latency->add_option("--size", f->latency.size, "payload bytes")->capture_default_str();
   latency->add_option("--pin", f->pin, "CPU placement of the two processes")
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "same", "different"}));
-  latency->add_flag("!--no-raw", f->latency.raw_baseline, "skip the raw TCP baseline");
+  latency->add_flag("!--no-raw", f->latency.raw_baseline, "skip the raw TCP baselines");
   latency->add_option("--paths", f->paths, "node paths measured in each rep: inline, regular")
       ->capture_default_str()
       ->check([](const std::string& text) {
@@ -147,6 +150,7 @@ Runner setup_bench(CLI::App& app, const GlobalOptions&) {
   worker->add_option("--size", w.size);
   worker->add_option("--id", w.id);
   worker->add_option("--port", w.port);
+  worker->add_flag("--split", w.split);
   worker->add_flag("--auto-pmd", w.auto_pmd);
   worker->add_option("--inflight", w.inflight)->delimiter(',');
   worker->add_option("--pmd-host", w.pmd_host);

@@ -363,16 +363,20 @@ TEST_CASE("bench: throughput flag combinations it cannot run", "[bench][modes]")
 TEST_CASE("bench: latency measures both node paths and raw TCP in one run", "[bench][modes]") {
   const auto doc = run_bench_json({"latency", "--msgs", "200", "--reps", "2", "--pin", "same"});
   CHECK(doc["params"]["path"] == "inline,regular");
-  REQUIRE(doc["latencies"].size() == 3);
+  REQUIRE(doc["latencies"].size() == 4);
   CHECK(doc["latencies"][0]["name"] == "node<->node inline");
   CHECK(doc["latencies"][1]["name"] == "node<->node regular");
   CHECK(doc["latencies"][2]["name"] == "raw TCP");
+  // The shape of two nodes' links: a one-way connection each way.
+  CHECK(doc["latencies"][3]["name"] == "raw TCP, two one-way connections");
   for (const auto& series : doc["latencies"]) {
     CHECK(series["reps"].size() == 2);
     CHECK(series["reps"][0]["samples"] == 200);
   }
-  for (const char* figure : {"ratio p50 inline/raw", "ratio p99 inline/raw",
-                             "ratio p50 regular/raw", "ratio p99 regular/raw"}) {
+  for (const char* figure :
+       {"ratio p50 inline/raw", "ratio p99 inline/raw", "ratio p50 regular/raw",
+        "ratio p99 regular/raw", "ratio p50 raw two one-way/raw",
+        "ratio p50 inline/raw two one-way", "ratio p50 regular/raw two one-way"}) {
     INFO(figure);
     CHECK(doc["figures"][figure]["value"].get<double>() > 0);
   }
@@ -408,8 +412,9 @@ TEST_CASE("bench: latency of one chosen path", "[bench][modes]") {
   const auto inline_only =
       run_bench_json({"latency", "--msgs", "200", "--reps", "1", "--paths", "inline"});
   CHECK(inline_only["params"]["path"] == "inline");
-  REQUIRE(inline_only["latencies"].size() == 2);
+  REQUIRE(inline_only["latencies"].size() == 3);
   CHECK(inline_only["figures"].contains("ratio p50 inline/raw"));
+  CHECK(inline_only["figures"].contains("ratio p50 inline/raw two one-way"));
   CHECK_FALSE(inline_only["figures"].contains("ratio p50 regular/raw"));
 }
 

@@ -377,15 +377,23 @@ const char* pin_name(PinMode pin) {
   return pin == PinMode::same ? "same" : pin == PinMode::different ? "different" : "none";
 }
 
-// One raw TCP ping-pong run (the baseline of the latency and call benches).
+// One raw TCP ping-pong run (the baseline of the latency and call benches). `split`:
+// over two one-way connections, the shape of two nodes' links (each writes on the
+// connection it opened), instead of one connection both ways.
 LatencySummary raw_round_trips(const BenchCommon& common, std::uint16_t pmd_port,
-                               std::uint64_t msgs, std::size_t size, int cpu_pong, int cpu_ping) {
-  BenchChild pong(worker_argv(common, pmd_port, "raw-pong", {}), cpu_pong);
+                               std::uint64_t msgs, std::size_t size, int cpu_pong, int cpu_ping,
+                               bool split = false) {
+  std::vector<std::string> pong_argv = worker_argv(common, pmd_port, "raw-pong", {});
+  if (split)
+    pong_argv.emplace_back("--split");
+  BenchChild pong(pong_argv, cpu_pong);
   const std::string port = expect_ready(pong, "raw-pong");
-  BenchChild ping(
+  std::vector<std::string> ping_argv =
       worker_argv(common, pmd_port, "raw-ping",
-                  {"--port", port, "--msgs", std::to_string(msgs), "--size", std::to_string(size)}),
-      cpu_ping);
+                  {"--port", port, "--msgs", std::to_string(msgs), "--size", std::to_string(size)});
+  if (split)
+    ping_argv.emplace_back("--split");
+  BenchChild ping(ping_argv, cpu_ping);
   expect_ready(ping, "raw-ping");
   return latency_from(expect_json(ping, "raw-ping", common.timeout));
 }
@@ -1051,22 +1059,27 @@ BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& ou
   const int cpu_a = config.pin == PinMode::none ? -1 : 0;
   const int cpu_b = config.pin == PinMode::different ? 1 : cpu_a;
   BenchPmd pmd(config.common);
-  // One leg per node path, then raw TCP; the order alternates from one rep to the next.
+  // One leg per node path, then raw TCP over one connection and over two one-way
+  // ones (the shape of two nodes' links); the order alternates from one rep to the next.
   std::vector<LatencySeries> series;
   for (LatencyPath path : config.paths)
     series.push_back({"node<->node " + std::string(path_name(path)), {}});
   LatencySeries raw{"raw TCP", {}};
-  std::vector<std::size_t> legs;  // index into `series`; series.size(): raw
-  for (std::size_t i = 0; i <= series.size(); ++i) {
+  LatencySeries raw_split{"raw TCP, two one-way connections", {}};
+  // Index into `series`; series.size(): raw, series.size() + 1: raw_split.
+  std::vector<std::size_t> legs;
+  for (std::size_t i = 0; i <= series.size() + 1; ++i) {
     if (i < series.size() || config.raw_baseline)
       legs.push_back(i);
   }
   for (unsigned rep = 0; rep < config.common.reps; ++rep) {
     ProgressBar progress(err, config.common.progress, "latency rep " + std::to_string(rep + 1));
     for (std::size_t leg : legs) {
-      if (leg == series.size()) {
-        raw.reps.push_back(
-            raw_round_trips(config.common, pmd.port(), config.msgs, config.size, cpu_a, cpu_b));
+      if (leg >= series.size()) {
+        const bool split = leg > series.size();
+        (split ? raw_split : raw)
+            .reps.push_back(raw_round_trips(config.common, pmd.port(), config.msgs, config.size,
+                                            cpu_a, cpu_b, split));
         continue;
       }
       const bool regular = config.paths[leg] == LatencyPath::regular;
@@ -1089,14 +1102,27 @@ BenchReport run_latency_bench(const LatencyBenchConfig& config, std::ostream& ou
   report.latencies = series;
   if (config.raw_baseline) {
     report.latencies.push_back(raw);
+    report.latencies.push_back(raw_split);
+    const auto ratio = [](const LatencySeries& a, const LatencySeries& b,
+                          double LatencySummary::*field) {
+      const double base = median_of(b, field);
+      return base > 0 ? median_of(a, field) / base : 0;
+    };
     for (std::size_t i = 0; i < series.size(); ++i) {
       for (auto [label, field] :
            {std::pair{"p50", &LatencySummary::p50}, std::pair{"p99", &LatencySummary::p99}}) {
-        const double base = median_of(raw, field);
         report.figures.push_back(
             {std::string("ratio ") + label + " " + path_name(config.paths[i]) + "/raw",
-             base > 0 ? median_of(series[i], field) / base : 0, "x"});
+             ratio(series[i], raw, field), "x"});
       }
+    }
+    // The part of the gap the wire's shape sets (one-way links), and the rest.
+    report.figures.push_back(
+        {"ratio p50 raw two one-way/raw", ratio(raw_split, raw, &LatencySummary::p50), "x"});
+    for (std::size_t i = 0; i < series.size(); ++i) {
+      report.figures.push_back(
+          {std::string("ratio p50 ") + path_name(config.paths[i]) + "/raw two one-way",
+           ratio(series[i], raw_split, &LatencySummary::p50), "x"});
     }
   }
   emit(report, config.common, out);

@@ -519,6 +519,13 @@ void set_nodelay(int fd) {
 }
 
 /// Listens on 127.0.0.1:0, prints `ready PORT`, returns the one accepted connection.
+int accept_loopback(Fd& listener) {
+  const int conn = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+  if (conn < 0)
+    fail("raw accept");
+  return conn;
+}
+
 int listen_loopback(std::ostream& out, Fd& listener) {
   if (listener.get() < 0)
     fail("raw socket");
@@ -527,18 +534,14 @@ int listen_loopback(std::ostream& out, Fd& listener) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof addr;
   if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listener.get(), 1) != 0 ||
+      ::listen(listener.get(), 2) != 0 ||
       ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     fail("raw listen on 127.0.0.1:0");
   }
   out << "ready " << ntohs(addr.sin_port) << std::endl;
-  const int conn = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
-  if (conn < 0)
-    fail("raw accept");
-  return conn;
+  return accept_loopback(listener);
 }
 
-/// A TCP_NODELAY connection to 127.0.0.1:`port`.
 int connect_loopback(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
@@ -557,21 +560,28 @@ int connect_loopback(std::uint16_t port) {
   return fd;
 }
 
-int run_raw_pong(const BenchWorkerConfig&, std::ostream& out) {
+int run_raw_pong(const BenchWorkerConfig& config, std::ostream& out) {
   Fd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   Fd conn(listen_loopback(out, listener));
   set_nodelay(conn.get());
+  // Split: the ping's second connection carries the echo; each one moves bytes one way.
+  Fd back(config.split ? accept_loopback(listener) : -1);
+  if (config.split)
+    set_nodelay(back.get());
+  const int reply = config.split ? back.get() : conn.get();
   std::string body, frame;
   while (read_frame(conn.get(), body)) {
     frame.clear();
     append_frame(frame, body);
-    write_all(conn.get(), frame.data(), frame.size());
+    write_all(reply, frame.data(), frame.size());
   }
   return 0;
 }
 
 int run_raw_ping(const BenchWorkerConfig& config, std::ostream& out) {
   Fd conn(connect_loopback(config.port));
+  Fd back(config.split ? connect_loopback(config.port) : -1);  // accepted second
+  const int echo = config.split ? back.get() : conn.get();
   // The same bytes a node would send: a full envelope around the same payload.
   std::string payload, frame, body;
   make_bench_payload(payload, 0, 0, config.size);
@@ -583,7 +593,7 @@ int run_raw_ping(const BenchWorkerConfig& config, std::ostream& out) {
   for (std::uint64_t i = 0; i < kWarmupRoundTrips + config.msgs; ++i) {
     const std::uint64_t t0 = monotonic_ns();
     write_all(conn.get(), frame.data(), frame.size());
-    if (!read_frame(conn.get(), body))
+    if (!read_frame(echo, body))
       throw Error("raw ping: the echo closed the connection");
     const std::uint64_t t1 = monotonic_ns();
     if (i >= kWarmupRoundTrips)

@@ -11,7 +11,9 @@
 //   pong      a node that sends every message back to its sender
 //   ping      a node that times `msgs` round trips to `target` (a pong)
 //   raw-pong  a plain blocking TCP echo of frames on 127.0.0.1:0
-//   raw-ping  times `msgs` round trips of one frame to `port` (a raw-pong)
+//   raw-ping  times `msgs` round trips of one frame to `port` (a raw-pong); with
+//             `split`, over two one-way connections (frames out on the first, the
+//             echo back on the second), the shape of two nodes' links
 //   raw-rx    accepts one TCP connection on 127.0.0.1:0 and counts `msgs` frames by
 //             walking their length prefixes (256 KiB reads, no parsing)
 //   raw-tx    writes `msgs` envelope frames (encoded once, as a node would send
@@ -44,6 +46,7 @@ struct BenchWorkerConfig {
   std::size_t size = 100;
   unsigned id = 0;                 ///< tx: sender id carried in the payload
   std::uint16_t port = 0;          ///< raw-ping, raw-tx: the raw-pong's or raw-rx's port
+  bool split = false;              ///< raw-ping, raw-pong: two one-way connections
   bool auto_pmd = false;           ///< idle: start the PMD if none answers (as `distflow node`)
   std::vector<unsigned> inflight;  ///< call-client: calls in flight, one run per entry
   /// Node roles, across hosts (`throughput --remote`): the PMD's host, the address the
