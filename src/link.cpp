@@ -170,7 +170,7 @@ std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
   if (io_idle_ && !done && queue_frames_ == 0 && closed_.empty() && direct_due() &&
       write_direct(before))
     return {};
-  unwritten_.fetch_add(queue_.size() - before, std::memory_order_relaxed);
+  add_unwritten(queue_.size() - before);
   ++queue_frames_;
   ++queued_;
   if (done)
@@ -372,7 +372,7 @@ void Link::written(std::uint64_t frames_written, std::size_t bytes) {
   bool wake = false;
   {
     std::lock_guard lock(mutex_);
-    unwritten_.fetch_sub(bytes, std::memory_order_relaxed);
+    add_unwritten(0 - bytes);
     while (!completions_.empty() && completions_.front().first <= written_) {
       done.push_back(std::move(completions_.front().second));
       completions_.pop_front();

@@ -166,7 +166,14 @@ class Link : public std::enable_shared_from_this<Link> {
   int waiting_ = 0;            // senders asleep in room_
   std::string fail_reason_;    // set once failed (under mutex_)
   std::string interrupted_;    // set by interrupt_waits()
+  // Written under mutex_ only, read anywhere (metrics): a plain load and store,
+  // not a locked add, which would first wait for the frame just encoded to leave
+  // the store buffer.
   std::atomic<std::size_t> unwritten_{0};
+  void add_unwritten(std::size_t bytes) {  // under mutex_; wraps to subtract
+    unwritten_.store(unwritten_.load(std::memory_order_relaxed) + bytes,
+                     std::memory_order_relaxed);
+  }
   std::atomic<bool> failed_{false};
 
   // The I/O thread's.
