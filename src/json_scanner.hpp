@@ -224,9 +224,19 @@ struct JsonScanner {
 
   // A string's contents from p (after its opening quote): its closing quote, or
   // nullptr. `escaped` is set when it holds an escape sequence.
-  static const char* string(const char* p, const char* end, bool& escaped) {
-    for (;;) {
-      p = find_special(p, end);
+  // Inline: most strings are plain ASCII, settled by the first special byte found.
+  [[gnu::always_inline]] static const char* string(const char* p, const char* end, bool& escaped) {
+    p = find_special(p, end);
+    if (p != end && *p == '"')
+      return p;
+    return string_rest(p, end, escaped);
+  }
+
+  // string() from its first special byte at p, which is not its closing quote.
+  [[gnu::noinline]] static const char* string_rest(const char* p, const char* end, bool& escaped) {
+    for (bool first = true;; first = false) {
+      if (!first)
+        p = find_special(p, end);
       if (p == end)
         return fail(p, "unterminated string");
       const auto c = static_cast<unsigned char>(*p);
