@@ -794,9 +794,17 @@ struct LineCount {
   std::string last_line;      ///< the last complete line
 };
 
-/// Counts newlines in `data` (one read) into `count`, keeping the last line.
+/// Counts newlines in `data` (one read) into `count`, keeping the last line. As cheap
+/// as the reader can be (libc's vectorised memchr, not a byte loop: this process
+/// shares the two vCPUs with the pipeline it measures), like `> /dev/null`.
 void count_lines(const char* data, std::size_t n, std::string& partial, LineCount& count) {
-  const auto found = static_cast<std::uint64_t>(std::count(data, data + n, '\n'));
+  std::uint64_t found = 0;
+  const char* end = data + n;
+  for (const char* p = data;
+       (p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p))));
+       ++p) {
+    ++found;
+  }
   if (found == 0) {
     if (partial.size() < (1u << 20))
       partial.append(data, n);
