@@ -171,8 +171,7 @@ class Link : public std::enable_shared_from_this<Link> {
   // the store buffer.
   std::atomic<std::size_t> unwritten_{0};
   void add_unwritten(std::size_t bytes) {  // under mutex_; wraps to subtract
-    unwritten_.store(unwritten_.load(std::memory_order_relaxed) + bytes,
-                     std::memory_order_relaxed);
+    unwritten_.store(unwritten_.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
   }
   std::atomic<bool> failed_{false};
 
