@@ -234,9 +234,7 @@ struct JsonScanner {
 
   // string() from its first special byte at p, which is not its closing quote.
   [[gnu::noinline]] static const char* string_rest(const char* p, const char* end, bool& escaped) {
-    for (bool first = true;; first = false) {
-      if (!first)
-        p = find_special(p, end);
+    for (;; p = find_special(p, end)) {
       if (p == end)
         return fail(p, "unterminated string");
       const auto c = static_cast<unsigned char>(*p);

@@ -518,7 +518,7 @@ void set_nodelay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-/// Listens on 127.0.0.1:0, prints `ready PORT`, returns the one accepted connection.
+/// The next connection accepted on `listener`.
 int accept_loopback(Fd& listener) {
   const int conn = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
   if (conn < 0)
@@ -526,6 +526,7 @@ int accept_loopback(Fd& listener) {
   return conn;
 }
 
+/// Listens on 127.0.0.1:0, prints `ready PORT`, returns the first accepted connection.
 int listen_loopback(std::ostream& out, Fd& listener) {
   if (listener.get() < 0)
     fail("raw socket");
@@ -542,6 +543,7 @@ int listen_loopback(std::ostream& out, Fd& listener) {
   return accept_loopback(listener);
 }
 
+/// A TCP_NODELAY connection to 127.0.0.1:`port`.
 int connect_loopback(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
