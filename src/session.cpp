@@ -38,7 +38,7 @@ std::string describe_read_end(const std::error_code& ec, const FrameDecoder& dec
   if (ec == asio::error::eof) {
     if (auto partial = decoder.finish())
       return describe_frame_error(partial, decoder);
-    return "closed by the peer";
+    return std::string(kClosedByPeer);
   }
   if (ec == asio::error::connection_reset)
     return "reset by the peer";
@@ -205,7 +205,10 @@ void Session::arm_tick() {
     auto self = weak.lock();
     if (ec || !self || self->stopped_)
       return;
-    if (self->bytes_in_ == self->ticks_seen_in_) {
+    // Held back, we read nothing: the peer's bytes wait in the kernel, and its
+    // silence cannot show (a consumer slower than 4 ticks is not a partition).
+    if (self->bytes_in_ == self->ticks_seen_in_ && !self->held_ &&
+        self->options_.ticks_missed > 0) {
       if (++self->silent_ticks_ >= self->options_.ticks_missed) {
         self->stop("no tick from the peer for " +
                    std::to_string(self->options_.ticks_missed *
@@ -219,7 +222,7 @@ void Session::arm_tick() {
     self->ticks_seen_in_ = self->bytes_in_;
     // Nothing of ours went out meanwhile: a tick, so that the peer hears from us.
     if (self->bytes_out_ == self->ticks_seen_out_ && self->outbox_.empty() && self->gate_open() &&
-        !self->closing_) {
+        !self->closing_ && !self->writes_ended_) {
       self->send(self->options_.tick_frame);
     }
     self->ticks_seen_out_ = self->bytes_out_;
@@ -317,7 +320,7 @@ asio::awaitable<void> Session::read_loop() {
         break;
       continue;
     }
-    const bool over_queue = queued_bytes() > options_.pause_reads_above;
+    const bool over_queue = !writes_ended_ && queued_bytes() > options_.pause_reads_above;
     if (held_ || over_queue) {
       // Held back: by the handler (resume()), or by replies the peer does not read
       // (the writer resumes us; a peer that never reads stalls the writer).
@@ -363,6 +366,8 @@ asio::awaitable<void> Session::read_loop() {
     pending_input_ = true;
   }
   read_stall_.cancel();
+  if (!write_error_.empty())
+    why = write_error_;  // what ended it first
   if (!closing_ && !stopped_) {
     // The peer ended its side: deliver nothing more, write what is queued, close.
     closed(why);
@@ -373,7 +378,7 @@ asio::awaitable<void> Session::read_loop() {
 
 asio::awaitable<void> Session::write_loop() {
   auto self = shared_from_this();
-  while (!stopped_) {
+  while (!stopped_ && !writes_ended_) {
     if (!gate_out_.empty()) {
       // The handshake's frames go first, alone: nothing queued by the handler is
       // written before the gate opens.
@@ -412,9 +417,9 @@ asio::awaitable<void> Session::write_loop() {
       write_stall_.cancel();
       if (!stopped_ && ec) {
         writing_ = 0;
-        stop("write failed: " + ec.message());
+        write_failed("write failed: " + ec.message());
       }
-      if (stopped_) {
+      if (stopped_ || writes_ended_) {
         loop_done();
         co_return;
       }
@@ -539,6 +544,29 @@ void Session::close_after_flush(std::string_view reason) {
     if (auto self = weak.lock(); self && !ec)
       self->stop("linger time over");
   });
+}
+
+void Session::write_failed(std::string why) {
+  if (tls_ || closing_) {
+    stop(why);
+    return;
+  }
+  // A reset (drawn by our tick after the peer closed, say) leaves what the peer
+  // sent before it in our kernel, readable: deliver that, and end when the read
+  // loop meets the end. Nothing more is written.
+  write_error_ = std::move(why);
+  writes_ended_ = true;
+  end_direct();
+  resume();  // a hold for our own backlog is over; the handler may hold again
+}
+
+void Session::end_writes() {
+  if (stopped_ || writes_ended_)
+    return;
+  writes_ended_ = true;
+  end_direct();
+  std::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_send, ignored);
 }
 
 void Session::stop(std::string_view reason) {

@@ -68,8 +68,9 @@ struct SessionOptions {
   std::size_t max_read_chunk = 64u << 10;  ///< up to this
   /// Liveness without traffic (Erlang's net_ticktime, issue 12): with an interval,
   /// `tick_frame` is sent whenever nothing else was written for that long, and the
-  /// session stops when nothing at all arrived for `ticks_missed` intervals. Both
-  /// ends must tick (and ignore the other's tick frames). 0: off.
+  /// session stops when nothing at all arrived for `ticks_missed` intervals (not
+  /// counted while reads are held back; 0: never). Both ends must tick (and
+  /// ignore the other's tick frames). 0: off.
   std::chrono::milliseconds tick_interval{0};
   unsigned ticks_missed = 4;
   std::string tick_frame;
@@ -81,6 +82,10 @@ struct TlsSide {
   bool server = false;
   std::string server_name;  ///< the host dialled: the server's certificate must name it
 };
+
+/// The reason a session's on_closed() gets when the peer ended its side cleanly
+/// after whole frames (end of stream): a receiver's hang-up.
+inline constexpr std::string_view kClosedByPeer = "closed by the peer";
 
 /// Spawns `task` on `io`; an exception escaping it is logged at error (a bug), never lost.
 void spawn_logged(asio::io_context& io, asio::awaitable<void> task, const char* name);
@@ -155,6 +160,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void stop(std::string_view reason);
   /// Reads no more; writes what is queued, then closes (bounded by a linger time).
   void close_after_flush(std::string_view reason);
+  /// Writes no more, ticks included: half-closes our side now (call it with the
+  /// write queue empty). Reading goes on until the peer ends its side.
+  void end_writes();
   bool stopped() const { return stopped_; }
   bool closing() const { return closing_; }
 
@@ -184,6 +192,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<void> write_loop();
   void arm_stall(asio::steady_timer& timer, const char* what);
   void arm_tick();
+  /// A write failed: plain TCP reads on to the end first (see the definition).
+  void write_failed(std::string why);
   void closed(std::string_view reason);
   void loop_done();
   /// Frames for the gate while it is shut; false when the session must wait or end.
@@ -224,6 +234,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool held_ = false;           // on_readable() said wait
   bool pending_input_ = false;  // bytes committed since the handler last saw them
   bool closing_ = false;        // no more reads; the writer finishes the queue
+  bool writes_ended_ = false;   // end_writes() or a failed write: nothing more is written
+  std::string write_error_;     // why a write failed (the session's end reason)
   bool stopped_ = false;        // socket closed
   bool closed_called_ = false;
 };

@@ -1,6 +1,7 @@
 // The one connection shape: frames both ways in order, back-pressure by the
 // handler and by unread replies, stall and hello timeouts, a lingering close
-// that still delivers the last reply, and the same over TLS (a foreign CA refused).
+// that still delivers the last reply, a reset that still delivers what came
+// before it, ticks, and the same over TLS (a foreign CA refused).
 
 #include "session.hpp"
 
@@ -220,6 +221,51 @@ TEST_CASE("session: close_after_flush still delivers the queued reply", "[sessio
   CHECK(pair.client_handler->frames[0] == "last words");
   CHECK(*pair.server_handler->closed == "protocol error");
   CHECK(pair.server_handler->frames.size() == 1);  // nothing delivered after the close
+}
+
+TEST_CASE("session: a reset drawn by our write still delivers what the peer sent before it",
+          "[session]") {
+  Pair pair({}, {}, {}, {}, true);
+  pair.server_handler->hold = true;  // one frame per resume(): the rest stays in the kernel
+  std::string frames;
+  for (int i = 0; i < 100; ++i)
+    append_frame(frames, "m" + std::to_string(i));
+  asio::write(pair.raw_client, asio::buffer(frames));
+  REQUIRE(pair.run_until([&] { return pair.server_handler->frames.size() == 1; }));
+  pair.raw_client.close();  // gone, with 99 frames unread on our side
+  // Our next writes (a tick, say) meet the closed socket: a reset, then a failure.
+  REQUIRE(pair.run_until([&] {
+    pair.server->send("tick");
+    pair.io.run_for(5ms);
+    return pair.server_handler->closed.has_value() || pair.server->queued_bytes() > 0;
+  }));
+  REQUIRE(pair.run_until([&] {
+    pair.server->resume();
+    return pair.server_handler->frames.size() == 100 || pair.server_handler->closed.has_value();
+  }));
+  CHECK(pair.server_handler->frames.size() == 100);
+  CHECK(pair.server_handler->frames.back() == "m99");
+  REQUIRE(pair.run_until([&] { return pair.server_handler->closed.has_value(); }));
+  CHECK(pair.server_handler->closed->starts_with("write failed"));
+}
+
+TEST_CASE("session: silence while reads are held back is not a partition", "[session]") {
+  SessionOptions options;
+  options.tick_interval = 20ms;
+  options.tick_frame = "tick";
+  Pair pair(options);
+  pair.server_handler->hold = true;
+  for (int i = 0; i < 3; ++i)
+    pair.client->send("m" + std::to_string(i));
+  REQUIRE(pair.run_until([&] { return pair.server_handler->frames.size() == 1; }));
+  pair.io.run_for(300ms);  // the scenario: held for 15 ticks; the client says nothing more
+  CHECK_FALSE(pair.server_handler->closed.has_value());
+  pair.server_handler->hold = false;
+  pair.server->resume();
+  REQUIRE(pair.run_until([&] { return pair.server_handler->frames.size() == 3; }));
+  // Reading again, the client's silence counts: 4 ticks later it is taken for gone.
+  REQUIRE(pair.run_until([&] { return pair.server_handler->closed.has_value(); }));
+  CHECK(pair.server_handler->closed->starts_with("no tick from the peer for 80 ms"));
 }
 
 TEST_CASE("session: the same frames over TLS; a certificate from another CA is refused",
