@@ -49,18 +49,22 @@ struct SecurityFlags {
 /// --tls-ca and, for a mode that listens, --insecure.
 void add_security_flags(CLI::App& app, SecurityFlags& flags, bool listens);
 
-/// After parsing: loads the cookie and checks the TLS files into `out`; with `listen`
-/// addresses (set by `listen_flag`), applies the exposure rule (refused, or a warning
-/// logged). `fallback`: flags given one level up (`pmd --cookie-file F list`), used
-/// where `flags` has none. Returns 0, or 2 once the usage error is printed.
 /// Normalises a `--host` value in place (`H`, `H:P`, `[v6]`, `[v6]:P`): the host
 /// without brackets, and its port into `port` unless --port/-p was given. Returns 0,
 /// or 2 after printing the usage error.
 int normalize_pmd_host(const CLI::App& app, PmdEndpoint& endpoint);
 
+/// After parsing: loads the cookie and checks the TLS files into `out`; with `listen`
+/// addresses (set by `listen_flag`), applies the exposure rule (refused, or a warning
+/// logged). `fallback`: flags given one level up (`pmd --cookie-file F list`), used
+/// where `flags` has none. Returns 0, or 2 once the usage error is printed.
 int load_security(const CLI::App& app, const SecurityFlags& flags, SecurityOptions& out,
                   const std::vector<std::string>& listen = {}, std::string_view listen_flag = {},
                   const SecurityFlags* fallback = nullptr);
+
+/// After parsing: `--tick`'s `value` (1s, 500ms, 0s) into `out`. Returns 0, or 2
+/// once the usage error is printed.
+int parse_tick(const CLI::App& app, const std::string& value, std::chrono::milliseconds& out);
 
 /// `call` and `stats` (call.cpp): --host, -p/--port, --listen and the security
 /// flags into `options`; after parsing, --timeout's value and those checked

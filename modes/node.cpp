@@ -148,12 +148,8 @@ Runner setup_node(CLI::App& app, const GlobalOptions&) {
                              "': expected e.g. 30s, 500ms, 0s (ms, s, m, h; at most 366 days)");
     }
     options.node.stall_timeout = *stall_timeout;
-    auto tick = parse_duration(flags->tick);
-    if (!tick) {
-      return usage_error(
-          app, "invalid --tick '" + flags->tick + "': expected e.g. 1s, 500ms, 0s (ms, s, m, h)");
-    }
-    options.node.tick_interval = *tick;
+    if (int code = parse_tick(app, flags->tick, options.node.tick_interval))
+      return code;
     std::string error;
     const auto ports = parse_port_range(flags->listen_port, "--listen-port", error);
     if (!ports)

@@ -66,6 +66,16 @@ int load_security(const CLI::App& app, const SecurityFlags& flags, SecurityOptio
   return 0;
 }
 
+int parse_tick(const CLI::App& app, const std::string& value, std::chrono::milliseconds& out) {
+  auto tick = parse_duration(value);
+  if (!tick) {
+    return usage_error(app,
+                       "invalid --tick '" + value + "': expected e.g. 1s, 500ms, 0s (ms, s, m, h)");
+  }
+  out = *tick;
+  return 0;
+}
+
 int normalize_pmd_host(const CLI::App& app, PmdEndpoint& endpoint) {
   std::string error;
   auto host = parse_host_port(endpoint.host, "--host", error);

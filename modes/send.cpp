@@ -16,6 +16,7 @@ struct SendFlags {
   SendOptions options;
   std::string body;
   std::string timeout = "10s";
+  std::string tick = "1s";
   SecurityFlags security;
 };
 
@@ -27,10 +28,12 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
   app.footer(
       "Send one JSON message, or one per line of stdin, to a node (alias or node id).\n"
       "With BODY '-' or no BODY, stdin is NDJSON: each non-blank line is one payload,\n"
-      "sent in order over one connection and flushed before exit. An invalid line is\n"
-      "reported on stderr with its line number and parse error and skipped; the valid\n"
-      "lines are still sent, and the exit code is then 1. Exit 1 also when no PMD\n"
-      "answers or the target is unknown (send never starts a PMD).");
+      "sent in order over one connection. send exits once the receiver's host has\n"
+      "acknowledged every byte; a receiver that takes nothing for --timeout fails the\n"
+      "send with exit 1, saying how far it got.\n"
+      "An invalid line is reported on stderr with its line number and parse error and\n"
+      "skipped; the valid lines are still sent, and the exit code is then 1. Exit 1\n"
+      "also when no PMD answers or the target is unknown (send never starts a PMD).");
   app.add_option("target", flags->options.target, "alias or node id of the receiver")->required();
   app.add_option("body", flags->body, "JSON payload; '-' or absent: NDJSON lines from stdin");
   app.add_option("-n,--count", flags->options.count,
@@ -49,6 +52,11 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
                  "longest stdin line (one payload) in bytes")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, max_send_payload_bytes()));
+  app.add_option("--tick", flags->tick,
+                 "with --cookie-file or --tls-*: while stdin is idle the connection carries a "
+                 "tick this often, so that the receiver (whose --tick should be the same) does "
+                 "not take the pause for a partition; 0s: no ticks")
+      ->capture_default_str();
   add_security_flags(app, flags->security, false);
 
   return [flags, &app]() -> int {
@@ -60,6 +68,8 @@ Runner setup_send(CLI::App& app, const GlobalOptions&) {
                                   "': expected e.g. 10s or 500ms (ms, s, m, h; at most 366 days)");
     }
     flags->options.write_timeout = *timeout;
+    if (int code = parse_tick(app, flags->tick, flags->options.tick_interval))
+      return code;
     if (app.get_option("--from")->count() > 0) {
       if (std::string why = invalid_name_reason(flags->options.from); !why.empty())
         return usage_error(app, "invalid --from '" + flags->options.from + "': " + why);

@@ -1,8 +1,11 @@
 #include "sender.hpp"
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <linux/sockios.h>
 #include <optional>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <asio/co_spawn.hpp>
@@ -34,7 +37,9 @@ constexpr std::size_t kReadChunk = 1u << 20;  // stdin read size
 // Input is read while less than this waits for the socket: the reader is held
 // back by a slow receiver (TCP back-pressure), never buffering without bound.
 constexpr std::size_t kHighWater = 8u << 20;
-// After the last write: how long the receiver may take to hang up.
+// After the last write: how often the kernel is asked whether the receiver took
+// more bytes, and how long the receiver may take to hang up once it has them all.
+constexpr auto kHangUpPoll = std::chrono::milliseconds(100);
 constexpr auto kHangUpWait = std::chrono::seconds(1);
 // Ids are at most 128 bytes (PROTOCOL.md §2.1), so the envelope fits in this.
 constexpr std::size_t kEnvelopeRoom = 4096;
@@ -95,7 +100,11 @@ class Sender {
   template <class Body>
   void run(Body body) {
     std::exception_ptr failure;
-    asio::co_spawn(io_, body(*this), [&](const std::exception_ptr& e) { failure = e; });
+    asio::co_spawn(io_, body(*this), [&](const std::exception_ptr& e) {
+      failure = e;
+      if (session_)
+        session_->stop("done");  // its loops and timers end: run() returns
+    });
     io_.run();
     if (failure)
       std::rethrow_exception(failure);
@@ -134,8 +143,15 @@ class Sender {
     // A node with a cookie or TLS takes only peers that prove themselves.
     TlsSide tls = credentials_.dial_tls(node.host);
     auto gate = credentials_.dial_gate(from_, node.node_id);
-    if (credentials_.authenticated())
+    if (credentials_.authenticated()) {
       session_options.hello_timeout = kHandshakeTimeout;
+      // The receiver counts our silence (PROTOCOL.md §3.7): an idle stdin ticks.
+      // Its silence is not counted here (its --tick is unknown to us): a receiver
+      // gone for good is found by the write that it does not take.
+      session_options.tick_interval = options_.tick_interval;
+      session_options.tick_frame = std::string(kTickFrame);
+      session_options.ticks_missed = 0;
+    }
     end_ = std::make_shared<LinkEnd>(io_);
     session_ =
         std::make_shared<Session>(std::move(socket), end_, session_options, tls, std::move(gate));
@@ -199,22 +215,47 @@ class Sender {
       co_await wait_below(kHighWater / 2);
   }
 
-  /// Writes everything, half-closes, and fails unless every message went out.
+  /// Writes everything, half-closes, and fails unless the receiver's host
+  /// acknowledged every byte.
   asio::awaitable<void> finish() {
     session_->flush();
     while (!end_->closed && !end_->refused && end_->written < queued_)
       co_await end_->next();
     if (end_->refused || end_->written < queued_)
       fail();
-    // Everything is with the kernel. The receiver hangs up once it has read it
-    // all: wait for that (bounded), so that a refusal in words is not missed.
-    std::error_code ignored;
-    session_->socket().shutdown(tcp::socket::shutdown_send, ignored);
-    const auto deadline = asio::steady_timer::clock_type::now() + kHangUpWait;
-    while (!end_->closed && !end_->refused && asio::steady_timer::clock_type::now() < deadline)
-      co_await end_->next(deadline);
+    // Everything is with our kernel, not yet with the receiver's. Closing now
+    // would leave it to an orphaned socket, and the reset that the receiver's
+    // next tick draws from that socket drops what it still holds. So wait until
+    // the receiver's host has acknowledged every byte (a node reads those even
+    // after a reset), for as long as it keeps taking them; then a short while
+    // for its hang-up, so that a refusal in words is not missed.
+    session_->end_writes();
+    using Clock = asio::steady_timer::clock_type;
+    const auto timeout = options_.write_timeout;
+    std::size_t unacked = unacknowledged_bytes(SIZE_MAX);
+    auto progress = Clock::now();
+    while (!end_->closed && !end_->refused) {
+      const auto now = Clock::now();
+      if (unacked == 0 && now - progress >= kHangUpWait)
+        break;
+      if (unacked > 0 && timeout.count() > 0 && now - progress >= timeout)
+        throw Error(
+            undelivered(unacked, fmt::format("it took no bytes for {} ms", timeout.count())));
+      co_await end_->next(now + kHangUpPoll);
+      if (const std::size_t left = unacknowledged_bytes(unacked); left < unacked) {
+        unacked = left;
+        progress = Clock::now();
+      }
+    }
     if (end_->refused)
       fail();
+    // A hang-up comes after the receiver read everything, so after its host
+    // acknowledged everything; anything else may have lost the last bytes.
+    if (end_->closed) {
+      unacked = unacknowledged_bytes(unacked);
+      if (*end_->closed != kClosedByPeer || unacked > 0)
+        throw Error(undelivered(unacked, *end_->closed));
+    }
     session_->stop("done");
   }
 
@@ -259,6 +300,24 @@ class Sender {
         fail();
       co_await end_->next();
     }
+  }
+
+  /// Bytes we wrote (our FIN counts one) that the receiver's host has not
+  /// acknowledged (SIOCOUTQ); `known` once the socket is closed and cannot say.
+  std::size_t unacknowledged_bytes(std::size_t known) {
+    int bytes = 0;
+    if (::ioctl(session_->socket().native_handle(), SIOCOUTQ, &bytes) != 0 || bytes < 0)
+      return known;
+    return static_cast<std::size_t>(bytes);
+  }
+
+  /// Why a send that wrote every message failed: `why`, and where the bytes are.
+  std::string undelivered(std::size_t unacked, std::string_view why) const {
+    return fmt::format(
+        "connection to {} lost after all {} messages were written: {}; {}", target_, queued_, why,
+        unacked == SIZE_MAX ? std::string("how many reached its host is unknown")
+        : unacked > 0       ? fmt::format("the last {} bytes did not reach its host", unacked)
+                            : std::string("all reached its host, the last may be unread"));
   }
 
   [[noreturn]] void fail() {

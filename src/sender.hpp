@@ -28,6 +28,9 @@ struct SendOptions {
   std::chrono::milliseconds connect_timeout{2000};
   /// A receiver that takes no bytes for this long fails the send (0: never).
   std::chrono::milliseconds write_timeout{10000};
+  /// With a cookie or TLS: an idle connection carries a tick this often, and a
+  /// receiver silent for 4 of them is taken for gone (0: no ticks).
+  std::chrono::milliseconds tick_interval{1000};
   SecurityOptions security;  ///< cookie and TLS, for the node and a remote PMD
 };
 
@@ -48,6 +51,7 @@ SendResult send_message(const SendOptions& options, std::string_view body);
 /// `diagnostic` (with their line number) and are skipped; the others are sent.
 /// Throws distflow::Error as send_message() does, and when the connection breaks
 /// or makes no progress for `write_timeout` (naming the target and the count).
+/// Returns once the receiver's host acknowledged every byte.
 SendResult send_stream(const SendOptions& options, int input_fd, const SendDiagnostic& diagnostic);
 
 }  // namespace distflow

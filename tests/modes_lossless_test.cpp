@@ -69,9 +69,10 @@ std::unique_ptr<ChildProcess> sink_node(const Cluster& cluster, const std::strin
                                         cluster.env);
 }
 
-/// The issue's command block, for `lines` lines, into whatever reads `out`.
+/// The issue's command block, for `lines` lines, into whatever reads `out`. send
+/// returns once the node has read them all, so a slow reader makes it wait.
 void send_numbered(Cluster& cluster, const std::string& alias, int lines) {
-  const auto r = cluster.send({alias, "-"}, numbered_lines(lines, R"({"n":)", "}"));
+  const auto r = cluster.send({alias, "-"}, numbered_lines(lines, R"({"n":)", "}"), 120s);
   INFO(r.err);
   REQUIRE(r.code == 0);
 }
@@ -232,6 +233,107 @@ TEST_CASE("liveness: a node whose output is stuck for 5 s is not removed", "[mod
   CHECK_FALSE(cluster.wait_event("peer:leave", "busy", 6s));
   busy->signal(SIGTERM);
   CHECK(busy->wait(10s) == 0);
+}
+
+}  // namespace distflow::test
+
+namespace distflow::test {
+namespace {
+
+/// A cluster whose node and send share a cookie (0600) and tick every 100 ms, so
+/// that 4 silent ticks take 400 ms.
+struct TickingCluster {
+  Cluster cluster;
+  TempDir dir;
+  std::string cookie = (dir.path / "cookie").string();
+  TickingCluster() {
+    std::ofstream(cookie) << "the cookie of this test\n";
+    ::chmod(cookie.c_str(), 0600);
+  }
+  std::vector<std::string> flags() const { return {"--cookie-file", cookie, "--tick", "100ms"}; }
+  std::unique_ptr<ChildProcess> send(const std::string& target,
+                                     const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = cluster.args({"send", target, "-"});
+    for (const auto& list : {flags(), extra})
+      argv.insert(argv.end(), list.begin(), list.end());
+    return std::make_unique<ChildProcess>(argv, cluster.env);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("lossless: with a cookie, a receiver held back for many ticks loses nothing",
+          "[modes][lossless]") {
+  TickingCluster t;
+  // A 16-slot mailbox that blocks: once its stdout pipe is full the node stops
+  // reading, and the rest waits in the kernel.
+  std::vector<std::string> extra = t.flags();
+  extra.insert(extra.end(), {"--mailbox-size", "16", "--overflow", "block"});
+  auto sink = t.cluster.node("held", extra);
+  auto send = t.send("held");
+  // 20 MB: more than the socket buffers of both ends hold.
+  const std::string pad(500, 'x');
+  std::string lines;
+  for (int i = 0; i < 40000; ++i)
+    lines += R"({"n":)" + std::to_string(i) + R"(,"pad":")" + pad + "\"}\n";
+  std::thread feeder([&] {
+    try {
+      send->write(lines);
+    } catch (const std::exception&) {  // send exited early: its code says why, below
+    }
+    send->close_stdin();
+  });
+  // The scenario: nobody reads the node's output for 1.5 s, many times its 4
+  // silent ticks and longer than send used to wait before closing.
+  std::this_thread::sleep_for(1500ms);
+  std::string problem;
+  for (int i = 0; i < 40000 && problem.empty(); ++i) {
+    const auto line = sink->read_line(20s);
+    if (!line || payload_of(*line).find(R"({"n":)" + std::to_string(i) + ",") != 0)
+      problem = "message " + std::to_string(i) + ": " + line.value_or("never arrived");
+  }
+  feeder.join();
+  CHECK(problem.empty());
+  CHECK(send->wait(20s) == 0);
+  INFO(send->stderr_text() << sink->stderr_text());
+  CHECK(sink->stderr_text().find("no tick") == std::string::npos);
+}
+
+TEST_CASE("lossless: with a cookie, send - whose stdin pauses for many ticks loses nothing",
+          "[modes][lossless]") {
+  TickingCluster t;
+  auto sink = t.cluster.node("paused", t.flags());
+  auto send = t.send("paused");
+  send->write("{\"n\":0}\n");
+  CHECK(read_numbered(*sink, 1).empty());
+  std::this_thread::sleep_for(800ms);  // the scenario: stdin idle for 8 ticks
+  send->write("{\"n\":1}\n");
+  send->close_stdin();
+  const auto line = sink->read_line(10s);
+  INFO(send->stderr_text() << sink->stderr_text());
+  REQUIRE(line);
+  CHECK(payload_of(*line) == R"({"n":1})");
+  CHECK(send->wait(10s) == 0);
+}
+
+TEST_CASE("lossless: send to a receiver that stops reading fails within --timeout, saying so",
+          "[modes][lossless]") {
+  TickingCluster t;
+  auto sink = t.cluster.node("stuck", t.flags());
+  auto send = t.send("stuck", {"--timeout", "1s"});
+  send->write("{\"n\":0}\n");
+  REQUIRE(read_numbered(*sink, 1).empty());  // the handshake is done
+  sink->signal(SIGSTOP);  // frozen: its kernel still takes what fits in its buffers
+  send->write(numbered_lines(20000, R"({"n":)", "}"));
+  send->close_stdin();
+  const auto code = send->wait(20s);
+  sink->signal(SIGCONT);
+  const std::string err = send->stderr_text();
+  INFO(err);
+  CHECK(code == 1);
+  CHECK(err.find("'stuck' (127.0.0.1:") != std::string::npos);
+  CHECK(err.find("lost after all 20001 messages were written: it took no bytes for 1000 ms; "
+                 "the last ") != std::string::npos);
 }
 
 }  // namespace distflow::test

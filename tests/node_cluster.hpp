@@ -73,10 +73,11 @@ struct Cluster {
     return child;
   }
 
-  RunResult send(const std::vector<std::string>& rest, const std::string& stdin_data = {}) {
+  RunResult send(const std::vector<std::string>& rest, const std::string& stdin_data = {},
+                 std::chrono::milliseconds timeout = 20s) {
     std::vector<std::string> argv = args({"send"});
     argv.insert(argv.end(), rest.begin(), rest.end());
-    return run(argv, env, 20s, stdin_data);
+    return run(argv, env, timeout, stdin_data);
   }
 };
 
