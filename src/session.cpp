@@ -10,6 +10,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/ssl/error.hpp>
 #include <asio/ssl/host_name_verification.hpp>
 #include <asio/ssl/stream.hpp>
 #include <asio/this_coro.hpp>
@@ -35,7 +36,9 @@ constexpr std::size_t kDirectWriteMax = 64u << 10;
 constexpr std::size_t kKeepIdleBuffer = 4u << 20;
 
 std::string describe_read_end(const std::error_code& ec, const FrameDecoder& decoder) {
-  if (ec == asio::error::eof) {
+  // Over TLS a peer that half-closes the TCP stream (no close_notify) ends it the
+  // same way; frames delimit themselves, and a cut inside one is still reported.
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
     if (auto partial = decoder.finish())
       return describe_frame_error(partial, decoder);
     return std::string(kClosedByPeer);
