@@ -71,8 +71,11 @@ std::string write_throwaway_cookie(const std::string& dir) {
 class RemoteSetup {
  public:
   RemoteSetup(const BenchCommon& common, const SimHosts& hosts)
-      : common_(common), hosts_(hosts), pki_("distflow-bench-ca") {
-    hosts_.remove_on_exit(pki_.dir());  // the keys and the cookie go even after a SIGKILL
+      : common_(common),
+        hosts_(hosts),
+        // The keys and the cookie go even after a SIGKILL, one that comes while
+        // openssl is still making the CA too.
+        pki_("distflow-bench-ca", [&hosts](const std::string& dir) { hosts.remove_on_exit(dir); }) {
     cookie_ = write_throwaway_cookie(pki_.dir());
     for (int h = 0; h < hosts_.count(); ++h)
       certs_.push_back(pki_.issue("host-" + std::to_string(h), "IP:" + hosts_.address(h)));

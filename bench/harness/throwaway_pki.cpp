@@ -25,11 +25,14 @@ void openssl(const std::vector<std::string>& args) {
 
 }  // namespace
 
-ThrowawayPki::ThrowawayPki(const std::string& ca_name) {
+ThrowawayPki::ThrowawayPki(const std::string& ca_name,
+                           const std::function<void(const std::string& dir)>& before_create) {
   static int counter = 0;
   dir_ = (std::filesystem::temp_directory_path() /
           ("distflow-pki-" + std::to_string(::getpid()) + "-" + std::to_string(counter++)))
              .string();
+  if (before_create)
+    before_create(dir_);
   std::filesystem::create_directories(dir_);
   ::chmod(dir_.c_str(), 0700);
   ca_ = dir_ + "/ca.pem";

@@ -5,15 +5,18 @@
 // (subjectAltName), EC P-256 keys (mode 0600), made with the `openssl` command in
 // a private temp dir that is removed with the object.
 
+#include <functional>
 #include <string>
 
 namespace distflow {
 
 class ThrowawayPki {
  public:
-  /// `ca_name` distinguishes two unrelated CAs. Throws distflow::Error when the
-  /// `openssl` command is missing or fails.
-  explicit ThrowawayPki(const std::string& ca_name = "distflow-test-ca");
+  /// `ca_name` distinguishes two unrelated CAs. `before_create` learns the
+  /// directory's path before it exists (to have it removed even after a SIGKILL).
+  /// Throws distflow::Error when the `openssl` command is missing or fails.
+  explicit ThrowawayPki(const std::string& ca_name = "distflow-test-ca",
+                        const std::function<void(const std::string& dir)>& before_create = {});
   ~ThrowawayPki();  ///< removes the directory and everything in it
   ThrowawayPki(const ThrowawayPki&) = delete;
   ThrowawayPki& operator=(const ThrowawayPki&) = delete;
