@@ -1,5 +1,6 @@
 #include "sender.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -169,7 +170,7 @@ class Sender {
     if (out == nullptr)
       return false;
     encoder_->append(*out, payload, timestamp);
-    session_->commit();
+    last_frame_ = session_->commit();
     ++queued_;
     return true;
   }
@@ -203,7 +204,7 @@ class Sender {
         out = session_->reserve(encoder_->max_frame_bytes(payload.size()));
       }
       encoder_->append(*out, payload, timestamp);
-      session_->commit();
+      last_frame_ = session_->commit();
       ++queued_;
     }
   }
@@ -219,9 +220,9 @@ class Sender {
   /// acknowledged every byte.
   asio::awaitable<void> finish() {
     session_->flush();
-    while (!end_->closed && !end_->refused && end_->written < queued_)
+    while (!end_->closed && !end_->refused && end_->written < last_frame_)
       co_await end_->next();
-    if (end_->refused || end_->written < queued_)
+    if (end_->refused || end_->written < last_frame_)
       fail();
     // Everything is with our kernel, not yet with the receiver's. Closing now
     // would leave it to an orphaned socket, and the reset that the receiver's
@@ -320,13 +321,20 @@ class Sender {
                             : std::string("all reached its host, the last may be unread"));
   }
 
+  /// Our messages among the frames written: ticks go out only while nothing
+  /// else is queued (one may still be unwritten: then this counts one short).
+  std::uint64_t messages_written() const {
+    const std::uint64_t ticks = session_->ticks_sent();
+    return std::min(queued_, end_->written > ticks ? end_->written - ticks : 0);
+  }
+
   [[noreturn]] void fail() {
     if (end_->refused) {
       throw Error(fmt::format("{} refused the connection: {}; none of {} messages delivered",
                               target_, *end_->refused, queued_));
     }
     throw Error(fmt::format("connection to {} lost after {} of {} messages: {}", target_,
-                            end_->written, queued_, end_->closed.value_or("closed")));
+                            messages_written(), queued_, end_->closed.value_or("closed")));
   }
 
   asio::io_context io_{1};
@@ -337,7 +345,8 @@ class Sender {
   std::shared_ptr<LinkEnd> end_;
   std::shared_ptr<Session> session_;
   std::optional<MessageEncoder> encoder_;
-  std::uint64_t queued_ = 0;
+  std::uint64_t queued_ = 0;      // messages
+  std::uint64_t last_frame_ = 0;  // the session's number for our last message's frame
   std::size_t max_frame_ = kDefaultNodeFrameLimit;
 };
 

@@ -227,6 +227,7 @@ void Session::arm_tick() {
     if (self->bytes_out_ == self->ticks_seen_out_ && self->outbox_.empty() && self->gate_open() &&
         !self->closing_ && !self->writes_ended_) {
       self->send(self->options_.tick_frame);
+      ++self->ticks_sent_;
     }
     self->ticks_seen_out_ = self->bytes_out_;
     self->arm_tick();

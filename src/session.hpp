@@ -151,6 +151,8 @@ class Session : public std::enable_shared_from_this<Session> {
   /// meets the failure.
   std::ptrdiff_t write_direct(std::string_view bytes);
   bool direct_capable() const { return !tls_ && !gate_; }
+  /// Tick frames queued so far (counted among the frames, see SessionOptions).
+  std::uint64_t ticks_sent() const { return ticks_sent_; }
   /// Bytes queued and not yet written.
   std::size_t queued_bytes() const { return outbox_.bytes() + writing_; }
   const Outbox& outbox() const { return outbox_; }
@@ -226,7 +228,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t ticks_seen_in_ = 0;   // bytes_in_ at the last tick
   std::uint64_t ticks_seen_out_ = 0;  // bytes_out_ at the last tick
   unsigned silent_ticks_ = 0;         // ticks in a row with nothing read
-  int loops_ = 0;                     // read and write loops running
+  std::uint64_t ticks_sent_ = 0;
+  int loops_ = 0;  // read and write loops running
   bool loopback_ = false;
   bool established_ = false;
   bool writer_idle_ = false;

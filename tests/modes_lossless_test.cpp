@@ -310,10 +310,11 @@ TEST_CASE("lossless: with a cookie, send - whose stdin pauses for many ticks los
   send->write("{\"n\":1}\n");
   send->close_stdin();
   const auto line = sink->read_line(10s);
+  const auto code = send->wait(10s);
   INFO(send->stderr_text() << sink->stderr_text());
   REQUIRE(line);
   CHECK(payload_of(*line) == R"({"n":1})");
-  CHECK(send->wait(10s) == 0);
+  CHECK(code == 0);
 }
 
 TEST_CASE("lossless: send to a receiver that stops reading fails within --timeout, saying so",
