@@ -183,6 +183,12 @@ std::error_code Link::enqueue(std::string_view payload, std::int64_t timestamp,
   return {};
 }
 
+std::size_t Link::unacknowledged_bytes() const {
+  if (!session_ || !session_->ticks())
+    return 0;
+  return session_->unacknowledged_bytes().value_or(0);
+}
+
 std::uint64_t Link::pending_frames() const {
   std::lock_guard lock(mutex_);
   return failed() ? 0 : queued_ - written_;

@@ -117,6 +117,10 @@ class Link : public std::enable_shared_from_this<Link> {
   bool failed() const { return failed_.load(std::memory_order_relaxed); }
   /// Frames queued and neither written nor failed yet.
   std::uint64_t pending_frames() const;
+  /// On a link that ticks: bytes written that the destination's host has not
+  /// acknowledged yet, which closing would expose to the reset that its next
+  /// tick draws. 0 on a link that does not tick (nothing comes back on it).
+  std::size_t unacknowledged_bytes() const;
   /// "'alias' at host:port".
   std::string describe() const;
 

@@ -14,8 +14,10 @@
 // * Failure callbacks (SendCallback) and peer handlers run on the I/O thread.
 // * A peer that leaves fails its link's queue at once (the senders waiting on it too).
 // * shutdown(): senders waiting for room fail at once; queued messages get up to
-//   500 ms to reach their sockets, the unregister answer up to 300 ms, then every
-//   connection (inbound too) closes; whatever is still unwritten fails, counted.
+//   500 ms to reach their sockets and, on links that tick, the peers' hosts (what
+//   is still unacknowledged then is logged: a tick's reset drops it), the
+//   unregister answer up to 300 ms, then every connection (inbound too) closes;
+//   whatever is still unwritten fails, counted.
 
 #include "node_runtime.hpp"
 
@@ -52,6 +54,7 @@ namespace {
 
 // Shutdown: best-effort flush of queued messages, then the unregister answer.
 constexpr auto kShutdownFlush = std::chrono::milliseconds(500);
+constexpr auto kShutdownAckPoll = std::chrono::milliseconds(5);
 constexpr auto kShutdownUnregister = std::chrono::milliseconds(300);
 constexpr auto kShutdownJoin = std::chrono::milliseconds(2000);
 // Messages the dispatcher takes from the mailbox at once.
@@ -78,6 +81,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
         alias_(options_.alias),
         mailbox_(options_.mailbox_size, options_.overflow),
         stop_timer_(io_),
+        ack_timer_(io_),
         drop_timer_(io_),
         call_timer_(io_) {}
 
@@ -494,6 +498,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
   std::unique_ptr<MetricsServer> metrics_;  // with NodeOptions::metrics
   std::vector<std::function<void()>> flush_waiters_;
   asio::steady_timer stop_timer_;
+  asio::steady_timer ack_timer_;  // polls the peers' acknowledgements at stop
   asio::steady_timer drop_timer_;
   CallTable calls_{make_call_tag()};
   asio::steady_timer call_timer_;
@@ -713,7 +718,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
       return;
     io_stopping_ = true;
     router_->drain();
-    flush_waiters_.emplace_back([this] { unregister_and_close(); });
+    flush_waiters_.emplace_back([this] { await_acknowledged(); });
     stop_timer_.expires_after(kShutdownFlush);
     stop_timer_.async_wait([this](std::error_code ec) {
       if (!ec)
@@ -722,11 +727,35 @@ class NodeRuntimeImpl final : public NodeRuntime {
     check_flush();
   }
 
+  // Written is not received: on a link that ticks, what our kernel still holds
+  // once we close is dropped by the reset that the peer's next tick draws. Within
+  // the flush budget (stop_timer_), wait until the peers' hosts have it all.
+  void await_acknowledged() {
+    if (closing_)
+      return;
+    if (transport_->unacknowledged() == 0) {
+      unregister_and_close();
+      return;
+    }
+    ack_timer_.expires_after(kShutdownAckPoll);
+    ack_timer_.async_wait([this](std::error_code ec) {
+      if (!ec)
+        await_acknowledged();
+    });
+  }
+
   void unregister_and_close() {
     if (closing_)
       return;
     closing_ = true;
     stop_timer_.cancel();
+    ack_timer_.cancel();
+    if (const std::size_t bytes = transport_->unacknowledged(); bytes > 0) {
+      spdlog::warn(
+          "stopping with {} bytes written to peers and not acknowledged by their hosts "
+          "within {} ms: a peer's next tick resets them, and they are lost",
+          bytes, kShutdownFlush.count());
+    }
     pmd_->unregister(kShutdownUnregister, [this] { finish_stop(); });
   }
 
@@ -735,6 +764,7 @@ class NodeRuntimeImpl final : public NodeRuntime {
       return;
     finished_ = true;
     stop_timer_.cancel();
+    ack_timer_.cancel();
     drop_timer_.cancel();  // its handler reports what is pending
     call_timer_.cancel();
     calls_.fail_all(make_error_code(errc::closed), "the node stopped");

@@ -4,9 +4,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <linux/sockios.h>
 #include <optional>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <asio/co_spawn.hpp>
@@ -303,13 +301,10 @@ class Sender {
     }
   }
 
-  /// Bytes we wrote (our FIN counts one) that the receiver's host has not
-  /// acknowledged (SIOCOUTQ); `known` once the socket is closed and cannot say.
+  /// Bytes the receiver's host has not acknowledged; `known` once the session
+  /// is closed and cannot say.
   std::size_t unacknowledged_bytes(std::size_t known) {
-    int bytes = 0;
-    if (::ioctl(session_->socket().native_handle(), SIOCOUTQ, &bytes) != 0 || bytes < 0)
-      return known;
-    return static_cast<std::size_t>(bytes);
+    return session_->unacknowledged_bytes().value_or(known);
   }
 
   /// Why a send that wrote every message failed: `why`, and where the bytes are.

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <exception>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <utility>
 #include <vector>
@@ -562,6 +564,13 @@ void Session::write_failed(std::string why) {
   writes_ended_ = true;
   end_direct();
   resume();  // a hold for our own backlog is over; the handler may hold again
+}
+
+std::optional<std::size_t> Session::unacknowledged_bytes() {
+  int bytes = 0;
+  if (stopped_ || ::ioctl(socket_.native_handle(), SIOCOUTQ, &bytes) != 0 || bytes < 0)
+    return std::nullopt;
+  return static_cast<std::size_t>(bytes);
 }
 
 void Session::end_writes() {

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -151,6 +152,12 @@ class Session : public std::enable_shared_from_this<Session> {
   /// meets the failure.
   std::ptrdiff_t write_direct(std::string_view bytes);
   bool direct_capable() const { return !tls_ && !gate_; }
+  /// Bytes written (our FIN counts one) that the peer's host has not acknowledged
+  /// yet (SIOCOUTQ); nullopt once closed. A reset drops them.
+  std::optional<std::size_t> unacknowledged_bytes();
+  /// The session ticks (SessionOptions::tick_interval): its peer ticks too, and
+  /// what it sends after we closed draws a reset.
+  bool ticks() const { return options_.tick_interval.count() > 0; }
   /// Tick frames queued so far (counted among the frames, see SessionOptions).
   std::uint64_t ticks_sent() const { return ticks_sent_; }
   /// Bytes queued and not yet written.

@@ -451,6 +451,13 @@ std::uint64_t Transport::unwritten() const {
   return frames;
 }
 
+std::size_t Transport::unacknowledged() const {
+  std::size_t bytes = 0;
+  for (const auto& [id, link] : links_)
+    bytes += link->unacknowledged_bytes();
+  return bytes;
+}
+
 DeferredWrites::DeferredWrites(Transport& transport) : transport_(transport) {
   transport_.defer_writes();
 }

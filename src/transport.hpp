@@ -137,6 +137,8 @@ class Transport final : private LinkOwner {
   void on_dropped(std::function<void(std::uint64_t n, std::string_view reason)> hook);
   /// Messages queued on links and not yet written or failed.
   std::uint64_t unwritten() const;
+  /// Bytes written on links that tick and not yet acknowledged by the peers' hosts.
+  std::size_t unacknowledged() const;
 
   /// Closes the listener and every connection, inbound and outbound; unwritten
   /// messages fail. Idempotent.

@@ -345,3 +345,40 @@ TEST_CASE("lossless: send to a receiver that stops reading fails within --timeou
 }
 
 }  // namespace distflow::test
+
+namespace distflow::test {
+
+TEST_CASE(
+    "lossless: with a cookie, a node whose stdin ends waits for its peer's host to take "
+    "what it wrote",
+    "[modes][lossless]") {
+  TickingCluster t;
+  std::vector<std::string> held = t.flags();
+  held.insert(held.end(), {"--mailbox-size", "16", "--overflow", "block"});
+  auto sink = t.cluster.node("briefly-held", held);
+  // 1.5 MB: more than the held node's kernel takes at first, so that most of it
+  // is still in the feeder's kernel when the feeder has written everything.
+  const std::string pad(500, 'x');
+  std::string lines;
+  for (int i = 0; i < 3000; ++i) {
+    lines += R"({"to":"briefly-held","payload":{"n":)" + std::to_string(i) + R"(,"pad":")" + pad +
+             "\"}}\n";
+  }
+  auto feeder = t.cluster.node("feeder", t.flags());
+  feeder->write(lines);
+  feeder->close_stdin();  // EOF: it drains and stops
+  // The scenario: the receiver's output is not read for 200 ms, two of its ticks.
+  std::this_thread::sleep_for(200ms);
+  std::string problem;
+  for (int i = 0; i < 3000 && problem.empty(); ++i) {
+    const auto line = sink->read_line(20s);
+    if (!line || payload_of(*line).find(R"({"n":)" + std::to_string(i) + ",") != 0)
+      problem = "message " + std::to_string(i) + ": " + line.value_or("never arrived");
+  }
+  const auto code = feeder->wait(20s);
+  INFO(problem << "\nfeeder: " << feeder->stderr_text() << "\nsink: " << sink->stderr_text());
+  CHECK(problem.empty());
+  CHECK(code == 0);
+}
+
+}  // namespace distflow::test
