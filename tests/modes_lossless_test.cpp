@@ -260,6 +260,17 @@ struct TickingCluster {
   }
 };
 
+/// Reads `count` lines whose payloads are {"n":0,"pad":...}, {"n":1,...} in
+/// order; returns what went wrong, or an empty string.
+std::string read_padded(ChildProcess& receiver, int count) {
+  for (int i = 0; i < count; ++i) {
+    const auto line = receiver.read_line(20s);
+    if (!line || payload_of(*line).find(R"({"n":)" + std::to_string(i) + ",") != 0)
+      return "message " + std::to_string(i) + ": " + line.value_or("never arrived");
+  }
+  return {};
+}
+
 }  // namespace
 
 TEST_CASE("lossless: with a cookie, a receiver held back for many ticks loses nothing",
@@ -286,12 +297,7 @@ TEST_CASE("lossless: with a cookie, a receiver held back for many ticks loses no
   // The scenario: nobody reads the node's output for 1.5 s, many times its 4
   // silent ticks and longer than send used to wait before closing.
   std::this_thread::sleep_for(1500ms);
-  std::string problem;
-  for (int i = 0; i < 40000 && problem.empty(); ++i) {
-    const auto line = sink->read_line(20s);
-    if (!line || payload_of(*line).find(R"({"n":)" + std::to_string(i) + ",") != 0)
-      problem = "message " + std::to_string(i) + ": " + line.value_or("never arrived");
-  }
+  const std::string problem = read_padded(*sink, 40000);
   feeder.join();
   CHECK(problem.empty());
   CHECK(send->wait(20s) == 0);
@@ -369,12 +375,7 @@ TEST_CASE(
   feeder->close_stdin();  // EOF: it drains and stops
   // The scenario: the receiver's output is not read for 200 ms, two of its ticks.
   std::this_thread::sleep_for(200ms);
-  std::string problem;
-  for (int i = 0; i < 3000 && problem.empty(); ++i) {
-    const auto line = sink->read_line(20s);
-    if (!line || payload_of(*line).find(R"({"n":)" + std::to_string(i) + ",") != 0)
-      problem = "message " + std::to_string(i) + ": " + line.value_or("never arrived");
-  }
+  const std::string problem = read_padded(*sink, 3000);
   const auto code = feeder->wait(20s);
   INFO(problem << "\nfeeder: " << feeder->stderr_text() << "\nsink: " << sink->stderr_text());
   CHECK(problem.empty());
