@@ -43,8 +43,8 @@ constexpr auto kHangUpWait = std::chrono::seconds(1);
 // Ids are at most 128 bytes (PROTOCOL.md §2.1), so the envelope fits in this.
 constexpr std::size_t kEnvelopeRoom = 4096;
 
-/// The target's end of the link: it never talks on our connection, so reading
-/// only reveals the end; writes report progress.
+/// The target's end of the link: on our connection it only ticks or refuses, so
+/// reading reveals a refusal or the end; writes report progress.
 class LinkEnd final : public SessionHandler {
  public:
   explicit LinkEnd(asio::io_context& io) : wake_(io) {
@@ -102,7 +102,7 @@ class Sender {
     asio::co_spawn(io_, body(*this), [&](const std::exception_ptr& e) {
       failure = e;
       if (session_)
-        session_->stop("done");  // its loops and timers end: run() returns
+        session_->stop("done");  // done or failed: its loops and timers end, run() returns
     });
     io_.run();
     if (failure)
@@ -255,7 +255,6 @@ class Sender {
       if (*end_->closed != kClosedByPeer || unacked > 0)
         throw Error(undelivered(unacked, *end_->closed));
     }
-    session_->stop("done");
   }
 
   std::uint64_t queued() const { return queued_; }
